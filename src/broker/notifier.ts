@@ -1,0 +1,33 @@
+import type { Notifier, Subscription } from "./types.ts";
+
+/** In-process notifier: one set of waiters per topic, woken all at once. */
+export class MemoryNotifier implements Notifier {
+  private readonly waiters = new Map<string, Set<() => void>>();
+
+  subscribe(topic: string): Subscription {
+    let wake!: () => void;
+    const fired = new Promise<void>((resolve) => (wake = resolve));
+    let set = this.waiters.get(topic);
+    if (!set) this.waiters.set(topic, (set = new Set()));
+    set.add(wake);
+    const cancel = () => {
+      const s = this.waiters.get(topic);
+      if (!s) return;
+      s.delete(wake);
+      if (s.size === 0) this.waiters.delete(topic);
+    };
+    return { fired, cancel };
+  }
+
+  notify(topic: string): void {
+    const set = this.waiters.get(topic);
+    if (!set) return;
+    this.waiters.delete(topic);
+    for (const wake of set) wake();
+  }
+
+  /** Topics with at least one waiter (tests and leak checks). */
+  get size(): number {
+    return this.waiters.size;
+  }
+}

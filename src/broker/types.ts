@@ -1,0 +1,83 @@
+/**
+ * The broker's state, behind an async interface so the in-memory store and a shared one
+ * (Redis/Valkey) are interchangeable. Values are opaque ciphertext strings: never parsed.
+ */
+export interface Job {
+  client_public_key?: string;
+  chat_history: string;
+  cipherkey: string;
+  iv: string;
+  stream?: boolean;
+}
+
+export interface Answer {
+  chat_history: string;
+  cipherkey: string;
+  iv: string;
+}
+
+export type TouchResult = "ok" | "full";
+export type EnqueueResult = "queued" | "unknown_node" | "queue_full";
+export type StoreResult = "stored" | "full";
+export type PushResult =
+  | { kind: "stored"; clientKey: string }
+  | { kind: "unknown_session" }
+  | { kind: "session_full" }
+  | { kind: "already_final" };
+
+export interface StreamDrain {
+  sessionId: string;
+  chunks: unknown[];
+  final: boolean;
+}
+
+export interface StoreStats {
+  nodes: number;
+  queuedJobs: number;
+  maxQueueDepth: number;
+  answers: number;
+  streams: number;
+}
+
+export type ExpiredKind = "node" | "job" | "answer" | "stream";
+
+export interface BrokerStore {
+  /** Registers a node or refreshes its last-seen time. */
+  touchNode(key: string): Promise<TouchResult>;
+  /** A random node seen within the stale timeout, if any. */
+  pickNode(): Promise<string | undefined>;
+  enqueueJob(nodeKey: string, job: Job): Promise<EnqueueResult>;
+  /** Removes and returns up to `max` jobs for the node, oldest first. */
+  takeJobs(nodeKey: string, max: number): Promise<Job[]>;
+  /** Stores the answer for a client, replacing an uncollected one. */
+  putAnswer(clientKey: string, answer: Answer): Promise<StoreResult>;
+  /** Removes and returns the client's answer: delivered once. */
+  takeAnswer(clientKey: string): Promise<Answer | undefined>;
+  /** Opens a stream session; a newer one for the same client replaces the older. */
+  openStream(clientKey: string, sessionId: string): Promise<StoreResult>;
+  pushChunk(sessionId: string, chunk: unknown, final: boolean): Promise<PushResult>;
+  /** Everything queued since the last drain; a final drain ends the session. */
+  drainStream(clientKey: string): Promise<StreamDrain | undefined>;
+  /** Drops expired nodes (with their jobs), answers and stream sessions. */
+  sweep(): Promise<void>;
+  stats(): Promise<StoreStats>;
+  close(): Promise<void>;
+}
+
+/** Wakes held requests. Subscribe before checking the store so no notification falls between. */
+export interface Notifier {
+  subscribe(topic: string): Subscription;
+  notify(topic: string): void;
+}
+
+export interface Subscription {
+  /** Resolves on the first notification after subscribing. */
+  readonly fired: Promise<void>;
+  cancel(): void;
+}
+
+export const topics = {
+  job: (nodeKey: string) => `job:${nodeKey}`,
+  answer: (clientKey: string) => `answer:${clientKey}`,
+  stream: (clientKey: string) => `stream:${clientKey}`,
+};

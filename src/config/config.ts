@@ -1,0 +1,195 @@
+import * as D from "./defaults.ts";
+import { EnvReader, parseHttpUrl, type Env } from "./env-reader.ts";
+
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface BrokerLimits {
+  longPollMs: number;
+  nextPingSeconds: number;
+  maxLongPolls: number;
+  maxQueueDepth: number;
+  maxBatchSize: number;
+  maxNodes: number;
+  maxAnswers: number;
+  maxStreamSessions: number;
+  maxStreamChunks: number;
+  nodeStaleMs: number;
+  answerTtlMs: number;
+  streamTtlMs: number;
+  sweepIntervalMs: number;
+}
+
+export interface ProxyConfig {
+  /** Path prefixes forwarded to the upstream, each starting and ending with "/". */
+  prefixes: string[];
+  /** First is the primary; more than one enables round robin with passive ejection. */
+  upstreams: URL[];
+  requireUpstreamHealth: boolean;
+  healthPath: string;
+  healthIntervalMs: number;
+  firstByteTimeoutMs: number;
+  idleTimeoutMs: number;
+  ejectMs: number;
+}
+
+export interface Config {
+  host: string;
+  port: number;
+  logLevel: LogLevel;
+  /** Broker only: no proxy routes, readiness ignores the GPU host. */
+  relayOnly: boolean;
+  /** The primary upstream after TOKENPLACE_GPU_HOST/PORT were applied. */
+  upstreamUrl: URL;
+  /** The host readiness resolves. */
+  gpuHost: string;
+  gpuPort: number;
+  /** Accepted registration tokens; empty means registration is open. */
+  serverTokens: string[];
+  maxBodyBytes: number;
+  idleTimeoutSeconds: number;
+  shutdownDelayMs: number;
+  shutdownGraceMs: number;
+  dnsCacheMs: number;
+  broker: BrokerLimits;
+  proxy: ProxyConfig;
+}
+
+export interface ConfigResult {
+  config: Config;
+  problems: string[];
+  /** Set variables that look like ours but are not known: probably typos. */
+  unknown: string[];
+  known: Set<string>;
+}
+
+const OUR_PREFIXES = ["RELAY_", "TOKENPLACE_", "TOKEN_PLACE_"];
+
+export function loadConfig(env: Env): ConfigResult {
+  const r = new EnvReader(env);
+
+  const host = r.string("RELAY_HOST", D.DEFAULT_HOST);
+  const port = r.int("RELAY_PORT", D.DEFAULT_PORT, { min: 0, max: 65535 });
+  const logLevel = r.oneOf("LOG_LEVEL", LOG_LEVELS, D.DEFAULT_LOG_LEVEL);
+  const relayOnly = r.bool("TOKENPLACE_RELAY_ONLY", false);
+
+  // Explicit host/port win over the URL's so the chart can point at the GPU box without
+  // re-assembling the URL (and readiness checks the host that is actually used).
+  const upstreamUrl = r.url("TOKENPLACE_RELAY_UPSTREAM_URL", D.DEFAULT_UPSTREAM_URL);
+  const gpuHostOverride = r.raw("TOKENPLACE_GPU_HOST");
+  if (gpuHostOverride !== undefined) {
+    if (/[\s/:@?#]/.test(gpuHostOverride)) r.problem(`TOKENPLACE_GPU_HOST: not a host name: ${JSON.stringify(gpuHostOverride)}`);
+    else upstreamUrl.hostname = gpuHostOverride;
+  }
+  if (r.raw("TOKENPLACE_GPU_PORT") !== undefined) {
+    upstreamUrl.port = String(r.int("TOKENPLACE_GPU_PORT", D.DEFAULT_GPU_PORT, { min: 1, max: 65535 }));
+  }
+  const gpuHost = upstreamUrl.hostname.replace(/^\[|\]$/g, "");
+  const gpuPort = Number(upstreamUrl.port || (upstreamUrl.protocol === "https:" ? 443 : 80));
+
+  const single = r.raw("TOKEN_PLACE_RELAY_SERVER_TOKEN");
+  const rotation = r.list("TOKEN_PLACE_RELAY_SERVER_TOKENS");
+  const serverTokens = [...new Set([...(single ? [single] : []), ...rotation])];
+  for (const t of serverTokens) {
+    if (t.length < 16) r.problem("TOKEN_PLACE_RELAY_SERVER_TOKEN(S): every token must be at least 16 characters");
+  }
+
+  const longPollMs = r.int("RELAY_LONG_POLL_MS", D.DEFAULT_LONG_POLL_MS, { min: 0, max: D.MAX_LONG_POLL_MS });
+  const broker: BrokerLimits = {
+    longPollMs,
+    nextPingSeconds: r.int("RELAY_NEXT_PING_SECONDS", D.DEFAULT_NEXT_PING_SECONDS, { min: 0, max: 3600 }),
+    maxLongPolls: r.int("RELAY_MAX_LONG_POLLS", D.DEFAULT_MAX_LONG_POLLS, { min: 0 }),
+    maxQueueDepth: r.int("RELAY_MAX_QUEUE_DEPTH", D.DEFAULT_MAX_QUEUE_DEPTH, { min: 1 }),
+    maxBatchSize: r.int("RELAY_MAX_BATCH_SIZE", D.DEFAULT_MAX_BATCH_SIZE, { min: 1 }),
+    maxNodes: r.int("RELAY_MAX_NODES", D.DEFAULT_MAX_NODES, { min: 1 }),
+    maxAnswers: r.int("RELAY_MAX_ANSWERS", D.DEFAULT_MAX_ANSWERS, { min: 1 }),
+    maxStreamSessions: r.int("RELAY_MAX_STREAM_SESSIONS", D.DEFAULT_MAX_STREAM_SESSIONS, { min: 1 }),
+    maxStreamChunks: r.int("RELAY_MAX_STREAM_CHUNKS", D.DEFAULT_MAX_STREAM_CHUNKS, { min: 1 }),
+    nodeStaleMs: r.int("RELAY_NODE_STALE_MS", D.DEFAULT_NODE_STALE_MS, { min: 1_000 }),
+    answerTtlMs: r.int("RELAY_ANSWER_TTL_MS", D.DEFAULT_ANSWER_TTL_MS, { min: 1_000 }),
+    streamTtlMs: r.int("RELAY_STREAM_TTL_MS", D.DEFAULT_STREAM_TTL_MS, { min: 1_000 }),
+    sweepIntervalMs: r.int("RELAY_SWEEP_INTERVAL_MS", D.DEFAULT_SWEEP_INTERVAL_MS, { min: 100, max: 60_000 }),
+  };
+  if (broker.longPollMs >= broker.nodeStaleMs) {
+    r.problem("RELAY_LONG_POLL_MS must be shorter than RELAY_NODE_STALE_MS (a held node would look stale)");
+  }
+  if (broker.maxBatchSize > broker.maxQueueDepth) {
+    r.problem("RELAY_MAX_BATCH_SIZE must not exceed RELAY_MAX_QUEUE_DEPTH");
+  }
+
+  const maxBodyBytes = r.int("RELAY_MAX_BODY_BYTES", D.DEFAULT_MAX_BODY_BYTES, { min: 1_024, max: 256 * 1024 * 1024 });
+  const idleTimeoutSeconds = r.int("RELAY_IDLE_TIMEOUT_SECONDS", D.DEFAULT_IDLE_TIMEOUT_SECONDS, { min: 1, max: 255 });
+  const shutdownDelayMs = r.int("RELAY_SHUTDOWN_DELAY_MS", D.DEFAULT_SHUTDOWN_DELAY_MS, { min: 0, max: 300_000 });
+  const shutdownGraceMs = r.int("RELAY_SHUTDOWN_GRACE_MS", D.DEFAULT_SHUTDOWN_GRACE_MS, { min: 0, max: 600_000 });
+  const dnsCacheMs = r.int("RELAY_DNS_CACHE_MS", D.DEFAULT_DNS_CACHE_MS, { min: 0, max: 600_000 });
+  if (idleTimeoutSeconds * 1000 <= longPollMs) {
+    r.problem("RELAY_IDLE_TIMEOUT_SECONDS must be longer than RELAY_LONG_POLL_MS");
+  }
+
+  const proxy = loadProxyConfig(r, upstreamUrl);
+
+  const known = r.names;
+  const unknown = Object.keys(env)
+    .filter((k) => OUR_PREFIXES.some((p) => k.startsWith(p)) && !known.has(k))
+    .sort();
+
+  return {
+    config: {
+      host, port, logLevel, relayOnly, upstreamUrl, gpuHost, gpuPort, serverTokens,
+      maxBodyBytes, idleTimeoutSeconds, shutdownDelayMs, shutdownGraceMs, dnsCacheMs, broker, proxy,
+    },
+    problems: r.problems,
+    unknown,
+    known,
+  };
+}
+
+function loadProxyConfig(r: EnvReader, primary: URL): ProxyConfig {
+  const prefixes = r.list("RELAY_PROXY_PREFIXES", ["/api/", "/v1/"]);
+  for (const p of prefixes) {
+    if (!/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*\/$/.test(p)) {
+      r.problem(`RELAY_PROXY_PREFIXES: ${JSON.stringify(p)} must look like /name/ (leading and trailing slash, no dot segments)`);
+    }
+  }
+  const listed = r.list("TOKEN_PLACE_RELAY_UPSTREAMS");
+  const upstreams: URL[] = [];
+  for (const u of listed) {
+    const parsed = parseHttpUrl(u, "TOKEN_PLACE_RELAY_UPSTREAMS", (m) => r.problem(m));
+    if (parsed) upstreams.push(parsed);
+  }
+  if (upstreams.length === 0) upstreams.push(primary);
+
+  const healthPath = r.string("RELAY_UPSTREAM_HEALTH_PATH", "/health");
+  if (!healthPath.startsWith("/")) r.problem("RELAY_UPSTREAM_HEALTH_PATH: must start with /");
+
+  return {
+    prefixes,
+    upstreams,
+    requireUpstreamHealth: r.bool("TOKENPLACE_RELAY_REQUIRE_UPSTREAM_HEALTH", false),
+    healthPath,
+    healthIntervalMs: r.int("RELAY_UPSTREAM_HEALTH_INTERVAL_MS", 10_000, { min: 500, max: 600_000 }),
+    firstByteTimeoutMs: r.int("RELAY_UPSTREAM_FIRST_BYTE_TIMEOUT_MS", 60_000, { min: 100, max: 3_600_000 }),
+    idleTimeoutMs: r.int("RELAY_UPSTREAM_IDLE_TIMEOUT_MS", 300_000, { min: 1_000, max: 86_400_000 }),
+    ejectMs: r.int("RELAY_UPSTREAM_EJECT_MS", 30_000, { min: 0, max: 3_600_000 }),
+  };
+}
+
+/** A printable view with secrets replaced, for --check-config and the start-up log line. */
+export function describeConfig(c: Config): Record<string, unknown> {
+  return {
+    host: c.host,
+    port: c.port,
+    logLevel: c.logLevel,
+    relayOnly: c.relayOnly,
+    upstream: c.upstreamUrl.href,
+    gpuHost: c.gpuHost,
+    gpuPort: c.gpuPort,
+    serverTokens: c.serverTokens.length === 0 ? "none (registration open)" : `${c.serverTokens.length} configured (redacted)`,
+    maxBodyBytes: c.maxBodyBytes,
+    idleTimeoutSeconds: c.idleTimeoutSeconds,
+    shutdownDelayMs: c.shutdownDelayMs,
+    shutdownGraceMs: c.shutdownGraceMs,
+    broker: c.broker,
+    proxy: { ...c.proxy, upstreams: c.proxy.upstreams.map((u) => u.href) },
+  };
+}

@@ -1,0 +1,38 @@
+// Embedded defaults. Every one is documented in README.md ("Configuration"); a test keeps the two in step.
+
+export const DEFAULT_HOST = "0.0.0.0";
+/** The port token.place's reference relay listens on; compute nodes are configured with it. */
+export const DEFAULT_PORT = 5010;
+/** server.py's default port on the GPU workstation. */
+export const DEFAULT_GPU_PORT = 3000;
+/** In Kubernetes an ExternalName Service of this name points at the GPU workstation. */
+export const DEFAULT_GPU_HOST = "gpu-server";
+export const DEFAULT_UPSTREAM_URL = `http://${DEFAULT_GPU_HOST}:${DEFAULT_GPU_PORT}`;
+export const DEFAULT_LOG_LEVEL = "info";
+
+/** Held /sink, /retrieve and /stream/retrieve requests answer after at most this long. */
+export const DEFAULT_LONG_POLL_MS = 5_000;
+/** Peers' HTTP clients give up after 10 s: a hold must stay clearly below that. */
+export const MAX_LONG_POLL_MS = 9_000;
+/** What the reference relay tells an idle node when the relay did not hold the poll. */
+export const DEFAULT_NEXT_PING_SECONDS = 10;
+export const DEFAULT_MAX_LONG_POLLS = 1_000;
+
+export const DEFAULT_MAX_QUEUE_DEPTH = 64;
+export const DEFAULT_MAX_BATCH_SIZE = 16;
+export const DEFAULT_MAX_NODES = 1_000;
+export const DEFAULT_MAX_ANSWERS = 10_000;
+export const DEFAULT_MAX_STREAM_SESSIONS = 1_000;
+export const DEFAULT_MAX_STREAM_CHUNKS = 4_096;
+
+export const DEFAULT_NODE_STALE_MS = 30_000;
+export const DEFAULT_ANSWER_TTL_MS = 300_000;
+export const DEFAULT_STREAM_TTL_MS = 300_000;
+export const DEFAULT_SWEEP_INTERVAL_MS = 1_000;
+
+export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_IDLE_TIMEOUT_SECONDS = 30;
+
+export const DEFAULT_SHUTDOWN_DELAY_MS = 0;
+export const DEFAULT_SHUTDOWN_GRACE_MS = 20_000;
+export const DEFAULT_DNS_CACHE_MS = 5_000;

@@ -1,0 +1,114 @@
+/**
+ * Reads typed settings from an environment map and collects every problem instead of stopping at
+ * the first, so an operator fixes a bad deployment in one round trip.
+ */
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export interface IntOptions {
+  min?: number;
+  max?: number;
+}
+
+export class EnvReader {
+  readonly problems: string[] = [];
+  /** Every variable name this reader was asked about: the set of settings the relay knows. */
+  readonly names = new Set<string>();
+
+  constructor(private readonly env: Env) {}
+
+  raw(name: string): string | undefined {
+    this.names.add(name);
+    const value = this.env[name];
+    if (value === undefined) return undefined;
+    const trimmed = value.trim();
+    return trimmed === "" ? undefined : trimmed;
+  }
+
+  problem(message: string): void {
+    this.problems.push(message);
+  }
+
+  string(name: string, fallback: string): string {
+    return this.raw(name) ?? fallback;
+  }
+
+  int(name: string, fallback: number, opts: IntOptions = {}): number {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    if (!/^-?\d+$/.test(value)) {
+      this.problem(`${name}: expected an integer, got ${JSON.stringify(value)}`);
+      return fallback;
+    }
+    const n = Number(value);
+    if (!Number.isSafeInteger(n)) {
+      this.problem(`${name}: ${value} is out of range`);
+      return fallback;
+    }
+    if (opts.min !== undefined && n < opts.min) {
+      this.problem(`${name}: must be >= ${opts.min}, got ${n}`);
+      return fallback;
+    }
+    if (opts.max !== undefined && n > opts.max) {
+      this.problem(`${name}: must be <= ${opts.max}, got ${n}`);
+      return fallback;
+    }
+    return n;
+  }
+
+  bool(name: string, fallback: boolean): boolean {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    const v = value.toLowerCase();
+    if (["1", "true", "yes", "on"].includes(v)) return true;
+    if (["0", "false", "no", "off"].includes(v)) return false;
+    this.problem(`${name}: expected true or false, got ${JSON.stringify(value)}`);
+    return fallback;
+  }
+
+  oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    const v = value.toLowerCase() as T;
+    if (allowed.includes(v)) return v;
+    this.problem(`${name}: expected one of ${allowed.join(", ")}, got ${JSON.stringify(value)}`);
+    return fallback;
+  }
+
+  /** Comma-separated list; empty items are dropped. */
+  list(name: string, fallback: readonly string[] = []): string[] {
+    const value = this.raw(name);
+    if (value === undefined) return [...fallback];
+    return value
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s !== "");
+  }
+
+  url(name: string, fallback: string): URL {
+    const value = this.raw(name) ?? fallback;
+    return parseHttpUrl(value, name, (m) => this.problem(m)) ?? new URL(fallback);
+  }
+}
+
+export function parseHttpUrl(value: string, name: string, report: (m: string) => void): URL | undefined {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    report(`${name}: not a valid URL: ${JSON.stringify(value)}`);
+    return undefined;
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    report(`${name}: must be an http:// or https:// URL, got ${JSON.stringify(value)}`);
+    return undefined;
+  }
+  if (url.username || url.password) {
+    report(`${name}: credentials in the URL are not allowed`);
+    return undefined;
+  }
+  if (url.search || url.hash) {
+    report(`${name}: must not carry a query or fragment`);
+    return undefined;
+  }
+  return url;
+}

@@ -1,0 +1,3 @@
+export * from "./config.ts";
+export * from "./defaults.ts";
+export { EnvReader, type Env } from "./env-reader.ts";

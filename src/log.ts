@@ -1,0 +1,46 @@
+import pino, { type DestinationStream, type Logger } from "pino";
+import type { LogLevel } from "./config/index.ts";
+
+export type { Logger };
+
+/**
+ * Anything that could hold a secret or a payload. The relay never logs bodies, but a field added
+ * by mistake must still come out censored.
+ */
+export const REDACT_PATHS = [
+  "token",
+  "*.token",
+  "serverToken",
+  "*.serverToken",
+  "authorization",
+  "*.authorization",
+  'headers["x-relay-server-token"]',
+  'headers["authorization"]',
+  'headers["cookie"]',
+  "*.chat_history",
+  "*.cipherkey",
+  "*.iv",
+  "*.chunk",
+  "*.chunks",
+  "chat_history",
+  "cipherkey",
+  "iv",
+  "chunk",
+];
+
+/**
+ * JSON lines on stdout, synchronously-free and without transports: pino transports use worker
+ * threads that break inside a `bun build --compile` binary (oven-sh/bun#10246).
+ */
+export function createLogger(level: LogLevel, destination?: DestinationStream): Logger {
+  return pino(
+    {
+      level,
+      base: { service: "tokenplace-relay" },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      redact: { paths: REDACT_PATHS, censor: "[redacted]" },
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    destination ?? pino.destination({ dest: 1, sync: false }),
+  );
+}

@@ -1,0 +1,138 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { REVISION, VERSION } from "../version.ts";
+
+const P = "tokenplace_relay_";
+
+/**
+ * prom-client's default metrics that are false under Bun (prometheus/client_js#623): GC is never
+ * sampled, handle/request/resource counts are always 0, heap spaces are synthetic,
+ * process_heap_bytes is the virtual size, and nodejs_version_info claims a Node version.
+ */
+export const UNTRUE_UNDER_BUN = [
+  "nodejs_gc_duration_seconds",
+  "nodejs_active_handles",
+  "nodejs_active_handles_total",
+  "nodejs_active_requests",
+  "nodejs_active_requests_total",
+  "nodejs_active_resources",
+  "nodejs_active_resources_total",
+  "nodejs_heap_space_size_total_bytes",
+  "nodejs_heap_space_size_used_bytes",
+  "nodejs_heap_space_size_available_bytes",
+  "process_heap_bytes",
+  "nodejs_version_info",
+];
+
+/** Point-in-time numbers read at scrape time (store sizes, server counters). */
+export interface GaugeSources {
+  registeredNodes?: () => Promise<number> | number;
+  queuedJobs?: () => Promise<number> | number;
+  maxQueueDepth?: () => Promise<number> | number;
+  pendingAnswers?: () => Promise<number> | number;
+  streamSessions?: () => Promise<number> | number;
+  serverPendingRequests?: () => number;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+export function createMetrics(registry: Registry = new Registry(), opts: { processMetrics?: boolean } = {}) {
+  if (opts.processMetrics !== false) {
+    collectDefaultMetrics({ register: registry });
+    for (const name of UNTRUE_UNDER_BUN) registry.removeSingleMetric(name);
+  }
+  const sources: GaugeSources = {};
+  const fromSource = (name: string, help: string, key: keyof GaugeSources) =>
+    new Gauge({
+      name: P + name,
+      help,
+      registers: [registry],
+      async collect() {
+        const read = sources[key];
+        if (read) this.set(await read());
+      },
+    });
+
+  const m = {
+    registry,
+    sources,
+    build: new Gauge({ name: P + "build_info", help: "Relay version and revision (always 1).", labelNames: ["version", "revision"], registers: [registry] }),
+    httpRequests: new Counter({
+      name: P + "http_requests_total",
+      help: "HTTP requests served, by method, route template and status.",
+      labelNames: ["method", "route", "status"],
+      registers: [registry],
+    }),
+    httpDuration: new Histogram({
+      name: P + "http_request_duration_seconds",
+      help: "Time to the response head (long-polls include their hold), by method, route template and status.",
+      labelNames: ["method", "route", "status"],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
+    rejections: new Counter({
+      name: P + "rejections_total",
+      help: "Requests refused by a limit or validation, by reason.",
+      labelNames: ["reason"],
+      registers: [registry],
+    }),
+    expired: new Counter({
+      name: P + "expired_total",
+      help: "Items dropped by expiry, by kind (node, job, answer, stream).",
+      labelNames: ["kind"],
+      registers: [registry],
+    }),
+    longPollsWaiting: new Gauge({
+      name: P + "long_polls_waiting",
+      help: "Requests currently held open waiting for work, by route template.",
+      labelNames: ["route"],
+      registers: [registry],
+    }),
+    longPollOutcomes: new Counter({
+      name: P + "long_poll_outcomes_total",
+      help: "How held requests ended (woken, timeout, aborted, draining, overflow), by route template.",
+      labelNames: ["route", "outcome"],
+      registers: [registry],
+    }),
+    jobsDispatched: new Counter({ name: P + "jobs_dispatched_total", help: "Jobs handed to compute nodes.", registers: [registry] }),
+    registeredNodes: fromSource("registered_nodes", "Compute nodes seen within the stale timeout.", "registeredNodes"),
+    queuedJobs: fromSource("queued_jobs", "Jobs waiting for a compute node, all nodes together.", "queuedJobs"),
+    queueDepthMax: fromSource("queue_depth_max", "Deepest single node queue.", "maxQueueDepth"),
+    pendingAnswers: fromSource("pending_answers", "Answers waiting for their client.", "pendingAnswers"),
+    streamSessions: fromSource("stream_sessions", "Open stream sessions.", "streamSessions"),
+    serverPending: fromSource("server_pending_requests", "Requests the HTTP server is handling right now (Bun server.pendingRequests).", "serverPendingRequests"),
+    // Proxy mode.
+    upstreamRequests: new Counter({
+      name: P + "upstream_requests_total",
+      help: "Proxied requests by upstream response status class (2xx..5xx, or error).",
+      labelNames: ["class"],
+      registers: [registry],
+    }),
+    upstreamTtfb: new Histogram({
+      name: P + "upstream_ttfb_seconds",
+      help: "Time from sending a proxied request to the upstream's response head.",
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
+    proxyActiveStreams: new Gauge({ name: P + "proxy_active_streams", help: "Proxied responses currently streaming.", registers: [registry] }),
+    proxyBytes: new Counter({
+      name: P + "proxy_bytes_total",
+      help: "Body bytes proxied, by direction (request = to upstream, response = to client).",
+      labelNames: ["direction"],
+      registers: [registry],
+    }),
+    upstreamErrors: new Counter({
+      name: P + "upstream_errors_total",
+      help: "Proxy failures by kind (connect, dns, timeout, idle, reset, client_abort).",
+      labelNames: ["kind"],
+      registers: [registry],
+    }),
+    upstreamUp: new Gauge({
+      name: P + "upstream_up",
+      help: "1 when the last health probe of an upstream succeeded.",
+      labelNames: ["upstream"],
+      registers: [registry],
+    }),
+  };
+  m.build.labels(VERSION, REVISION).set(1);
+  return m;
+}
