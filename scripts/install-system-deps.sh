@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# System packages the container-contract tests need (test/container/):
+#   bwrap            bubblewrap: run the x64 binary as uid 65532 on a read-only, near-empty root
+#   qemu-aarch64     qemu-user: run the arm64 binary (4 KB and 16 KB page sizes)
+#   /usr/aarch64-linux-gnu   libc6-arm64-cross: the arm64 glibc for `qemu-aarch64 -L`
+#   ldd              libc-bin (always present on Debian)
+# Idempotent: does nothing (and touches no network) when everything is already installed.
+# Runs as root on a fresh Debian machine (CI); elsewhere it uses sudo if available.
+set -euo pipefail
+
+need=()
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
+[ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || need+=(libc6-arm64-cross)
+command -v ldd >/dev/null 2>&1 || need+=(libc-bin)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+
+if [ ${#need[@]} -eq 0 ]; then
+  echo "install-system-deps: bubblewrap, qemu-user, libc6-arm64-cross already installed"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "install-system-deps: need root (or sudo) to install: ${need[*]}" >&2
+    exit 1
+  fi
+fi
+
+echo "install-system-deps: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+command -v bwrap qemu-aarch64 >/dev/null
+ls /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 >/dev/null
+echo "install-system-deps: done"
