@@ -107,16 +107,17 @@ export class MemoryStore implements BrokerStore {
     return entry.answer;
   }
 
-  async openStream(clientKey: string, sessionId: string): Promise<StoreResult> {
+  async canOpenStream(): Promise<boolean> {
+    if (this.sessions.size < this.limits.maxStreamSessions) return true;
+    await this.sweep();
+    return this.sessions.size < this.limits.maxStreamSessions;
+  }
+
+  async openStream(clientKey: string, sessionId: string): Promise<void> {
     const previous = this.sessionOf.get(clientKey);
     if (previous !== undefined) this.sessions.delete(previous);
-    else if (this.sessions.size >= this.limits.maxStreamSessions) {
-      await this.sweep();
-      if (this.sessions.size >= this.limits.maxStreamSessions) return "full";
-    }
     this.sessions.set(sessionId, { clientKey, chunks: [], final: false, touchedAt: this.clock.now() });
     this.sessionOf.set(clientKey, sessionId);
-    return "stored";
   }
 
   private liveSession(sessionId: string): Session | undefined {

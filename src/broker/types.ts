@@ -53,8 +53,10 @@ export interface BrokerStore {
   putAnswer(clientKey: string, answer: Answer): Promise<StoreResult>;
   /** Removes and returns the client's answer: delivered once. */
   takeAnswer(clientKey: string): Promise<Answer | undefined>;
+  /** Whether another stream session fits (checked when a streaming job is accepted). */
+  canOpenStream(): Promise<boolean>;
   /** Opens a stream session; a newer one for the same client replaces the older. */
-  openStream(clientKey: string, sessionId: string): Promise<StoreResult>;
+  openStream(clientKey: string, sessionId: string): Promise<void>;
   pushChunk(sessionId: string, chunk: unknown, final: boolean): Promise<PushResult>;
   /** Everything queued since the last drain; a final drain ends the session. */
   drainStream(clientKey: string): Promise<StreamDrain | undefined>;

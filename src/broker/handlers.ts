@@ -1,0 +1,163 @@
+import type { BrokerLimits } from "../config/index.ts";
+import type { RequestContext } from "../http/context.ts";
+import { json, readJsonObject } from "../http/json.ts";
+import type { Metrics } from "../ops/metrics.ts";
+import type { LongPoll } from "./long-poll.ts";
+import { SERVER_TOKEN_HEADER } from "./tokens.ts";
+import { topics, type Answer, type BrokerStore, type Job, type Notifier, type StreamDrain } from "./types.ts";
+import { hasCiphertext, isKey, isOptionalBool, limitErrors, protocolErrors } from "./validate.ts";
+
+export interface BrokerDeps {
+  store: BrokerStore;
+  notifier: Notifier;
+  longPoll: LongPoll;
+  metrics: Metrics;
+  limits: BrokerLimits;
+  maxBodyBytes: number;
+  checkToken: (presented: string | null) => boolean;
+  /** Fresh stream session ids; injectable for tests. */
+  newId?: () => string;
+}
+
+/** After a held poll (or when work was found) the node should come straight back. */
+const REPOLL_NOW = 0;
+
+export function createBrokerHandlers(deps: BrokerDeps) {
+  const { store, notifier, longPoll, limits } = deps;
+  const newId = deps.newId ?? (() => crypto.randomUUID());
+  const read = (req: Request) => readJsonObject(req, deps.maxBodyBytes);
+  const requireToken = (req: Request) => {
+    if (!deps.checkToken(req.headers.get(SERVER_TOKEN_HEADER))) throw protocolErrors.unauthorized();
+  };
+
+  async function nextServer(): Promise<Response> {
+    const key = await store.pickNode();
+    // 200 on purpose: existing clients read the body, not the status (relay-protocol.md).
+    if (key === undefined) return json(200, { error: { message: "No servers available", code: 503 } });
+    return json(200, { server_public_key: key });
+  }
+
+  async function faucet(req: Request): Promise<Response> {
+    const body = await read(req);
+    if (!body || !isKey(body.server_public_key) || !hasCiphertext(body) || !isOptionalBool(body.stream)) {
+      throw protocolErrors.invalidFaucet();
+    }
+    if (body.client_public_key !== undefined && !isKey(body.client_public_key)) throw protocolErrors.invalidFaucet();
+    const stream = body.stream === true;
+    if (stream && body.client_public_key === undefined) throw protocolErrors.streamNeedsClientKey();
+    if (stream && !(await store.canOpenStream())) throw limitErrors.streamsFull();
+    const job: Job = { chat_history: body.chat_history, cipherkey: body.cipherkey, iv: body.iv };
+    if (body.client_public_key !== undefined) job.client_public_key = body.client_public_key;
+    if (stream) job.stream = true;
+    const result = await store.enqueueJob(body.server_public_key, job);
+    if (result === "unknown_node") throw protocolErrors.unknownServer();
+    if (result === "queue_full") throw limitErrors.queueFull();
+    notifier.notify(topics.job(body.server_public_key));
+    return json(200, { message: "Request received" });
+  }
+
+  async function sink(req: Request, ctx: RequestContext): Promise<Response> {
+    requireToken(req);
+    const body = await read(req);
+    if (!body || !isKey(body.server_public_key)) throw protocolErrors.invalidPublicKey();
+    const batch = body.max_batch_size ?? 1;
+    if (typeof batch !== "number" || !Number.isInteger(batch) || batch < 1) throw protocolErrors.invalidBatchSize();
+    const key = body.server_public_key;
+    if ((await store.touchNode(key)) === "full") throw limitErrors.nodesFull();
+
+    const max = Math.min(batch, limits.maxBatchSize);
+    const { value: jobs, outcome } = await longPoll.hold(req, ctx, topics.job(key), async () => {
+      const taken = await store.takeJobs(key, max);
+      return taken.length > 0 ? taken : undefined;
+    });
+    // The node was present for the whole hold: keep it fresh for /next_server.
+    await store.touchNode(key);
+    const held = outcome !== "immediate" && outcome !== "disabled" && outcome !== "overflow";
+    const nextPing = jobs || held ? REPOLL_NOW : limits.nextPingSeconds;
+    if (!jobs) return json(200, { next_ping_in_x_seconds: nextPing });
+
+    const dispatched = await Promise.all(jobs.map((job) => withSession(job)));
+    deps.metrics.jobsDispatched.inc(jobs.length);
+    const response: Record<string, unknown> = { next_ping_in_x_seconds: nextPing, ...dispatched[0] };
+    if (batch > 1) response.batch = dispatched;
+    return json(200, response);
+  }
+
+  async function withSession(job: Job): Promise<Record<string, unknown>> {
+    const out: Record<string, unknown> = {
+      client_public_key: job.client_public_key,
+      chat_history: job.chat_history,
+      cipherkey: job.cipherkey,
+      iv: job.iv,
+    };
+    if (job.stream && job.client_public_key !== undefined) {
+      const sessionId = newId();
+      await store.openStream(job.client_public_key, sessionId);
+      out.stream = true;
+      out.stream_session_id = sessionId;
+      // A client already waiting on /stream/retrieve learns that its session exists.
+      notifier.notify(topics.stream(job.client_public_key));
+    }
+    return out;
+  }
+
+  async function source(req: Request): Promise<Response> {
+    requireToken(req);
+    const body = await read(req);
+    if (!body || !isKey(body.client_public_key) || !hasCiphertext(body)) throw protocolErrors.invalidData();
+    const answer: Answer = { chat_history: body.chat_history, cipherkey: body.cipherkey, iv: body.iv };
+    if ((await store.putAnswer(body.client_public_key, answer)) === "full") throw limitErrors.answersFull();
+    notifier.notify(topics.answer(body.client_public_key));
+    return json(200, { message: "Response received and queued for client" });
+  }
+
+  async function retrieve(req: Request, ctx: RequestContext): Promise<Response> {
+    const body = await read(req);
+    if (!body || !isKey(body.client_public_key)) throw protocolErrors.invalidData();
+    const key = body.client_public_key;
+    const { value } = await longPoll.hold(req, ctx, topics.answer(key), () => store.takeAnswer(key));
+    if (!value) return json(200, { error: "No response available for the given public key" });
+    return json(200, { chat_history: value.chat_history, cipherkey: value.cipherkey, iv: value.iv });
+  }
+
+  async function streamSource(req: Request): Promise<Response> {
+    requireToken(req);
+    const body = await read(req);
+    if (!body || typeof body.session_id !== "string" || body.chunk === undefined || body.chunk === null || !isOptionalBool(body.final)) {
+      throw protocolErrors.invalidData();
+    }
+    const final = body.final === true;
+    const result = await store.pushChunk(body.session_id, body.chunk, final);
+    switch (result.kind) {
+      case "unknown_session":
+        throw protocolErrors.unknownStream();
+      case "session_full":
+        throw limitErrors.chunksFull();
+      case "already_final":
+        throw limitErrors.streamFinal();
+      case "stored":
+        notifier.notify(topics.stream(result.clientKey));
+        return json(200, { message: "Chunk stored", final });
+    }
+  }
+
+  async function streamRetrieve(req: Request, ctx: RequestContext): Promise<Response> {
+    const body = await read(req);
+    if (!body || !isKey(body.client_public_key)) throw protocolErrors.invalidData();
+    const key = body.client_public_key;
+    let empty: StreamDrain | undefined;
+    const { value } = await longPoll.hold(req, ctx, topics.stream(key), async () => {
+      const drained = await store.drainStream(key);
+      if (drained && (drained.chunks.length > 0 || drained.final)) return drained;
+      empty = drained ?? empty;
+      return undefined;
+    });
+    const result = value ?? empty;
+    if (!result) return json(200, { error: "No active stream for the given public key" });
+    return json(200, { stream: true, session_id: result.sessionId, chunks: result.chunks, final: result.final });
+  }
+
+  return { nextServer, faucet, sink, source, retrieve, streamSource, streamRetrieve };
+}
+
+export type BrokerHandlers = ReturnType<typeof createBrokerHandlers>;

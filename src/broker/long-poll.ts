@@ -1,0 +1,113 @@
+import type { Logger } from "pino";
+import type { RequestContext } from "../http/context.ts";
+import type { Metrics } from "../ops/metrics.ts";
+import type { Notifier } from "./types.ts";
+
+export type HoldOutcome = "immediate" | "woken" | "timeout" | "aborted" | "draining" | "overflow" | "disabled";
+
+export interface LongPollDeps {
+  notifier: Notifier;
+  metrics: Metrics;
+  holdMs: number;
+  maxWaiting: number;
+  /** Aborts when the relay starts draining: held requests answer at once. */
+  drainSignal: AbortSignal;
+  log?: Logger;
+}
+
+export interface LongPoll {
+  /**
+   * Runs `attempt` now; when it yields nothing, holds the request until the topic is notified,
+   * the hold expires, the client leaves or the relay drains, and then attempts once more.
+   * Never attempts for a client that is gone, so no job is popped into a closed socket.
+   */
+  hold<T>(req: Request, ctx: RequestContext, topic: string, attempt: () => Promise<T | undefined>): Promise<{ value: T | undefined; outcome: HoldOutcome }>;
+  readonly waiting: number;
+}
+
+export function createLongPoll(deps: LongPollDeps): LongPoll {
+  let waiting = 0;
+
+  async function hold<T>(req: Request, ctx: RequestContext, topic: string, attempt: () => Promise<T | undefined>) {
+    const route = ctx.route;
+    const deadline = performance.now() + deps.holdMs;
+    let outcome: HoldOutcome;
+    for (let round = 0; ; round++) {
+      const sub = deps.notifier.subscribe(topic);
+      let value: T | undefined;
+      try {
+        value = await attempt();
+      } catch (err) {
+        sub.cancel();
+        throw err;
+      }
+      if (value !== undefined) {
+        sub.cancel();
+        return finish(route, value, round === 0 ? "immediate" : "woken");
+      }
+      const remaining = deadline - performance.now();
+      const stop: HoldOutcome | undefined =
+        deps.holdMs <= 0 ? "disabled"
+        : deps.drainSignal.aborted ? "draining"
+        : req.signal.aborted ? "aborted"
+        : remaining <= 0 ? "timeout"
+        : round === 0 && waiting >= deps.maxWaiting ? "overflow"
+        : undefined;
+      if (stop) {
+        sub.cancel();
+        return finish(route, undefined, stop);
+      }
+      if (round === 0) ctx.holdOpen();
+      outcome = await wait(sub.fired, Math.max(remaining, 0), req.signal, route);
+      sub.cancel();
+      if (outcome === "aborted") return finish(route, undefined, "aborted");
+      if (outcome !== "woken") {
+        // Timeout or drain: one last look so work that raced the timer is not left behind.
+        const last = req.signal.aborted ? undefined : await attempt();
+        return finish(route, last, last !== undefined ? "woken" : outcome);
+      }
+    }
+  }
+
+  function finish<T>(route: string, value: T | undefined, outcome: HoldOutcome) {
+    if (outcome === "overflow") deps.metrics.rejections.labels("long_poll_capacity").inc();
+    deps.metrics.longPollOutcomes.labels(route, outcome).inc();
+    return { value, outcome };
+  }
+
+  async function wait(fired: Promise<void>, ms: number, client: AbortSignal, route: string): Promise<HoldOutcome> {
+    waiting++;
+    deps.metrics.longPollsWaiting.labels(route).inc();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let onClient: (() => void) | undefined;
+    let onDrain: (() => void) | undefined;
+    try {
+      return await Promise.race<HoldOutcome>([
+        fired.then(() => "woken" as const),
+        new Promise<HoldOutcome>((resolve) => (timer = setTimeout(() => resolve("timeout"), ms))),
+        new Promise<HoldOutcome>((resolve) => {
+          onClient = () => resolve("aborted");
+          client.addEventListener("abort", onClient, { once: true });
+        }),
+        new Promise<HoldOutcome>((resolve) => {
+          onDrain = () => resolve("draining");
+          if (deps.drainSignal.aborted) resolve("draining");
+          else deps.drainSignal.addEventListener("abort", onDrain, { once: true });
+        }),
+      ]);
+    } finally {
+      waiting--;
+      deps.metrics.longPollsWaiting.labels(route).dec();
+      clearTimeout(timer);
+      if (onClient) client.removeEventListener("abort", onClient);
+      if (onDrain) deps.drainSignal.removeEventListener("abort", onDrain);
+    }
+  }
+
+  return {
+    hold,
+    get waiting() {
+      return waiting;
+    },
+  };
+}

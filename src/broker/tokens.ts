@@ -1,0 +1,19 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+
+export const SERVER_TOKEN_HEADER = "X-Relay-Server-Token";
+
+/**
+ * Constant-time check of a presented token against every configured one. Both sides are hashed
+ * first so lengths never leak through timingSafeEqual, and all tokens are compared every time
+ * (no early exit that would reveal which rotation slot matched).
+ */
+export function createTokenCheck(tokens: readonly string[]): (presented: string | null) => boolean {
+  if (tokens.length === 0) return () => true;
+  const digests = tokens.map((t) => createHash("sha256").update(t).digest());
+  return (presented) => {
+    const candidate = createHash("sha256").update(presented ?? "").digest();
+    let ok = false;
+    for (const d of digests) ok = timingSafeEqual(d, candidate) || ok;
+    return ok && presented !== null;
+  };
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bun
+import { healthcheck } from "./cli/healthcheck.ts";
+import { describeConfig, loadConfig, type Env } from "./config/index.ts";
+import { createLogger } from "./log.ts";
+import { createProxyRoute } from "./proxy/index.ts";
+import { startRelay } from "./relay.ts";
+import { REVISION, VERSION } from "./version.ts";
+
+const USAGE = `Usage: tokenplace-relay [command]
+
+  (no command)     start the relay (configuration from the environment, see README)
+  --check-config   validate the environment, print the effective settings, exit 0 or 2
+  healthcheck      GET this relay's /livez (or --url URL), exit 0 on 2xx else 1
+  --version        print the version
+  --help           this text
+`;
+
+/** Exit code for invalid configuration (every problem is listed at once). */
+export const EXIT_CONFIG = 2;
+
+async function main(argv: string[], env: Env): Promise<number | undefined> {
+  const [cmd, ...rest] = argv;
+  if (cmd === "--version" || cmd === "version") {
+    console.log(`tokenplace-relay ${VERSION} (${REVISION})`);
+    return 0;
+  }
+  if (cmd === "--help" || cmd === "-h" || cmd === "help") {
+    console.log(USAGE);
+    return 0;
+  }
+  if (cmd === "healthcheck") return healthcheck(rest, env);
+  if (cmd !== undefined && cmd !== "--check-config" && cmd !== "serve") {
+    console.error(`tokenplace-relay: unknown command ${JSON.stringify(cmd)}\n\n${USAGE}`);
+    return EXIT_CONFIG;
+  }
+
+  const { config, problems, unknown } = loadConfig(env);
+  if (problems.length > 0) {
+    console.error(`tokenplace-relay: invalid configuration (${problems.length} problem${problems.length === 1 ? "" : "s"}):`);
+    for (const p of problems) console.error(`  - ${p}`);
+    return EXIT_CONFIG;
+  }
+  if (cmd === "--check-config") {
+    for (const name of unknown) console.error(`warning: ${name} is set but is not a relay setting (typo?)`);
+    console.log(JSON.stringify({ ok: true, config: describeConfig(config) }, null, 2));
+    return 0;
+  }
+
+  const logger = createLogger(config.logLevel);
+  for (const name of unknown) logger.warn({ variable: name }, "unknown setting ignored");
+  process.on("unhandledRejection", (err) => logger.error({ err }, "unhandled rejection"));
+  const relay = startRelay(config, { logger, proxy: createProxyRoute });
+  logger.info({ port: relay.port, host: config.host, version: VERSION, revision: REVISION, config: describeConfig(config) }, "listening");
+
+  let signals = 0;
+  const onSignal = (signal: string) => {
+    if (++signals > 1) {
+      logger.warn({ signal }, "second signal, exiting now");
+      process.exit(1);
+    }
+    relay.shutdown(signal).then(
+      () => process.exit(0),
+      (err) => {
+        logger.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
+  process.on("SIGINT", () => onSignal("SIGINT"));
+  return undefined;
+}
+
+const code = await main(process.argv.slice(2), process.env);
+if (code !== undefined) process.exit(code);

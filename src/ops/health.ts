@@ -1,0 +1,91 @@
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
+import type { Clock } from "../clock.ts";
+import { json } from "../http/json.ts";
+import type { BrokerStore } from "../broker/types.ts";
+import type { Lifecycle } from "./lifecycle.ts";
+
+export interface CheckResult {
+  ok: boolean;
+  detail?: Record<string, unknown>;
+}
+
+/** Something readiness depends on (the GPU host name, an upstream probe, the state store). */
+export interface ReadinessCheck {
+  name: string;
+  check(): Promise<CheckResult>;
+}
+
+export type ResolveHost = (host: string) => Promise<boolean>;
+
+export const resolveWithDns: ResolveHost = async (host) => {
+  if (isIP(host)) return true;
+  try {
+    await lookup(host);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * Readiness fails while the GPU host name does not resolve; probes arrive every few seconds from
+ * every kubelet, so the answer is cached for `cacheMs`.
+ */
+export function gpuHostCheck(host: string, resolve: ResolveHost, clock: Clock, cacheMs: number): ReadinessCheck {
+  let cached: { at: number; ok: boolean } | undefined;
+  let inflight: Promise<boolean> | undefined;
+  return {
+    name: "gpuHost",
+    async check() {
+      const now = clock.now();
+      if (!cached || now - cached.at >= cacheMs) {
+        inflight ??= resolve(host).finally(() => (inflight = undefined));
+        cached = { at: now, ok: await inflight };
+      }
+      return { ok: cached.ok, detail: { gpuHostResolves: cached.ok } };
+    },
+  };
+}
+
+export interface HealthDeps {
+  lifecycle: Lifecycle;
+  store: BrokerStore;
+  checks: ReadinessCheck[];
+  facts: { upstream: string; gpuHost: string; relayOnly: boolean; version: string };
+}
+
+export function createHealthHandlers(deps: HealthDeps) {
+  function livez(): Response {
+    return json(200, { status: "alive" });
+  }
+
+  async function healthz(): Promise<Response> {
+    const stats = await deps.store.stats().catch(() => undefined);
+    const results = await Promise.all(
+      deps.checks.map(async (c) => {
+        try {
+          return { name: c.name, ...(await c.check()) };
+        } catch (err) {
+          return { name: c.name, ok: false, detail: { error: String(err) } };
+        }
+      }),
+    );
+    const failing = results.filter((r) => !r.ok).map((r) => r.name);
+    if (!stats) failing.push("store");
+    const status = deps.lifecycle.draining ? "draining" : failing.length > 0 ? "degraded" : "ok";
+    const body: Record<string, unknown> = {
+      status,
+      upstream: deps.facts.upstream,
+      gpuHost: deps.facts.gpuHost,
+      knownServers: stats?.nodes ?? 0,
+      relayOnly: deps.facts.relayOnly,
+      version: deps.facts.version,
+    };
+    for (const r of results) Object.assign(body, r.detail);
+    if (failing.length > 0) body.failing = failing;
+    return json(status === "ok" ? 200 : 503, body);
+  }
+
+  return { livez, healthz };
+}

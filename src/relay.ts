@@ -1,0 +1,104 @@
+import type { Server } from "bun";
+import type { Logger } from "pino";
+import { Registry } from "prom-client";
+import { createApp, type App, type ProxyRoute } from "./app.ts";
+import { MemoryStore } from "./broker/memory-store.ts";
+import { MemoryNotifier } from "./broker/notifier.ts";
+import type { BrokerStore, Notifier } from "./broker/types.ts";
+import { systemClock, type Clock } from "./clock.ts";
+import type { Config } from "./config/index.ts";
+import { createLogger } from "./log.ts";
+import { gpuHostCheck, resolveWithDns, type ReadinessCheck, type ResolveHost } from "./ops/health.ts";
+import { Lifecycle } from "./ops/lifecycle.ts";
+import { createMetrics, type Metrics } from "./ops/metrics.ts";
+import { serve } from "./server.ts";
+
+export interface RelayOverrides {
+  clock?: Clock;
+  logger?: Logger;
+  registry?: Registry;
+  store?: BrokerStore;
+  notifier?: Notifier;
+  resolveHost?: ResolveHost;
+  /** Registering process metrics twice in one process fails; tests turn them off. */
+  processMetrics?: boolean;
+  proxy?: (deps: { config: Config; metrics: Metrics; logger: Logger; lifecycle: Lifecycle }) => ProxyRoute & { readiness?: ReadinessCheck; close?(): void };
+}
+
+export interface Relay {
+  readonly url: string;
+  readonly port: number;
+  readonly server: Server<undefined>;
+  readonly app: App;
+  readonly metrics: Metrics;
+  readonly lifecycle: Lifecycle;
+  readonly store: BrokerStore;
+  readonly logger: Logger;
+  /** Drain: readiness off, held polls answered, in-flight work finishes, then the listener closes. */
+  shutdown(reason?: string): Promise<void>;
+}
+
+/** The composition root: builds every part from the config and starts listening. */
+export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
+  const clock = o.clock ?? systemClock;
+  const logger = o.logger ?? createLogger(config.logLevel);
+  const metrics = createMetrics(o.registry ?? new Registry(), { processMetrics: o.processMetrics });
+  const lifecycle = new Lifecycle();
+  const store = o.store ?? new MemoryStore(config.broker, clock, (kind, n) => metrics.expired.labels(kind).inc(n));
+  const notifier = o.notifier ?? new MemoryNotifier();
+
+  const checks: ReadinessCheck[] = [];
+  if (!config.relayOnly) checks.push(gpuHostCheck(config.gpuHost, o.resolveHost ?? resolveWithDns, clock, config.dnsCacheMs));
+  const proxy = !config.relayOnly && o.proxy ? o.proxy({ config, metrics, logger, lifecycle }) : undefined;
+  if (proxy?.readiness) checks.push(proxy.readiness);
+
+  const app = createApp({ config, store, notifier, logger, metrics, lifecycle, checks, proxy });
+  const server = serve(app, config);
+  metrics.sources.serverPendingRequests = () => server.pendingRequests;
+  metrics.sources.registeredNodes = async () => (await store.stats()).nodes;
+  metrics.sources.queuedJobs = async () => (await store.stats()).queuedJobs;
+  metrics.sources.maxQueueDepth = async () => (await store.stats()).maxQueueDepth;
+  metrics.sources.pendingAnswers = async () => (await store.stats()).answers;
+  metrics.sources.streamSessions = async () => (await store.stats()).streams;
+
+  const sweeper = setInterval(() => {
+    store.sweep().catch((err) => logger.error({ err }, "sweep failed"));
+  }, config.broker.sweepIntervalMs);
+  sweeper.unref();
+
+  const port = server.port ?? config.port;
+  const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+  let stopping: Promise<void> | undefined;
+
+  async function drain(reason: string): Promise<void> {
+    const t0 = performance.now();
+    logger.info({ reason, delayMs: config.shutdownDelayMs, graceMs: config.shutdownGraceMs }, "draining");
+    lifecycle.beginDrain();
+    if (config.shutdownDelayMs > 0) await Bun.sleep(config.shutdownDelayMs);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const graceOver = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), config.shutdownGraceMs)));
+    const finished = await Promise.race([server.stop(false).then(() => "done" as const), graceOver]);
+    clearTimeout(timer);
+    if (finished === "timeout") {
+      logger.warn({ pending: server.pendingRequests }, "grace period over, closing remaining connections");
+      lifecycle.hardStop();
+      await server.stop(true);
+    }
+    clearInterval(sweeper);
+    proxy?.close?.();
+    await store.close();
+    logger.info({ durationMs: Math.round(performance.now() - t0) }, "stopped");
+  }
+
+  return {
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
+    port,
+    server,
+    app,
+    metrics,
+    lifecycle,
+    store,
+    logger,
+    shutdown: (reason = "shutdown") => (stopping ??= drain(reason)),
+  };
+}
