@@ -60,7 +60,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     requireToken(req);
     const body = await read(req);
     if (!body || !isKey(body.server_public_key)) throw protocolErrors.invalidPublicKey();
-    const batch = body.max_batch_size ?? 1;
+    const batch = body.max_batch_size === undefined ? 1 : body.max_batch_size;
     if (typeof batch !== "number" || !Number.isInteger(batch) || batch < 1) throw protocolErrors.invalidBatchSize();
     const key = body.server_public_key;
     if ((await store.touchNode(key)) === "full") throw limitErrors.nodesFull();

@@ -147,7 +147,9 @@ export function loadConfig(env: Env): ConfigResult {
 function loadProxyConfig(r: EnvReader, primary: URL): ProxyConfig {
   const prefixes = r.list("RELAY_PROXY_PREFIXES", ["/api/", "/v1/"]);
   for (const p of prefixes) {
-    if (!/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*\/$/.test(p)) {
+    const segments = p.split("/").slice(1, -1);
+    const wellFormed = /^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*\/$/.test(p) && !segments.some((s) => /^\.+$/.test(s));
+    if (!wellFormed) {
       r.problem(`RELAY_PROXY_PREFIXES: ${JSON.stringify(p)} must look like /name/ (leading and trailing slash, no dot segments)`);
     }
   }

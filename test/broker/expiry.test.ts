@@ -1,0 +1,87 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { ManualClock } from "../../src/clock.ts";
+import { fakeKey, job, startTestRelay, type TestRelay } from "../helpers/relay.ts";
+
+// Expiry is decided by the injected clock: no sleeping, exact boundaries.
+const clock = new ManualClock();
+let relay: TestRelay;
+beforeAll(() => {
+  relay = startTestRelay(
+    { RELAY_LONG_POLL_MS: "0", RELAY_NODE_STALE_MS: "30000", RELAY_ANSWER_TTL_MS: "60000", RELAY_STREAM_TTL_MS: "60000" },
+    { clock },
+  );
+});
+afterAll(() => relay.shutdown());
+
+const metric = async (line: string) => {
+  const text = await (await relay.get("/metrics")).text();
+  const found = text.split("\n").find((l) => l.startsWith(line + " "));
+  return found ? Number(found.split(" ").pop()) : 0;
+};
+
+describe("stale nodes", () => {
+  test("a node silent past the stale timeout leaves /next_server and its queued jobs expire", async () => {
+    const key = fakeKey();
+    await relay.post("/sink", { server_public_key: key });
+    await relay.post("/faucet", job(key));
+    await relay.post("/faucet", job(key));
+    const jobsBefore = await metric('tokenplace_relay_expired_total{kind="job"}');
+
+    clock.advance(30_000);
+    expect(await (await relay.get("/next_server")).json()).toEqual({ server_public_key: key });
+    clock.advance(1);
+    expect(await (await relay.get("/next_server")).json()).toEqual({ error: { message: "No servers available", code: 503 } });
+    expect((await relay.post("/faucet", job(key))).status).toBe(404);
+    expect(await metric('tokenplace_relay_expired_total{kind="job"}')).toBe(jobsBefore + 2);
+
+    // Coming back registers afresh with an empty queue: expired jobs are not replayed.
+    expect(await (await relay.post("/sink", { server_public_key: key })).json()).toEqual({ next_ping_in_x_seconds: 10 });
+  });
+
+  test("polling keeps a node fresh", async () => {
+    const key = fakeKey();
+    for (let i = 0; i < 5; i++) {
+      await relay.post("/sink", { server_public_key: key });
+      clock.advance(20_000);
+    }
+    expect((await relay.post("/faucet", job(key))).status).toBe(200);
+  });
+});
+
+describe("answers and stream sessions", () => {
+  test("an uncollected answer expires after its TTL", async () => {
+    const client = fakeKey("client");
+    await relay.post("/source", { client_public_key: client, chat_history: "h", cipherkey: "k", iv: "v" });
+    clock.advance(60_001);
+    expect(await (await relay.post("/retrieve", { client_public_key: client })).json()).toEqual({
+      error: "No response available for the given public key",
+    });
+  });
+
+  test("an idle stream session expires; chunks keep it alive", async () => {
+    const node = fakeKey();
+    const client = fakeKey("client");
+    await relay.post("/sink", { server_public_key: node });
+    await relay.post("/faucet", job(node, { stream: true, client_public_key: client }));
+    const { stream_session_id: sid } = (await (await relay.post("/sink", { server_public_key: node })).json()) as { stream_session_id: string };
+    for (let i = 0; i < 3; i++) {
+      clock.advance(50_000);
+      expect((await relay.post("/stream/source", { session_id: sid, chunk: `c${i}` })).status).toBe(200);
+    }
+    clock.advance(60_001);
+    expect((await relay.post("/stream/source", { session_id: sid, chunk: "late" })).status).toBe(404);
+    expect(await (await relay.post("/stream/retrieve", { client_public_key: client })).json()).toEqual({
+      error: "No active stream for the given public key",
+    });
+    expect(await metric('tokenplace_relay_expired_total{kind="stream"}')).toBeGreaterThanOrEqual(1);
+  });
+
+  test("the periodic sweep drops expired state even when nobody asks again", async () => {
+    const client = fakeKey("client");
+    await relay.post("/source", { client_public_key: client, chat_history: "h", cipherkey: "k", iv: "v" });
+    const before = (await relay.store.stats()).answers;
+    clock.advance(60_001);
+    await relay.store.sweep();
+    expect((await relay.store.stats()).answers).toBe(before - 1);
+  });
+});

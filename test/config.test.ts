@@ -1,0 +1,121 @@
+import { describe, expect, test } from "bun:test";
+import { DEFAULT_PORT, loadConfig } from "../src/config/index.ts";
+
+describe("config defaults", () => {
+  test("an empty environment is valid and uses the embedded defaults", () => {
+    const { config, problems, unknown } = loadConfig({});
+    expect(problems).toEqual([]);
+    expect(unknown).toEqual([]);
+    expect(config.host).toBe("0.0.0.0");
+    expect(config.port).toBe(DEFAULT_PORT);
+    expect(config.port).toBe(5010);
+    expect(config.upstreamUrl.href).toBe("http://gpu-server:3000/");
+    expect(config.gpuHost).toBe("gpu-server");
+    expect(config.gpuPort).toBe(3000);
+    expect(config.serverTokens).toEqual([]);
+    expect(config.broker.longPollMs).toBeLessThan(10_000);
+    expect(config.proxy.prefixes).toEqual(["/api/", "/v1/"]);
+  });
+});
+
+describe("upstream and GPU host", () => {
+  test("explicit TOKENPLACE_GPU_HOST/PORT win over the URL's host and port", () => {
+    const { config, problems } = loadConfig({
+      TOKENPLACE_RELAY_UPSTREAM_URL: "https://gpu.example.internal:8443",
+      TOKENPLACE_GPU_HOST: "10.0.0.42",
+      TOKENPLACE_GPU_PORT: "5000",
+    });
+    expect(problems).toEqual([]);
+    expect(config.upstreamUrl.href).toBe("https://10.0.0.42:5000/");
+    expect(config.gpuHost).toBe("10.0.0.42");
+    expect(config.gpuPort).toBe(5000);
+  });
+
+  test("the URL's host is what readiness resolves when no override is set", () => {
+    const { config } = loadConfig({ TOKENPLACE_RELAY_UPSTREAM_URL: "http://workstation.lan:3000" });
+    expect(config.gpuHost).toBe("workstation.lan");
+    expect(config.gpuPort).toBe(3000);
+  });
+
+  test("the default scheme port is used when the URL has none", () => {
+    expect(loadConfig({ TOKENPLACE_RELAY_UPSTREAM_URL: "https://gpu" }).config.gpuPort).toBe(443);
+  });
+});
+
+describe("tokens", () => {
+  test("single token and rotation list are merged and de-duplicated", () => {
+    const { config, problems } = loadConfig({
+      TOKEN_PLACE_RELAY_SERVER_TOKEN: "aaaaaaaaaaaaaaaa1",
+      TOKEN_PLACE_RELAY_SERVER_TOKENS: " bbbbbbbbbbbbbbbb2 , aaaaaaaaaaaaaaaa1,,",
+    });
+    expect(problems).toEqual([]);
+    expect(config.serverTokens).toEqual(["aaaaaaaaaaaaaaaa1", "bbbbbbbbbbbbbbbb2"]);
+  });
+
+  test("short tokens are refused", () => {
+    expect(loadConfig({ TOKEN_PLACE_RELAY_SERVER_TOKEN: "short" }).problems.join()).toContain("at least 16 characters");
+  });
+});
+
+describe("validation collects every problem at once", () => {
+  test("several bad values give several messages naming each variable", () => {
+    const { problems } = loadConfig({
+      RELAY_PORT: "seventy",
+      LOG_LEVEL: "loud",
+      TOKENPLACE_RELAY_UPSTREAM_URL: "ftp://gpu",
+      RELAY_LONG_POLL_MS: "20000",
+      RELAY_MAX_QUEUE_DEPTH: "0",
+      TOKENPLACE_RELAY_ONLY: "maybe",
+      RELAY_PROXY_PREFIXES: "api,/v1/../x/",
+      TOKEN_PLACE_RELAY_UPSTREAMS: "http://ok:1,notaurl",
+    });
+    const text = problems.join("\n");
+    for (const name of [
+      "RELAY_PORT", "LOG_LEVEL", "TOKENPLACE_RELAY_UPSTREAM_URL", "RELAY_LONG_POLL_MS", "RELAY_MAX_QUEUE_DEPTH",
+      "TOKENPLACE_RELAY_ONLY", "RELAY_PROXY_PREFIXES", "TOKEN_PLACE_RELAY_UPSTREAMS",
+    ]) {
+      expect(text).toContain(name);
+    }
+    expect(problems.length).toBeGreaterThanOrEqual(9);
+  });
+
+  test("numbers must be integers within range", () => {
+    expect(loadConfig({ RELAY_PORT: "70000" }).problems).toEqual(["RELAY_PORT: must be <= 65535, got 70000"]);
+    expect(loadConfig({ RELAY_PORT: "1.5" }).problems[0]).toContain("expected an integer");
+    expect(loadConfig({ RELAY_MAX_BODY_BYTES: "12" }).problems[0]).toContain(">= 1024");
+  });
+
+  test("cross-field rules: hold shorter than stale timeout and idle timeout, batch within queue", () => {
+    const text = loadConfig({
+      RELAY_LONG_POLL_MS: "8000",
+      RELAY_NODE_STALE_MS: "5000",
+      RELAY_IDLE_TIMEOUT_SECONDS: "5",
+      RELAY_MAX_BATCH_SIZE: "10",
+      RELAY_MAX_QUEUE_DEPTH: "4",
+    }).problems.join("\n");
+    expect(text).toContain("RELAY_LONG_POLL_MS must be shorter than RELAY_NODE_STALE_MS");
+    expect(text).toContain("RELAY_IDLE_TIMEOUT_SECONDS must be longer than RELAY_LONG_POLL_MS");
+    expect(text).toContain("RELAY_MAX_BATCH_SIZE must not exceed RELAY_MAX_QUEUE_DEPTH");
+  });
+
+  test("credentials in the upstream URL are refused (they would be logged and forwarded)", () => {
+    expect(loadConfig({ TOKENPLACE_RELAY_UPSTREAM_URL: "http://u:p@gpu:3000" }).problems[0]).toContain("credentials");
+  });
+
+  test("a GPU host with URL syntax in it is refused", () => {
+    expect(loadConfig({ TOKENPLACE_GPU_HOST: "evil.com/x" }).problems[0]).toContain("TOKENPLACE_GPU_HOST");
+  });
+
+  test("booleans accept the usual spellings", () => {
+    for (const v of ["true", "1", "yes", "ON"]) expect(loadConfig({ TOKENPLACE_RELAY_ONLY: v }).config.relayOnly).toBe(true);
+    for (const v of ["false", "0", "no", "off"]) expect(loadConfig({ TOKENPLACE_RELAY_ONLY: v }).config.relayOnly).toBe(false);
+  });
+});
+
+describe("unknown settings", () => {
+  test("variables with our prefixes that are not settings are reported as probable typos", () => {
+    const { unknown, problems } = loadConfig({ RELAY_LONGPOLL_MS: "100", TOKENPLACE_GPU_HOTS: "x", HOME: "/root" });
+    expect(problems).toEqual([]);
+    expect(unknown).toEqual(["RELAY_LONGPOLL_MS", "TOKENPLACE_GPU_HOTS"]);
+  });
+});
