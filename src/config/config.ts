@@ -31,6 +31,8 @@ export interface ProxyConfig {
   firstByteTimeoutMs: number;
   idleTimeoutMs: number;
   ejectMs: number;
+  /** Keep inbound X-Forwarded-* / Forwarded (a trusted ingress sits in front) instead of replacing them. */
+  trustForwarded: boolean;
 }
 
 export interface Config {
@@ -144,6 +146,9 @@ export function loadConfig(env: Env): ConfigResult {
   };
 }
 
+/** Paths the relay serves itself (src/app.ts); a proxy prefix must not cover any of them. */
+const RELAY_ROUTES = ["/next_server", "/faucet", "/sink", "/source", "/retrieve", "/stream/source", "/stream/retrieve", "/livez", "/healthz", "/metrics"];
+
 function loadProxyConfig(r: EnvReader, primary: URL): ProxyConfig {
   const prefixes = r.list("RELAY_PROXY_PREFIXES", ["/api/", "/v1/"]);
   for (const p of prefixes) {
@@ -151,6 +156,10 @@ function loadProxyConfig(r: EnvReader, primary: URL): ProxyConfig {
     const wellFormed = /^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*\/$/.test(p) && !segments.some((s) => /^\.+$/.test(s));
     if (!wellFormed) {
       r.problem(`RELAY_PROXY_PREFIXES: ${JSON.stringify(p)} must look like /name/ (leading and trailing slash, no dot segments)`);
+    }
+    // The relay's own routes always win; a prefix over them would forward only some of its paths.
+    if (RELAY_ROUTES.some((route) => route.startsWith(p))) {
+      r.problem(`RELAY_PROXY_PREFIXES: ${JSON.stringify(p)} covers one of the relay's own routes`);
     }
   }
   const listed = r.list("TOKEN_PLACE_RELAY_UPSTREAMS");
@@ -173,6 +182,7 @@ function loadProxyConfig(r: EnvReader, primary: URL): ProxyConfig {
     firstByteTimeoutMs: r.int("RELAY_UPSTREAM_FIRST_BYTE_TIMEOUT_MS", 60_000, { min: 100, max: 3_600_000 }),
     idleTimeoutMs: r.int("RELAY_UPSTREAM_IDLE_TIMEOUT_MS", 300_000, { min: 1_000, max: 86_400_000 }),
     ejectMs: r.int("RELAY_UPSTREAM_EJECT_MS", 30_000, { min: 0, max: 3_600_000 }),
+    trustForwarded: r.bool("RELAY_PROXY_TRUST_FORWARDED", false),
   };
 }
 

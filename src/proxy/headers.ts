@@ -1,0 +1,101 @@
+import { SERVER_TOKEN_HEADER } from "../broker/tokens.ts";
+import { REQUEST_ID_HEADER } from "../http/request-id.ts";
+
+/**
+ * Header rules for the proxy. Bun's fetch and server forward whatever they are given (no
+ * hop-by-hop stripping), so both directions are built explicitly here.
+ */
+
+/**
+ * Connection-specific fields a proxy must not forward (RFC 9110 §7.6.1): Connection itself,
+ * Proxy-Connection, Keep-Alive, TE, Transfer-Encoding and Upgrade, plus every field the
+ * Connection header names. Proxy-Authorization and Proxy-Authenticate are addressed to the
+ * proxy, not the origin (RFC 9110 §11.7.1, §11.7.2). Trailer announces trailers Bun does not
+ * forward. Host is re-derived by fetch from the upstream URL (RFC 9110 §7.2); the client's
+ * value travels as X-Forwarded-Host. Upgrade is dropped: the relay does not tunnel WebSockets.
+ */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "proxy-connection",
+  "keep-alive",
+  "te",
+  "transfer-encoding",
+  "upgrade",
+  "trailer",
+  "proxy-authorization",
+  "proxy-authenticate",
+]);
+
+/** Relay credentials (the node registration token) and the X-Relay-* namespace stay here. */
+const RELAY_ONLY = (name: string) => name === SERVER_TOKEN_HEADER.toLowerCase() || name.startsWith("x-relay-");
+
+/** Forwarding fields the relay writes itself; inbound copies are only kept when trusted. */
+const FORWARDING = new Set(["forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]);
+
+const VIA = "1.1 tokenplace-relay";
+
+/** Names listed in Connection (RFC 9110 §7.6.1): "Connection: close, X-Foo" drops X-Foo too. */
+function connectionTokens(headers: Headers): Set<string> {
+  const names = new Set<string>();
+  for (const token of (headers.get("connection") ?? "").split(",")) {
+    const t = token.trim().toLowerCase();
+    if (t !== "") names.add(t);
+  }
+  return names;
+}
+
+function copyEndToEnd(from: Headers, skip: (name: string) => boolean): Headers {
+  const named = connectionTokens(from);
+  const out = new Headers();
+  for (const [name, value] of from) {
+    if (HOP_BY_HOP.has(name) || named.has(name) || skip(name)) continue;
+    out.append(name, value);
+  }
+  // Set-Cookie must stay separate fields (RFC 6265 §3); Headers iteration already yields each one.
+  return out;
+}
+
+/** A proxy appends itself to Via in both directions (RFC 9110 §7.6.3). */
+function appendVia(headers: Headers): void {
+  const prior = headers.get("via");
+  headers.set("via", prior ? `${prior}, ${VIA}` : VIA);
+}
+
+export interface ForwardInfo {
+  /** Socket peer of the client connection. */
+  clientIp: string | undefined;
+  /** Scheme the client used to reach the relay ("http" unless TLS terminates here). */
+  proto: string;
+  /** Host header the client sent. */
+  host: string | null;
+  requestId: string;
+  /** Keep inbound X-Forwarded-* / Forwarded (the relay sits behind a trusted ingress). */
+  trustForwarded: boolean;
+}
+
+/** Headers sent to the upstream: end-to-end fields only, plus forwarding facts. */
+export function upstreamRequestHeaders(inbound: Headers, info: ForwardInfo): Headers {
+  const out = copyEndToEnd(inbound, (name) => RELAY_ONLY(name) || name === "host" || name === REQUEST_ID_HEADER.toLowerCase() || (!info.trustForwarded && FORWARDING.has(name)));
+  // X-Forwarded-For: the chain so far (when trusted) plus the peer this relay saw.
+  const chain = out.get("x-forwarded-for");
+  if (info.clientIp) out.set("x-forwarded-for", chain ? `${chain}, ${info.clientIp}` : info.clientIp);
+  // Behind a trusted ingress the first hop's proto/host are the ones the user saw; keep them.
+  if (!out.has("x-forwarded-proto")) out.set("x-forwarded-proto", info.proto);
+  if (!out.has("x-forwarded-host") && info.host) out.set("x-forwarded-host", info.host);
+  out.set(REQUEST_ID_HEADER, info.requestId);
+  appendVia(out);
+  return out;
+}
+
+/**
+ * Headers sent back to the client. Content-Encoding and Content-Length pass through untouched:
+ * the body is forwarded as the upstream encoded it (fetch runs with decompress: false), so both
+ * still describe the bytes. Transfer-Encoding is dropped; Bun frames the response itself.
+ */
+export function clientResponseHeaders(upstream: Headers): Headers {
+  const out = copyEndToEnd(upstream, RELAY_ONLY);
+  appendVia(out);
+  return out;
+}
+
+export const __test = { HOP_BY_HOP, connectionTokens };
