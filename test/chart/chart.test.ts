@@ -1,0 +1,377 @@
+// Chart behaviour: render charts/tokenplace-relay with helm, parse the YAML, assert on the objects.
+import { beforeAll, describe, expect, test } from "bun:test";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import { CHART, find, get, render, renderOk, skipWithoutHelm, withMinimal, type K8sObject } from "./helm.ts";
+
+const skip = skipWithoutHelm("test/chart/chart.test.ts");
+
+const SCENARIOS = readdirSync(join(CHART, "ci")).filter((f) => f.endsWith("-values.yaml")).sort();
+const rendered: Record<string, K8sObject[]> = {};
+
+function pods(docs: K8sObject[]): { kind: string; spec: K8sObject }[] {
+  const out: { kind: string; spec: K8sObject }[] = [];
+  for (const d of docs) {
+    if (d.kind === "Deployment") out.push({ kind: "Deployment", spec: d.spec.template.spec });
+    if (d.kind === "Pod") out.push({ kind: "Pod(test)", spec: d.spec });
+  }
+  return out;
+}
+
+describe.skipIf(skip)("chart renders every ci scenario", () => {
+  beforeAll(() => {
+    for (const f of SCENARIOS) rendered[f] = renderOk({ valuesFiles: [`ci/${f}`] });
+  });
+
+  test("there are scenarios for defaults, headless, everything and staging", () => {
+    expect(SCENARIOS).toEqual(["default-values.yaml", "full-values.yaml", "headless-values.yaml", "staging-values.yaml"]);
+  });
+
+  test("standard labels everywhere; selectors use name + instance only", () => {
+    for (const f of SCENARIOS) {
+      for (const d of rendered[f]!) {
+        const l = d.metadata.labels ?? {};
+        expect(l["app.kubernetes.io/instance"]).toBe("tokenplace-relay");
+        expect(l["helm.sh/chart"]).toMatch(/^tokenplace-relay-\d+\.\d+\.\d+/);
+        expect(l["app.kubernetes.io/managed-by"]).toBe("Helm");
+        if (d.kind !== "Pod") {
+          expect(l["app.kubernetes.io/name"]).toBe("tokenplace-relay");
+          expect(l["app.kubernetes.io/version"]).toBeTruthy();
+        }
+      }
+      const dep = get(rendered[f]!, "Deployment");
+      const sel = { "app.kubernetes.io/name": "tokenplace-relay", "app.kubernetes.io/instance": "tokenplace-relay" };
+      expect(dep.spec.selector.matchLabels).toEqual(sel);
+      expect(get(rendered[f]!, "Service", "tokenplace-relay").spec.selector).toEqual(sel);
+    }
+  });
+
+  test("pod and container security defaults (relay and helm test pod)", () => {
+    for (const f of SCENARIOS) {
+      const ps = pods(rendered[f]!);
+      expect(ps.length).toBe(2);
+      for (const { spec } of ps) {
+        expect(spec.automountServiceAccountToken).toBe(false);
+        expect(spec.enableServiceLinks).toBe(false);
+        expect(spec.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: "RuntimeDefault" } });
+        for (const c of spec.containers) {
+          expect(c.securityContext).toMatchObject({
+            runAsNonRoot: true,
+            runAsUser: 65532,
+            allowPrivilegeEscalation: false,
+            readOnlyRootFilesystem: true,
+            privileged: false,
+            capabilities: { drop: ["ALL"] },
+            seccompProfile: { type: "RuntimeDefault" },
+          });
+          expect(c.securityContext.capabilities.add).toBeUndefined();
+        }
+      }
+      const sa = get(rendered[f]!, "ServiceAccount");
+      expect(sa.automountServiceAccountToken).toBe(false);
+    }
+  });
+
+  test("probes: readiness /healthz, liveness /livez, startup; grace period longer than the drain", () => {
+    for (const f of SCENARIOS) {
+      const dep = get(rendered[f]!, "Deployment");
+      const c = dep.spec.template.spec.containers[0];
+      expect(c.ports).toEqual([{ name: "http", containerPort: 5010, protocol: "TCP" }]);
+      expect(c.readinessProbe.httpGet).toEqual({ path: "/healthz", port: "http" });
+      expect(c.livenessProbe.httpGet).toEqual({ path: "/livez", port: "http" });
+      expect(c.startupProbe.httpGet).toEqual({ path: "/livez", port: "http" });
+      expect(c.startupProbe.periodSeconds * c.startupProbe.failureThreshold).toBeGreaterThanOrEqual(30);
+      expect(c.resources.requests.cpu).toBeTruthy();
+      expect(c.resources.limits.memory).toBeTruthy();
+      const cm = get(rendered[f]!, "ConfigMap");
+      const drainMs = Number(cm.data.RELAY_SHUTDOWN_DELAY_MS) + Number(cm.data.RELAY_SHUTDOWN_GRACE_MS);
+      expect(Number(cm.data.RELAY_SHUTDOWN_DELAY_MS)).toBeGreaterThanOrEqual(5000);
+      expect(dep.spec.template.spec.terminationGracePeriodSeconds * 1000).toBeGreaterThan(drainMs);
+    }
+  });
+
+  test("checksum/config annotation matches the ConfigMap and changes with it", () => {
+    const a = get(rendered["default-values.yaml"]!, "Deployment").spec.template.metadata.annotations["checksum/config"];
+    const b = get(rendered["full-values.yaml"]!, "Deployment").spec.template.metadata.annotations["checksum/config"];
+    expect(a).toMatch(/^[0-9a-f]{64}$/);
+    expect(b).toMatch(/^[0-9a-f]{64}$/);
+    expect(a).not.toBe(b);
+    const headless = get(rendered["headless-values.yaml"]!, "Deployment").spec.template.metadata.annotations;
+    expect(headless["checksum/secret"]).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  test("Service: ClusterIP, port 80 -> named port http", () => {
+    const svc = get(rendered["default-values.yaml"]!, "Service", "tokenplace-relay");
+    expect(svc.spec.type).toBe("ClusterIP");
+    expect(svc.spec.ports).toEqual([{ name: "http", port: 80, targetPort: "http", protocol: "TCP", appProtocol: "http" }]);
+  });
+
+  test("helm test hook runs the relay image's own healthcheck against /healthz", () => {
+    for (const f of SCENARIOS) {
+      const pod = get(rendered[f]!, "Pod");
+      const dep = get(rendered[f]!, "Deployment");
+      expect(pod.metadata.annotations?.["helm.sh/hook"]).toBe("test");
+      const c = pod.spec.containers[0];
+      expect(c.image).toBe(dep.spec.template.spec.containers[0].image);
+      expect(c.command).toBeUndefined();
+      expect(c.args).toEqual(["healthcheck", "--url", "http://tokenplace-relay.tokenplace.svc:80/healthz"]);
+      expect(pod.spec.restartPolicy).toBe("Never");
+      // Never selected by the relay Service.
+      expect(pod.metadata.labels?.["app.kubernetes.io/name"]).not.toBe("tokenplace-relay");
+    }
+  });
+
+  test("ServiceMonitor and PrometheusRule with the four alert families", () => {
+    const docs = rendered["full-values.yaml"]!;
+    const sm = get(docs, "ServiceMonitor");
+    expect(sm.spec.endpoints[0]).toMatchObject({ port: "http", path: "/metrics" });
+    expect(sm.spec.selector.matchLabels["app.kubernetes.io/component"]).toBe("relay");
+    const rules = get(docs, "PrometheusRule").spec.groups[0].rules as { alert: string; expr: string }[];
+    const byName = Object.fromEntries(rules.map((r) => [r.alert, r.expr]));
+    expect(byName.TokenplaceRelayDown).toContain("up{");
+    expect(byName.TokenplaceRelayHigh5xxRatio).toContain('tokenplace_relay_http_requests_total{job="tokenplace-relay", namespace="tokenplace", status=~"5.."}');
+    expect(byName.TokenplaceRelayNoComputeNodes).toContain("tokenplace_relay_registered_nodes");
+    expect(byName.TokenplaceRelayUpstreamErrors).toContain("tokenplace_relay_upstream_errors_total");
+    expect(byName.TokenplaceRelayUpstreamDown).toContain("tokenplace_relay_upstream_up");
+    expect(byName.TokenplaceRelayRejections).toBeDefined();
+    // Not rendered unless enabled.
+    expect(find(rendered["default-values.yaml"]!, "ServiceMonitor")).toBeUndefined();
+    expect(find(rendered["default-values.yaml"]!, "PrometheusRule")).toBeUndefined();
+  });
+
+  test("HPA, PDB and Redis state only in the everything-enabled scenario", () => {
+    const full = rendered["full-values.yaml"]!;
+    const hpa = get(full, "HorizontalPodAutoscaler");
+    expect(hpa.spec).toMatchObject({ minReplicas: 2, maxReplicas: 4, scaleTargetRef: { kind: "Deployment", name: "tokenplace-relay" } });
+    expect(get(full, "Deployment").spec.replicas).toBeUndefined();
+    expect(get(full, "PodDisruptionBudget").spec.minAvailable).toBe(1);
+    expect(find(rendered["default-values.yaml"]!, "HorizontalPodAutoscaler")).toBeUndefined();
+    expect(get(rendered["default-values.yaml"]!, "Deployment").spec.replicas).toBe(1);
+  });
+
+  test("image: tag, digest, never latest", () => {
+    expect(get(rendered["default-values.yaml"]!, "Deployment").spec.template.spec.containers[0].image).toMatch(
+      /^ghcr\.io\/tokenplace\/tokenplace-relay:\d+\.\d+\.\d+$/,
+    );
+    expect(get(rendered["full-values.yaml"]!, "Deployment").spec.template.spec.containers[0].image).toBe(
+      "ghcr.io/tokenplace/tokenplace-relay@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    );
+  });
+});
+
+describe.skipIf(skip)("GPU indirection", () => {
+  test("ExternalName Service gpu-server -> gpuExternalName.host; upstream env points at it", () => {
+    const docs = renderOk(withMinimal({}));
+    const gpu = get(docs, "Service", "gpu-server");
+    expect(gpu.spec).toMatchObject({ type: "ExternalName", externalName: "gpu-workstation.lan.example.org" });
+    expect(gpu.spec.clusterIP).toBeUndefined();
+    expect(find(docs, "EndpointSlice")).toBeUndefined();
+    expect(find(docs, "Endpoints")).toBeUndefined();
+    const cm = get(docs, "ConfigMap").data;
+    expect(cm.TOKENPLACE_RELAY_UPSTREAM_URL).toBe("http://gpu-server:3000");
+    expect(cm.TOKENPLACE_GPU_HOST).toBe("gpu-server");
+    expect(cm.TOKENPLACE_GPU_PORT).toBe("3000");
+  });
+
+  test("name, port and upstream url are configurable", () => {
+    const docs = renderOk(withMinimal({ set: { "gpuExternalName.name": "gpu-box", "gpuExternalName.port": 8000, "upstream.scheme": "https" } }));
+    expect(get(docs, "Service", "gpu-box").spec.ports[0].port).toBe(8000);
+    expect(get(docs, "ConfigMap").data.TOKENPLACE_RELAY_UPSTREAM_URL).toBe("https://gpu-box:8000");
+    const url = renderOk(withMinimal({ set: { "upstream.url": "http://10.1.2.3:9000" } }));
+    const cm = get(url, "ConfigMap").data;
+    expect(cm.TOKENPLACE_RELAY_UPSTREAM_URL).toBe("http://10.1.2.3:9000");
+    expect(cm.TOKENPLACE_GPU_HOST).toBeUndefined();
+  });
+
+  test("headless: Service with clusterIP None plus a manual EndpointSlice", () => {
+    const docs = renderOk({ valuesFiles: ["ci/headless-values.yaml"] });
+    const gpu = get(docs, "Service", "gpu-server");
+    expect(gpu.spec.clusterIP).toBe("None");
+    expect(gpu.spec.type).toBeUndefined();
+    expect(gpu.spec.selector).toBeUndefined();
+    const slice = get(docs, "EndpointSlice");
+    expect(slice.metadata.labels?.["kubernetes.io/service-name"]).toBe("gpu-server");
+    expect(slice.metadata.labels?.["endpointslice.kubernetes.io/managed-by"]).not.toBe("endpointslice-controller.k8s.io");
+    expect(slice.addressType).toBe("IPv4");
+    expect(slice.ports).toEqual([{ name: "http", port: 3000, protocol: "TCP", appProtocol: "http" }]);
+    expect(slice.endpoints.map((e: { addresses: string[] }) => e.addresses[0])).toEqual(["192.168.1.50", "192.168.1.51"]);
+  });
+
+  test("headless with legacy Endpoints", () => {
+    const docs = renderOk({ valuesFiles: ["ci/headless-values.yaml"], set: { "gpuExternalName.headless.endpointsKind": "Endpoints" } });
+    expect(find(docs, "EndpointSlice")).toBeUndefined();
+    const ep = get(docs, "Endpoints", "gpu-server");
+    expect(ep.subsets[0].addresses).toEqual([{ ip: "192.168.1.50" }, { ip: "192.168.1.51" }]);
+    expect(ep.subsets[0].ports[0].port).toBe(3000);
+  });
+
+  test("relayOnly: no GPU Service, no upstream env, no GPU egress needed", () => {
+    const docs = renderOk({ set: { "relay.relayOnly": true, "relay.serverToken.existingSecret": "s" } });
+    expect(find(docs, "Service", "gpu-server")).toBeUndefined();
+    const cm = get(docs, "ConfigMap").data;
+    expect(cm.TOKENPLACE_RELAY_ONLY).toBe("true");
+    expect(cm.TOKENPLACE_RELAY_UPSTREAM_URL).toBeUndefined();
+    const np = get(docs, "NetworkPolicy");
+    expect(np.spec.egress.length).toBe(1);
+  });
+});
+
+describe.skipIf(skip)("NetworkPolicy", () => {
+  const peers = (rule: { from?: unknown[]; to?: unknown[] }) => (rule.from ?? rule.to ?? []) as Record<string, any>[];
+
+  test("ingress only from Traefik (kube-system) and the helm test pod; egress DNS + GPU CIDRs on the GPU port", () => {
+    const docs = renderOk(withMinimal({}));
+    const np = get(docs, "NetworkPolicy");
+    expect(np.spec.podSelector.matchLabels).toEqual({ "app.kubernetes.io/name": "tokenplace-relay", "app.kubernetes.io/instance": "tokenplace-relay" });
+    expect(np.spec.policyTypes).toEqual(["Ingress", "Egress"]);
+    expect(np.spec.ingress.length).toBe(2);
+    expect(peers(np.spec.ingress[0])[0]).toEqual({
+      namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "kube-system" } },
+      podSelector: { matchLabels: { "app.kubernetes.io/name": "traefik" } },
+    });
+    expect(np.spec.ingress[0].ports).toEqual([{ port: "http", protocol: "TCP" }]);
+    expect(peers(np.spec.ingress[1])[0]!.podSelector.matchLabels["app.kubernetes.io/name"]).toBe("tokenplace-relay-test");
+    expect(np.spec.egress.length).toBe(2);
+    expect(np.spec.egress[0].ports).toEqual([{ port: 53, protocol: "UDP" }, { port: 53, protocol: "TCP" }]);
+    expect(peers(np.spec.egress[0])[0]!.podSelector.matchLabels).toEqual({ "k8s-app": "kube-dns" });
+    expect(np.spec.egress[1]).toEqual({ to: [{ ipBlock: { cidr: "192.168.1.50/32" } }], ports: [{ port: 3000, protocol: "TCP" }] });
+  });
+
+  test("Traefik namespace is configurable; Prometheus allowed when scraping is on", () => {
+    const docs = renderOk({ valuesFiles: ["ci/full-values.yaml"], set: { "networkPolicy.ingressFrom.traefik.namespace": "traefik" } });
+    const np = get(docs, "NetworkPolicy");
+    const namespaces = np.spec.ingress.flatMap((r: any) => peers(r)).map((p: any) => p.namespaceSelector?.matchLabels["kubernetes.io/metadata.name"]);
+    expect(namespaces).toContain("traefik");
+    expect(namespaces).toContain("monitoring");
+    expect(namespaces).not.toContain("kube-system");
+  });
+
+  test("headless addresses become /32 egress rules", () => {
+    const np = get(renderOk({ valuesFiles: ["ci/headless-values.yaml"] }), "NetworkPolicy");
+    const cidrs = np.spec.egress.flatMap((r: any) => peers(r)).filter((p: any) => p.ipBlock).map((p: any) => p.ipBlock.cidr);
+    expect(cidrs).toEqual(["192.168.1.50/32", "192.168.1.51/32"]);
+  });
+
+  test("never 0.0.0.0/0: not in any scenario, refused by schema and by the template", () => {
+    for (const f of SCENARIOS) {
+      const np = get(renderOk({ valuesFiles: [`ci/${f}`] }), "NetworkPolicy");
+      expect(JSON.stringify(np)).not.toMatch(/\/0"/);
+    }
+    const schema = render(withMinimal({ setJson: { "networkPolicy.gpuServerCIDRs": ["0.0.0.0/0"] } }));
+    expect(schema.ok).toBe(false);
+    expect(schema.stderr).toContain("gpuServerCIDRs");
+    const extra = render(withMinimal({ setJson: { "networkPolicy.extraEgress": [{ to: [{ ipBlock: { cidr: "0.0.0.0/0" } }] }] } }));
+    expect(extra.ok).toBe(false);
+    expect(extra.stderr).toContain("/0");
+  });
+
+  test("disabled: no NetworkPolicy and no CIDR requirement", () => {
+    const docs = renderOk({ set: { "networkPolicy.enabled": false, "gpuExternalName.host": "gpu.lan", "relay.serverToken.existingSecret": "s" } });
+    expect(find(docs, "NetworkPolicy")).toBeUndefined();
+  });
+});
+
+describe.skipIf(skip)("Ingress", () => {
+  test("hosts, TLS and cert-manager issuer come from values; class traefik", () => {
+    const docs = renderOk({ valuesFiles: ["ci/staging-values.yaml"] });
+    const ing = get(docs, "Ingress");
+    expect(ing.spec.ingressClassName).toBe("traefik");
+    expect(ing.metadata.annotations?.["cert-manager.io/cluster-issuer"]).toBe("letsencrypt-production");
+    expect(ing.spec.tls).toEqual([{ hosts: ["staging.token.place"], secretName: "staging-token-place-tls" }]);
+    expect(ing.spec.rules).toEqual([
+      { host: "staging.token.place", http: { paths: [{ path: "/", pathType: "Prefix", backend: { service: { name: "tokenplace-relay", port: { name: "http" } } } }] } },
+    ]);
+  });
+
+  test("other hosts and no TLS; no buffering/compress middleware by default", () => {
+    const docs = renderOk(withMinimal({ set: { "ingress.enabled": true, "ingress.className": "nginx" }, setJson: { "ingress.hosts": [{ host: "relay.example.net" }] } }));
+    const ing = get(docs, "Ingress");
+    expect(ing.spec.ingressClassName).toBe("nginx");
+    expect(ing.spec.rules[0].host).toBe("relay.example.net");
+    expect(ing.spec.tls).toBeUndefined();
+    expect(JSON.stringify(ing.metadata.annotations ?? {})).not.toMatch(/middleware/);
+  });
+
+  test("no Ingress by default and no hard-coded domain in the chart's defaults", () => {
+    expect(find(renderOk(withMinimal({})), "Ingress")).toBeUndefined();
+  });
+});
+
+describe.skipIf(skip)("arm64 page size (Raspberry Pi 5)", () => {
+  test("required node affinity: not arm64, or labelled tokenplace.io/page-size=4k", () => {
+    const spec = get(renderOk(withMinimal({})), "Deployment").spec.template.spec;
+    expect(spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms).toEqual([
+      { matchExpressions: [{ key: "kubernetes.io/arch", operator: "NotIn", values: ["arm64"] }] },
+      { matchExpressions: [{ key: "tokenplace.io/page-size", operator: "In", values: ["4k"] }] },
+    ]);
+  });
+
+  test("combined with a user's required terms (AND), label configurable, can be turned off", () => {
+    const full = get(renderOk({ valuesFiles: ["ci/full-values.yaml"] }), "Deployment").spec.template.spec;
+    const terms = full.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms;
+    expect(terms.length).toBe(2);
+    for (const t of terms) expect(t.matchExpressions[0]).toEqual({ key: "node-role.kubernetes.io/control-plane", operator: "DoesNotExist" });
+    const custom = get(renderOk(withMinimal({ set: { "arm64PageSize.nodeLabel": "example.org/pagesize", "arm64PageSize.nodeLabelValue": "4096" } })), "Deployment");
+    expect(JSON.stringify(custom.spec.template.spec.affinity)).toContain('"key":"example.org/pagesize","operator":"In","values":["4096"]');
+    const off = get(renderOk(withMinimal({ set: { "arm64PageSize.enforce": false } })), "Deployment");
+    expect(off.spec.template.spec.affinity).toBeUndefined();
+  });
+});
+
+describe.skipIf(skip)("server token", () => {
+  test("from an existing Secret (key configurable) with optional rotation key", () => {
+    const env = get(renderOk({ valuesFiles: ["ci/full-values.yaml"] }), "Deployment").spec.template.spec.containers[0].env;
+    expect(env[0]).toEqual({ name: "TOKEN_PLACE_RELAY_SERVER_TOKEN", valueFrom: { secretKeyRef: { name: "tokenplace-relay-secrets", key: "token" } } });
+    expect(env[1]).toEqual({
+      name: "TOKEN_PLACE_RELAY_SERVER_TOKENS",
+      valueFrom: { secretKeyRef: { name: "tokenplace-relay-secrets", key: "tokens", optional: true } },
+    });
+  });
+
+  test("created from a value", () => {
+    const docs = renderOk({ valuesFiles: ["ci/headless-values.yaml"] });
+    const secret = get(docs, "Secret");
+    expect(Buffer.from(secret.data.token, "base64").toString()).toBe("ci-only-token-0123456789abcdef");
+    const env = get(docs, "Deployment").spec.template.spec.containers[0].env;
+    expect(env[0].valueFrom.secretKeyRef.name).toBe(secret.metadata.name);
+  });
+
+  test("short token values are refused by the schema", () => {
+    const r = render({ set: { "gpuExternalName.host": "gpu.lan", "relay.serverToken.value": "short", "networkPolicy.enabled": false } });
+    expect(r.ok).toBe(false);
+    expect(r.stderr).toContain("serverToken/value");
+  });
+});
+
+describe.skipIf(skip)("cross-field rules fail with a clear message", () => {
+  const cases: [string, Parameters<typeof render>[0], string][] = [
+    ["no GPU host", { set: { "relay.serverToken.existingSecret": "s", "networkPolicy.enabled": false } }, "gpuExternalName.host is required"],
+    ["no GPU CIDRs with NetworkPolicy", { set: { "gpuExternalName.host": "gpu.lan", "relay.serverToken.existingSecret": "s" } }, "NetworkPolicy cannot match DNS names"],
+    ["no server token", { set: { "gpuExternalName.host": "gpu.lan", "networkPolicy.enabled": false } }, "no server token"],
+    ["two replicas with in-memory state", withMinimal({ set: { replicaCount: 2 } }), "needs shared state"],
+    ["HPA with in-memory state", withMinimal({ set: { "autoscaling.enabled": true } }), "autoscaling.enabled needs shared state"],
+    ["redis without a URL", withMinimal({ set: { "state.backend": "redis", replicaCount: 2 } }), "state.redis.url or state.redis.existingSecret"],
+    ["headless without addresses", { set: { "gpuExternalName.headless.enabled": true, "relay.serverToken.existingSecret": "s", "networkPolicy.enabled": false } }, "requires gpuExternalName.headless.addresses"],
+    ["headless and host", { valuesFiles: ["ci/headless-values.yaml"], set: { "gpuExternalName.host": "gpu.lan" } }, "exclusive"],
+    ["grace period shorter than the drain", withMinimal({ set: { terminationGracePeriodSeconds: 20 } }), "must be longer than the relay's drain"],
+    ["image tag latest (schema)", withMinimal({ set: { "image.tag": "latest" } }), "/image/tag"],
+    ["unknown key (schema)", withMinimal({ set: { "relay.unknownSetting": 1 } }), "additional properties 'unknownSetting' not allowed"],
+    ["insecure security context (schema)", withMinimal({ set: { "securityContext.allowPrivilegeEscalation": true } }), "allowPrivilegeEscalation"],
+    ["non-root pinned (schema)", withMinimal({ set: { "podSecurityContext.runAsNonRoot": false } }), "runAsNonRoot"],
+    ["ingress without hosts", withMinimal({ set: { "ingress.enabled": true } }), "set ingress.hosts"],
+    ["ServiceMonitor without the API", withMinimal({ set: { "metrics.serviceMonitor.enabled": true }, apiVersions: [] }), "no monitoring.coreos.com/v1 ServiceMonitor API"],
+    ["PDB that blocks drains", withMinimal({ set: { "podDisruptionBudget.enabled": true, "podDisruptionBudget.minAvailable": 1 } }), "would block every node drain"],
+  ];
+  for (const [name, opts, message] of cases) {
+    test(name, () => {
+      const r = render(opts);
+      expect(r.ok).toBe(false);
+      expect(r.stderr).toContain(message);
+    });
+  }
+
+  test("redis backend lifts the single-replica rule", () => {
+    const docs = renderOk(withMinimal({ set: { "state.backend": "redis", "state.redis.existingSecret": "redis", replicaCount: 2 } }));
+    expect(get(docs, "Deployment").spec.replicas).toBe(2);
+  });
+});
