@@ -122,21 +122,24 @@ export class Spawned {
   /** Exit code, or 128+signal like a shell reports it. */
   get status(): number | null {
     if (this.proc.exitCode !== null) return this.proc.exitCode;
-    if (this.proc.signalCode !== null) return 128 + (SIGNALS[this.proc.signalCode] ?? 0);
+    const sig = this.proc.signalCode;
+    if (sig !== null) return 128 + (typeof sig === "number" ? sig : (SIGNALS[sig] ?? 0));
     return null;
   }
 
   /** Waits for exit (bounded); returns the shell-style status and the collected output. */
   async wait(timeoutMs: number): Promise<{ status: number; signal: string | null; stdout: string; stderr: string; ms: number }> {
     const t0 = performance.now();
-    const timer = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), timeoutMs));
+    let handle: ReturnType<typeof setTimeout> | undefined;
+    const timer = new Promise<"timeout">((r) => (handle = setTimeout(() => r("timeout"), timeoutMs)));
     const res = await Promise.race([this.proc.exited, timer]);
+    clearTimeout(handle);
     if (res === "timeout") {
       await this.stop();
       throw new Error(`${this.cmd.join(" ")} did not exit within ${timeoutMs} ms\nstderr:\n${tail(this.stderr)}`);
     }
     await withTimeout(this.drained, 5_000).catch(() => {});
-    return { status: this.status ?? -1, signal: this.proc.signalCode, stdout: this.stdout, stderr: this.stderr, ms: performance.now() - t0 };
+    return { status: this.status ?? -1, signal: this.proc.signalCode === null ? null : String(this.proc.signalCode), stdout: this.stdout, stderr: this.stderr, ms: performance.now() - t0 };
   }
 
   /**
