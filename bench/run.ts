@@ -11,7 +11,6 @@ import { mergeLoad, type LoadResult } from "./load.ts";
 import { latencyRows, machineFacts, msText, rate, table, type Row } from "./report.ts";
 import {
   baselinePosts,
-  baselineRtt,
   dispatchLatency,
   faucetSinkPairs,
   fakeKey,
@@ -69,8 +68,8 @@ async function main(): Promise<number> {
     const m = Object.fromEntries(Object.entries(results).map(([k, v]) => [k, mergeLoad(v)]));
     const { basePost, pairs, baseGet, nextServer } = m as Record<string, ReturnType<typeof mergeLoad>>;
 
-    const rtt = await baselineRtt(baseline.url, params.samples);
-    const lat = await dispatchLatency(relay.url, params);
+    const lat = await dispatchLatency(relay.url, baseline.url, params);
+    const rtt = lat.baselineRtt;
 
     const rows: Row[] = [
       { name: "POST /faucet + POST /sink (pairs/s)", relay: rate(pairs!.perSecond, "pairs/s"), baseline: "", ratio: undefined },

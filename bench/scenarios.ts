@@ -89,36 +89,35 @@ export function gets(url: string, p: BenchParams, durationMs: number, expectKey:
   });
 }
 
-/** Sequential plain POST round trips to the baseline: the floor any HTTP exchange pays here. */
-export async function baselineRtt(baseline: string, samples: number): Promise<Distribution> {
-  const body = faucetBody(fakeKey());
-  const times: number[] = [];
-  for (let i = 0; i < samples; i++) {
-    const t0 = performance.now();
-    await postJson(`${baseline}/faucet`, body);
-    times.push(performance.now() - t0);
-  }
-  return distribution(times);
-}
-
 export interface DispatchResult {
   /** /faucet sent -> held /sink answered with the job. */
   dispatch: Distribution;
   /** /faucet sent -> /faucet answered. */
   faucetAck: Distribution;
+  /** One plain POST round trip to the baseline: the floor any HTTP exchange pays here. */
+  baselineRtt: Distribution;
   /** Samples where the job was not delivered by the held poll (should be 0). */
   misses: number;
 }
 
-/** One node holds /sink; the client posts a job; time until the node has it. */
-export async function dispatchLatency(relay: string, p: BenchParams): Promise<DispatchResult> {
+/**
+ * One node holds /sink; the client posts a job; time until the node has it. Each sample is
+ * paired with one baseline round trip taken right before it, so both see the same noise.
+ */
+export async function dispatchLatency(relay: string, baseline: string, p: BenchParams): Promise<DispatchResult> {
   const key = fakeKey();
   await registerNode(relay, key);
   const sinkBody = JSON.stringify({ server_public_key: key });
+  const plainBody = faucetBody(fakeKey());
   const dispatch: number[] = [];
   const acks: number[] = [];
+  const rtts: number[] = [];
   let misses = 0;
   for (let i = 0; i < p.samples; i++) {
+    const b0 = performance.now();
+    const plain = await postJson(`${baseline}/faucet`, plainBody);
+    rtts.push(performance.now() - b0);
+    if (plain.status !== 200) throw new Error(`baseline answered ${plain.status}`);
     // Timestamp the moment the answer is parsed, not the moment this loop gets to await it.
     const sink = postJson(`${relay}/sink`, sinkBody).then((r) => ({ ...r, at: performance.now() }));
     sink.catch(() => {});
@@ -131,5 +130,5 @@ export async function dispatchLatency(relay: string, p: BenchParams): Promise<Di
     if (got.status === 200 && jobIn(got.json)) dispatch.push(got.at - t0);
     else misses++;
   }
-  return { dispatch: distribution(dispatch), faucetAck: distribution(acks), misses };
+  return { dispatch: distribution(dispatch), faucetAck: distribution(acks), baselineRtt: distribution(rtts), misses };
 }

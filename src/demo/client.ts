@@ -20,6 +20,8 @@ export interface ChatOptions {
   stream: boolean;
   /** Bound on the whole exchange, from picking a node to the last chunk. */
   timeoutMs?: number;
+  /** Gives up early (e.g. the demo's node was refused); the timeout still applies. */
+  signal?: AbortSignal;
   /** Called with each decrypted chunk as it arrives (streaming only). */
   onChunk?: (text: string, index: number) => void;
 }
@@ -75,7 +77,8 @@ export class DemoClient {
   }
 
   async chat(history: ChatMessage[], opts: ChatOptions): Promise<ChatResult> {
-    const signal = AbortSignal.timeout(opts.timeoutMs ?? 20_000);
+    const deadline = AbortSignal.timeout(opts.timeoutMs ?? 20_000);
+    const signal = opts.signal ? AbortSignal.any([opts.signal, deadline]) : deadline;
     const serverKey = await this.pickServer(signal);
     const sent = await encryptJson(serverKey, history, this.opts.mode);
     const job: Json = { server_public_key: serverKey, ...sent, client_public_key: this.publicKeyB64 };

@@ -17,16 +17,6 @@ export interface WireRecord {
 }
 export type WireTap = (record: WireRecord) => void;
 
-export class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly path: string,
-    readonly body: unknown,
-  ) {
-    super(`${path} answered ${status}: ${JSON.stringify(body)}`);
-  }
-}
-
 export interface CallOptions {
   /** Stop signal of the caller (node/client shutdown). */
   signal?: AbortSignal;
@@ -40,8 +30,8 @@ export const isAbort = (err: unknown): boolean =>
   err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError");
 
 /**
- * One JSON request. Non-2xx answers throw HttpError unless `okStatuses` lists them (the protocol
- * answers some errors with 404 that callers want to inspect).
+ * One JSON request; returns the status and the parsed object (non-JSON bodies are wrapped, not
+ * thrown) so callers decide what a status means. Rejects on network errors and aborts.
  */
 export async function callJson(
   base: string,
@@ -84,9 +74,6 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener("abort", done, { once: true });
   });
 }
-
-/** Milliseconds since `start` (performance.now based), rounded for narration. */
-export const since = (start: number): number => Math.round((performance.now() - start) * 10) / 10;
 
 /** Human-readable preview of an opaque wire string: length and a prefix, never the whole thing. */
 export const preview = (value: unknown, n = 24): string =>

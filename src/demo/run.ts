@@ -2,8 +2,9 @@
  * `npm run demo`: one compute node and one client talk through a relay with real end-to-end
  * encryption, once streamed and once as a single answer, narrating what crossed the wire.
  *
- * RELAY_URL=http://host:port uses a running relay (RELAY_SERVER_TOKEN is sent as the node's
- * X-Relay-Server-Token); otherwise a relay child process is started on a free loopback port.
+ * RELAY_URL=http://host:port uses a running relay; otherwise a relay child process is started on
+ * a free loopback port (it inherits this environment). The node sends TOKEN_PLACE_RELAY_SERVER_TOKEN
+ * (or the first of TOKEN_PLACE_RELAY_SERVER_TOKENS) as X-Relay-Server-Token, the relay's own setting.
  * Exit code 0 when both exchanges decrypted to the expected answer, 1 otherwise.
  */
 import { DemoClient, type ChatResult } from "./client.ts";
@@ -48,6 +49,9 @@ function narrateWire(r: WireRecord): void {
   }
 }
 
+/** Aborted when the node cannot work at all, so the client stops waiting for it. */
+const fatal = new AbortController();
+
 async function exchange(client: DemoClient, jobs: NodeEvent[], prompt: string, stream: boolean): Promise<boolean> {
   const history: ChatMessage[] = [
     { role: "system", content: "You are a helpful assistant." },
@@ -58,6 +62,7 @@ async function exchange(client: DemoClient, jobs: NodeEvent[], prompt: string, s
   const result: ChatResult = await client.chat(history, {
     stream,
     timeoutMs: 20_000,
+    signal: fatal.signal,
     onChunk: (text, i) => say("client", `decrypted chunk #${i + 1}: ${JSON.stringify(text)}`),
   });
   const job = jobs.shift();
@@ -81,17 +86,21 @@ async function main(): Promise<number> {
       url = relay.url;
       say("relay", `started a relay child process (pid ${relay.pid}) at ${url}`);
     }
+    const token = process.env.TOKEN_PLACE_RELAY_SERVER_TOKEN || process.env.TOKEN_PLACE_RELAY_SERVER_TOKENS?.split(",")[0]?.trim();
     const jobs: NodeEvent[] = [];
     node = await DemoNode.create({
       relayUrl: url,
-      ...(process.env.RELAY_SERVER_TOKEN ? { token: process.env.RELAY_SERVER_TOKEN } : {}),
+      ...(token ? { token } : {}),
       chunkDelayMs: 30,
       wireTap: narrateWire,
       onEvent: (e) => {
         if (e.type === "job") {
           jobs.push(e);
           say("node", `decrypted the job with its private key: prompt ${JSON.stringify(e.detail)}`);
-        } else if (e.type === "error") say("node", `error: ${e.detail}`);
+        } else if (e.type === "error") {
+          say("node", `error: ${e.detail}`);
+          if (e.detail.includes(" 401:")) fatal.abort(new Error("the relay refused the node: set TOKEN_PLACE_RELAY_SERVER_TOKEN to the relay's token"));
+        }
       },
     });
     say("node", `generated an RSA-2048 key pair; public key (base64 PEM) ${preview(node.publicKeyB64, 20)}`);
@@ -105,7 +114,8 @@ async function main(): Promise<number> {
     console.log(`\n${okStream && okSingle ? "Demo passed" : "Demo FAILED"} in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
     return okStream && okSingle ? 0 : 1;
   } catch (err) {
-    console.error(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
+    const cause = fatal.signal.aborted ? fatal.signal.reason : err;
+    console.error(`demo failed: ${cause instanceof Error ? cause.message : String(cause)}`);
     if (relay) console.error(`relay output (last lines):\n${relay.output.slice(-10).join("\n")}`);
     return 1;
   } finally {
