@@ -64,12 +64,14 @@ export function baselinePosts(baseline: string, p: BenchParams, durationMs: numb
 /** Each worker owns a registered node: POST /faucet a job for it, then POST /sink takes it. */
 export function faucetSinkPairs(relay: string, nodeKeys: string[], p: BenchParams, durationMs: number): Promise<LoadResult> {
   const sinkBodies = nodeKeys.map((k) => JSON.stringify({ server_public_key: k }));
+  // Built once, like the baseline's body: the load generator's own work must not differ.
+  const faucetBodies = nodeKeys.map((k) => faucetBody(k));
   return runLoad({
     concurrency: nodeKeys.length,
     durationMs,
     maxIterations: p.maxIterations,
     iteration: async (w) => {
-      const queued = await postJson(`${relay}/faucet`, faucetBody(nodeKeys[w]!));
+      const queued = await postJson(`${relay}/faucet`, faucetBodies[w]!);
       if (queued.status !== 200) throw new Error(`/faucet ${queued.status} ${JSON.stringify(queued.json)}`);
       const taken = await postJson(`${relay}/sink`, sinkBodies[w]!);
       return taken.status === 200 && jobIn(taken.json);
@@ -96,6 +98,8 @@ export interface DispatchResult {
   faucetAck: Distribution;
   /** One plain POST round trip to the baseline: the floor any HTTP exchange pays here. */
   baselineRtt: Distribution;
+  /** Raw dispatch samples in ms, in order. */
+  dispatchSamples: number[];
   /** Samples where the job was not delivered by the held poll (should be 0). */
   misses: number;
 }
@@ -130,5 +134,5 @@ export async function dispatchLatency(relay: string, baseline: string, p: BenchP
     if (got.status === 200 && jobIn(got.json)) dispatch.push(got.at - t0);
     else misses++;
   }
-  return { dispatch: distribution(dispatch), faucetAck: distribution(acks), baselineRtt: distribution(rtts), misses };
+  return { dispatch: distribution(dispatch), dispatchSamples: dispatch, faucetAck: distribution(acks), baselineRtt: distribution(rtts), misses };
 }
