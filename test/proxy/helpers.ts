@@ -43,7 +43,8 @@ export async function startFixture(): Promise<Fixture> {
     rawPort,
     url,
     state: async (id) => (await fetch(`${url}/__ctl/state?id=${id}`)).json() as Promise<{ sent: number; aborted: boolean; done: boolean }>,
-    requests: async () => (await fetch(`${url}/__ctl/requests`)).json() as Promise<string[]>,
+    // Control requests are left out: they are the test talking to the fixture, not proxied traffic.
+    requests: async () => ((await (await fetch(`${url}/__ctl/requests`)).json()) as string[]).filter((r) => !r.includes("/__ctl/")),
     stop: async () => {
       proc.kill("SIGKILL");
       await proc.exited;
@@ -107,33 +108,57 @@ export interface RawResponse {
   body: string;
 }
 
-/** Sends bytes exactly as given over a fresh TCP connection and reads until the server closes. */
+/**
+ * Sends bytes exactly as given over a fresh TCP connection and reads one response: until its
+ * Content-Length or final chunk is in, or the server closes (keep-alive is not waited out).
+ */
 export function rawRequest(port: number, text: string, timeoutMs = 10_000): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const sock = connect(port, "127.0.0.1", () => sock.write(text));
     const parts: Buffer[] = [];
+    let settled = false;
+    const finish = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(parseRaw(Buffer.concat(parts).toString("latin1")));
+    };
     const timer = setTimeout(() => {
+      settled = true;
       sock.destroy();
       reject(new Error("raw request timed out"));
     }, timeoutMs);
-    sock.on("data", (d) => parts.push(d));
-    sock.on("error", () => {});
-    sock.on("close", () => {
-      clearTimeout(timer);
-      const all = Buffer.concat(parts).toString("latin1");
-      const split = all.indexOf("\r\n\r\n");
-      const head = split >= 0 ? all.slice(0, split) : all;
-      const headers: Record<string, string> = {};
-      for (const line of head.split("\r\n").slice(1)) {
-        const i = line.indexOf(":");
-        if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
-      }
-      const status = Number(head.split(" ")[1] ?? 0);
-      let body = split >= 0 ? all.slice(split + 4) : "";
-      if (headers["transfer-encoding"] === "chunked") body = unchunk(body);
-      resolve({ status, head, headers, body });
+    sock.on("data", (d) => {
+      parts.push(d);
+      if (isComplete(Buffer.concat(parts).toString("latin1"))) finish();
     });
+    sock.on("error", () => {});
+    sock.on("close", finish);
   });
+}
+
+function isComplete(all: string): boolean {
+  const split = all.indexOf("\r\n\r\n");
+  if (split < 0) return false;
+  const r = parseRaw(all);
+  if (r.headers["transfer-encoding"] === "chunked") return /(^|\r\n)0\r\n\r\n$/.test(all.slice(split + 4));
+  const length = r.headers["content-length"];
+  return length !== undefined && Buffer.byteLength(all.slice(split + 4), "latin1") >= Number(length);
+}
+
+function parseRaw(all: string): RawResponse {
+  const split = all.indexOf("\r\n\r\n");
+  const head = split >= 0 ? all.slice(0, split) : all;
+  const headers: Record<string, string> = {};
+  for (const line of head.split("\r\n").slice(1)) {
+    const i = line.indexOf(":");
+    if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+  }
+  const status = Number(head.split(" ")[1] ?? 0);
+  let body = split >= 0 ? all.slice(split + 4) : "";
+  if (headers["transfer-encoding"] === "chunked") body = unchunk(body);
+  return { status, head, headers, body };
 }
 
 function unchunk(s: string): string {
