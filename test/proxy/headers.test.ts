@@ -1,0 +1,63 @@
+import { describe, expect, test } from "bun:test";
+import { clientResponseHeaders, upstreamRequestHeaders } from "../../src/proxy/headers.ts";
+
+const info = { clientIp: "10.0.0.7", proto: "http", host: "relay.example", requestId: "rid-1", trustForwarded: false };
+
+describe("request headers", () => {
+  test("drops hop-by-hop, Connection-named, Host, proxy credentials and relay-only headers", () => {
+    const h = upstreamRequestHeaders(
+      new Headers({
+        Host: "relay.example",
+        Connection: "Keep-Alive, X-Named",
+        "X-Named": "1",
+        "Keep-Alive": "5",
+        TE: "trailers",
+        Trailer: "X-T",
+        Upgrade: "websocket",
+        "Proxy-Authorization": "Basic x",
+        "X-Relay-Server-Token": "secret-secret-secret",
+        "X-Relay-Anything": "1",
+        Authorization: "Bearer k",
+        Cookie: "a=1",
+        Accept: "text/event-stream",
+      }),
+      info,
+    );
+    expect([...h.keys()].sort()).toEqual(["accept", "authorization", "cookie", "via", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-request-id"]);
+    expect(h.get("x-forwarded-for")).toBe("10.0.0.7");
+    expect(h.get("x-request-id")).toBe("rid-1");
+  });
+
+  test("untrusted: inbound forwarding claims are replaced by the relay's own view", () => {
+    const h = upstreamRequestHeaders(new Headers({ "X-Forwarded-For": "1.2.3.4", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "spoof", Forwarded: "for=1.2.3.4" }), info);
+    expect(h.get("x-forwarded-for")).toBe("10.0.0.7");
+    expect(h.get("x-forwarded-proto")).toBe("http");
+    expect(h.get("x-forwarded-host")).toBe("relay.example");
+    expect(h.has("forwarded")).toBe(false);
+  });
+
+  test("trusted (behind an ingress): the chain is extended and the first hop's proto/host kept", () => {
+    const h = upstreamRequestHeaders(
+      new Headers({ "X-Forwarded-For": "198.51.100.1", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "token.place", Via: "1.1 traefik" }),
+      { ...info, trustForwarded: true },
+    );
+    expect(h.get("x-forwarded-for")).toBe("198.51.100.1, 10.0.0.7");
+    expect(h.get("x-forwarded-proto")).toBe("https");
+    expect(h.get("x-forwarded-host")).toBe("token.place");
+    expect(h.get("via")).toBe("1.1 traefik, 1.1 tokenplace-relay");
+  });
+});
+
+describe("response headers", () => {
+  test("keeps Content-Encoding, Content-Length and every Set-Cookie; drops hop-by-hop", () => {
+    const up = new Headers({ "Content-Encoding": "gzip", "Content-Length": "47", Connection: "close, X-Hop", "X-Hop": "1", "Keep-Alive": "5", "Transfer-Encoding": "chunked", "Proxy-Authenticate": "Basic" });
+    up.append("Set-Cookie", "a=1");
+    up.append("Set-Cookie", "b=2");
+    const h = clientResponseHeaders(up);
+    expect(h.get("content-encoding")).toBe("gzip");
+    expect(h.get("content-length")).toBe("47");
+    expect(h.getSetCookie()).toEqual(["a=1", "b=2"]);
+    for (const name of ["connection", "x-hop", "keep-alive", "transfer-encoding", "proxy-authenticate"]) expect(h.has(name)).toBe(false);
+    expect(h.get("via")).toBe("1.1 tokenplace-relay");
+  });
+});
