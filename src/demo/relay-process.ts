@@ -33,10 +33,10 @@ export function relayEnv(extra: Record<string, string> = {}): Record<string, str
 }
 
 /** A port the OS just handed out and released: practically free for the next few ms on loopback. */
-function freePort(): number {
+async function freePort(): Promise<number> {
   const probe = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
   const port = probe.port;
-  void probe.stop(true);
+  await probe.stop(true);
   if (port === undefined) throw new Error("could not reserve a port");
   return port;
 }
@@ -45,11 +45,11 @@ function freePort(): number {
  * The relay logs its "listening" line at info, so at LOG_LEVEL=warn it is silent: when the level
  * would hide it, pick the port up front and treat a 200 from /livez as the ready signal instead.
  */
-export function startRelay(extra: Record<string, string> = {}, startTimeoutMs?: number): Promise<ChildServer> {
+export async function startRelay(extra: Record<string, string> = {}, startTimeoutMs?: number): Promise<ChildServer> {
   const env = relayEnv(extra);
   let readyUrl: string | undefined;
   if (env.RELAY_PORT === "0" && !["info", "debug", "trace"].includes(env.LOG_LEVEL ?? "")) {
-    env.RELAY_PORT = String(freePort());
+    env.RELAY_PORT = String(await freePort());
     readyUrl = `http://127.0.0.1:${env.RELAY_PORT}/livez`;
   }
   return spawnServer({ script: "src/main.ts", env, ...(readyUrl ? { readyUrl } : {}), ...(startTimeoutMs ? { startTimeoutMs } : {}) });
