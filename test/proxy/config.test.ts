@@ -1,0 +1,23 @@
+import { describe, expect, test } from "bun:test";
+import { loadConfig } from "../../src/config/index.ts";
+
+describe("proxy settings", () => {
+  test("defaults", () => {
+    const { config, problems } = loadConfig({});
+    expect(problems).toEqual([]);
+    expect(config.proxy).toMatchObject({ prefixes: ["/api/", "/v1/"], trustForwarded: false, requireUpstreamHealth: false, healthPath: "/health" });
+    expect(config.proxy.upstreams.map((u) => u.href)).toEqual(["http://gpu-server:3000/"]);
+  });
+
+  test("a prefix covering one of the relay's own routes is refused", () => {
+    const { problems } = loadConfig({ RELAY_PROXY_PREFIXES: "/api/,/stream/" });
+    expect(problems.join("\n")).toContain("covers one of the relay's own routes");
+  });
+
+  test("RELAY_PROXY_TRUST_FORWARDED and the upstream list are read", () => {
+    const { config, problems } = loadConfig({ RELAY_PROXY_TRUST_FORWARDED: "true", TOKEN_PLACE_RELAY_UPSTREAMS: "http://a:1, http://b:2" });
+    expect(problems).toEqual([]);
+    expect(config.proxy.trustForwarded).toBe(true);
+    expect(config.proxy.upstreams.map((u) => u.host)).toEqual(["a:1", "b:2"]);
+  });
+});
