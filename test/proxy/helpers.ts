@@ -129,7 +129,7 @@ export function rawRequest(port: number, text: string, timeoutMs = 10_000): Prom
       sock.destroy();
       reject(new Error("raw request timed out"));
     }, timeoutMs);
-    sock.on("data", (d) => {
+    sock.on("data", (d: Buffer) => {
       parts.push(d);
       if (isComplete(Buffer.concat(parts).toString("latin1"))) finish();
     });
