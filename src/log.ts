@@ -44,3 +44,13 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
     destination ?? pino.destination({ dest: 1, sync: false }),
   );
 }
+
+/**
+ * Lifecycle events (listening, draining, stopped) are what an operator and the tests look for
+ * first, so they are written at any level except "silent", even when requests are logged only
+ * from "warn" up.
+ */
+export function lifecycleLogger(logger: Logger): Logger {
+  if (logger.level === "silent" || logger.isLevelEnabled("info")) return logger;
+  return logger.child({}, { level: "info" });
+}

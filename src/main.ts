@@ -1,7 +1,7 @@
 #!/usr/bin/env bun
 import { healthcheck } from "./cli/healthcheck.ts";
 import { describeConfig, loadConfig, type Env } from "./config/index.ts";
-import { createLogger } from "./log.ts";
+import { createLogger, lifecycleLogger } from "./log.ts";
 import { createProxyRoute } from "./proxy/index.ts";
 import { startRelay } from "./relay.ts";
 import { REVISION, VERSION } from "./version.ts";
@@ -50,7 +50,7 @@ async function main(argv: string[], env: Env): Promise<number | undefined> {
   for (const name of unknown) logger.warn({ variable: name }, "unknown setting ignored");
   process.on("unhandledRejection", (err) => logger.error({ err }, "unhandled rejection"));
   const relay = startRelay(config, { logger, proxy: createProxyRoute });
-  logger.info({ port: relay.port, host: config.host, version: VERSION, revision: REVISION, config: describeConfig(config) }, "listening");
+  lifecycleLogger(logger).info({ port: relay.port, host: config.host, version: VERSION, revision: REVISION, config: describeConfig(config) }, "listening");
 
   let signals = 0;
   const onSignal = (signal: string) => {

@@ -7,7 +7,7 @@ import { MemoryNotifier } from "./broker/notifier.ts";
 import type { BrokerStore, Notifier } from "./broker/types.ts";
 import { systemClock, type Clock } from "./clock.ts";
 import type { Config } from "./config/index.ts";
-import { createLogger } from "./log.ts";
+import { createLogger, lifecycleLogger } from "./log.ts";
 import { gpuHostCheck, resolveWithDns, type ReadinessCheck, type ResolveHost } from "./ops/health.ts";
 import { Lifecycle } from "./ops/lifecycle.ts";
 import { createMetrics, type Metrics } from "./ops/metrics.ts";
@@ -72,7 +72,8 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
 
   async function drain(reason: string): Promise<void> {
     const t0 = performance.now();
-    logger.info({ reason, delayMs: config.shutdownDelayMs, graceMs: config.shutdownGraceMs }, "draining");
+    const events = lifecycleLogger(logger);
+    events.info({ reason, delayMs: config.shutdownDelayMs, graceMs: config.shutdownGraceMs }, "draining");
     lifecycle.beginDrain();
     if (config.shutdownDelayMs > 0) await Bun.sleep(config.shutdownDelayMs);
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -87,7 +88,7 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
     clearInterval(sweeper);
     proxy?.close?.();
     await store.close();
-    logger.info({ durationMs: Math.round(performance.now() - t0) }, "stopped");
+    events.info({ durationMs: Math.round(performance.now() - t0) }, "stopped");
   }
 
   return {

@@ -32,7 +32,7 @@ describe("token enforcement over HTTP, with rotation", () => {
     });
     try {
       const key = fakeKey();
-      for (const headers of [{}, { "X-Relay-Server-Token": "wrong-token-000000000" }]) {
+      for (const headers of [{}, { "X-Relay-Server-Token": "wrong-token-000000000" }] as Record<string, string>[]) {
         for (const [path, body] of [
           ["/sink", { server_public_key: key }],
           ["/source", { client_public_key: "c", chat_history: "h", cipherkey: "k", iv: "v" }],

@@ -1,0 +1,21 @@
+import { afterEach, expect, test } from "bun:test";
+import { spawnRelay, type Spawned } from "../helpers/spawn.ts";
+
+let relay: Spawned | undefined;
+afterEach(() => relay?.kill());
+
+test("at LOG_LEVEL=warn requests are not logged but lifecycle events still are", async () => {
+  relay = await spawnRelay({ TOKENPLACE_RELAY_ONLY: "true", LOG_LEVEL: "warn" });
+  expect((await fetch(`${relay.url}/next_server`)).status).toBe(200);
+  relay.proc.kill("SIGTERM");
+  expect(await relay.proc.exited).toBe(0);
+  const msgs = relay.lines.map((l) => JSON.parse(l).msg);
+  expect(msgs).toEqual(["listening", "draining", "stopped"]);
+});
+
+test("unknown settings are warned about at start-up, by name only", async () => {
+  relay = await spawnRelay({ TOKENPLACE_RELAY_ONLY: "true", LOG_LEVEL: "warn", RELAY_LONGPOL_MS: "secret-looking-value" });
+  const warning = relay.lines.find((l) => l.includes("unknown setting"));
+  expect(warning).toContain("RELAY_LONGPOL_MS");
+  expect(warning).not.toContain("secret-looking-value");
+});
