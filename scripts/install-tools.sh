@@ -131,7 +131,11 @@ if current helm-diff "${HELM_DIFF_VERSION}" "${diffdir}/bin/diff" "${diffdir}/pl
 else
   need_go
   log "helm-diff ${HELM_DIFF_VERSION}: go install github.com/databus23/helm-diff/v3 -> ${diffdir}"
-  if dsrc="$(moddir "github.com/databus23/helm-diff/v3@${HELM_DIFF_VERSION}" 2>"${TOOLS_DIR}/helm-diff.err")" && [ -n "${dsrc}" ]; then
+  dsrc=""
+  if djson="$(go mod download -json "github.com/databus23/helm-diff/v3@${HELM_DIFF_VERSION}" 2>&1)"; then
+    dsrc="$(printf '%s\n' "${djson}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+  fi
+  if [ -n "${dsrc}" ]; then
     mkdir -p "${diffdir}/bin"
     GOBIN="${diffdir}/bin" go install -trimpath \
       -ldflags "-s -w -X github.com/databus23/helm-diff/v3/cmd.Version=${HELM_DIFF_VERSION#v}" \
@@ -139,13 +143,12 @@ else
     mv -f "${diffdir}/bin/helm-diff" "${diffdir}/bin/diff"
     # The plugin's install/update hooks download from GitHub: drop them, keep the rest.
     sed '/^hooks:/,/^[^[:space:]]/{/^hooks:/d;/^[[:space:]]/d}' "${dsrc}/plugin.yaml" > "${diffdir}/plugin.yaml"
-    rm -f "${TOOLS_DIR}/helm-diff.err"
     stamp helm-diff "${HELM_DIFF_VERSION}"
-  elif [ "${REQUIRE_HELM_DIFF:-0}" = 1 ]; then
-    cat "${TOOLS_DIR}/helm-diff.err" >&2; die "helm-diff could not be downloaded"
   else
+    derr="$(printf '%s\n' "${djson}" | sed -n 's/^[[:space:]]*"Error": "\(.*\)",\{0,1\}$/\1/p')"
+    [ "${REQUIRE_HELM_DIFF:-0}" = 1 ] && die "helm-diff ${HELM_DIFF_VERSION} could not be downloaded: ${derr:-${djson}}"
     log "WARNING: helm-diff ${HELM_DIFF_VERSION} could not be downloaded from the Go module proxy:"
-    sed 's/^/[install-tools]   /' "${TOOLS_DIR}/helm-diff.err" >&2 || true
+    log "WARNING:   ${derr:-${djson}}"
     log "WARNING: helmfile template/lint (and validation) work without it; helmfile diff/apply need it."
     log "WARNING: set REQUIRE_HELM_DIFF=1 to make this fatal."
   fi
