@@ -1,0 +1,135 @@
+// The offline manifest validation (scripts/validate-manifests.sh) must be able to fail: broken
+// manifests are reported INVALID (not "could not find schema", which would mean the schemas did
+// not load offline), and the Helmfile environments render what the issue asks for.
+import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { get, helm, helmArgs, helmfile, kubeconform, parseDocs, ROOT, skipWithoutHelm, withMinimal } from "./helm.ts";
+
+const venv = join(ROOT, ".tools", "venv", "bin", "python");
+const haveTools = Boolean(helm && helmfile && kubeconform && existsSync(venv));
+const skipHelm = skipWithoutHelm("test/chart/validate.test.ts");
+if (!haveTools && !skipHelm) {
+  if (process.env.CI === "true") throw new Error("validate.test.ts: helmfile/kubeconform/.tools/venv missing under CI=true; run bash scripts/install-tools.sh");
+  console.warn("[test/chart/validate.test.ts] SKIPPED: helmfile, kubeconform or .tools/venv missing (run bash scripts/install-tools.sh)");
+}
+const skip = skipHelm || !haveTools;
+
+const dir = mkdtempSync(join(tmpdir(), "tokenplace-validate-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function validateFiles(...files: string[]): { code: number; out: string } {
+  const p = Bun.spawnSync(["bash", "scripts/validate-manifests.sh", "--files", ...files], {
+    cwd: ROOT,
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, K8S_VERSIONS: "1.28.0 1.37.0" },
+  });
+  return { code: p.exitCode ?? -1, out: p.stdout.toString() + p.stderr.toString() };
+}
+
+const BROKEN_DEPLOYMENT = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: broken
+spec:
+  replicas: "two"
+  selector:
+    matchLabels: {app: broken}
+  template:
+    metadata:
+      labels: {app: broken}
+    spec:
+      containers:
+        - name: broken
+          image: example/broken:1
+          imagePullPolice: Always
+`;
+
+describe.skipIf(skip)("offline manifest validation", () => {
+  test("a deliberately broken Deployment is INVALID for every Kubernetes version", () => {
+    const file = join(dir, "broken-deployment.yaml");
+    writeFileSync(file, BROKEN_DEPLOYMENT);
+    const r = validateFiles(file);
+    expect(r.code).not.toBe(0);
+    expect(r.out).toContain("Deployment broken is invalid");
+    expect(r.out).toContain("imagePullPolice");
+    expect(r.out).not.toContain("could not find schema");
+    expect(r.out.match(/Valid: 0, Invalid: 1, Errors: 0/g)?.length).toBe(2);
+  });
+
+  test("a broken CRD object (ServiceMonitor) is INVALID against ../shared/crd-schemas", () => {
+    const file = join(dir, "broken-servicemonitor.yaml");
+    writeFileSync(file, "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: broken\nspec:\n  selector: {}\n  endpoints: not-a-list\n");
+    const r = validateFiles(file);
+    expect(r.code).not.toBe(0);
+    expect(r.out).toContain("ServiceMonitor broken is invalid");
+    expect(r.out).not.toContain("could not find schema");
+  });
+
+  test("a misspelled kind fails instead of being skipped", () => {
+    const file = join(dir, "typo-kind.yaml");
+    writeFileSync(file, "apiVersion: apps/v1\nkind: Deploymnet\nmetadata:\n  name: typo\n");
+    const r = validateFiles(file);
+    expect(r.code).not.toBe(0);
+    expect(r.out).toContain("could not find schema for Deploymnet");
+  });
+
+  test("the chart's own render passes, and breaking one field in it fails", () => {
+    const p = Bun.spawnSync([helm!, ...helmArgs(withMinimal({}))], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+    expect(p.exitCode).toBe(0);
+    const good = join(dir, "chart.yaml");
+    writeFileSync(good, p.stdout.toString());
+    const ok = validateFiles(good);
+    if (ok.code !== 0) console.error(ok.out);
+    expect(ok.code).toBe(0);
+    expect(ok.out).toContain("Invalid: 0, Errors: 0");
+
+    const bad = join(dir, "chart-broken.yaml");
+    writeFileSync(bad, p.stdout.toString().replace("enableServiceLinks: false", "enableServiceLinks: \"no\""));
+    const r = validateFiles(bad);
+    expect(r.code).not.toBe(0);
+    expect(r.out).toContain("Deployment tokenplace-relay is invalid");
+  });
+});
+
+describe.skipIf(skip)("Helmfile environments", () => {
+  function template(env: string) {
+    const p = Bun.spawnSync([helmfile!, "-e", env, "template", "--skip-deps"], {
+      cwd: ROOT,
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { ...process.env, PATH: `${join(ROOT, ".tools", "bin")}:${process.env.PATH}`, HELMFILE_UPGRADE_NOTICE_DISABLED: "1" },
+    });
+    if (p.exitCode !== 0) throw new Error(p.stderr.toString());
+    return parseDocs(p.stdout.toString());
+  }
+
+  test("staging: staging.token.place, TLS via letsencrypt-production, pinned image, existing secret, monitoring", () => {
+    const docs = template("staging");
+    for (const d of docs) expect(d.metadata.namespace).toBe("tokenplace");
+    const ing = get(docs, "Ingress");
+    expect(ing.spec.rules[0].host).toBe("staging.token.place");
+    expect(ing.spec.tls).toEqual([{ hosts: ["staging.token.place"], secretName: "staging-token-place-tls" }]);
+    expect(ing.metadata.annotations?.["cert-manager.io/cluster-issuer"]).toBe("letsencrypt-production");
+    expect(ing.spec.ingressClassName).toBe("traefik");
+    const c = get(docs, "Deployment").spec.template.spec.containers[0];
+    expect(c.image).toMatch(/^ghcr\.io\/tokenplace\/tokenplace-relay:(sha-[0-9a-f]{7,}|\d+\.\d+\.\d+)$/);
+    expect(c.env[0].valueFrom.secretKeyRef).toEqual({ name: "tokenplace-relay-secrets", key: "token" });
+    expect(docs.find((d) => d.kind === "Secret")).toBeUndefined();
+    expect(get(docs, "ServiceMonitor")).toBeDefined();
+    expect(get(docs, "PrometheusRule")).toBeDefined();
+  });
+
+  test("dev: local host, no TLS, small resources", () => {
+    const docs = template("dev");
+    const ing = get(docs, "Ingress");
+    expect(ing.spec.rules[0].host).toBe("relay.localhost");
+    expect(ing.spec.tls).toBeUndefined();
+    expect(ing.metadata.annotations?.["cert-manager.io/cluster-issuer"]).toBeUndefined();
+    const c = get(docs, "Deployment").spec.template.spec.containers[0];
+    expect(c.resources.limits.memory).toBe("256Mi");
+    expect(c.resources.requests.cpu).toBe("50m");
+  });
+});
