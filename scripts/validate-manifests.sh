@@ -8,7 +8,8 @@
 #   4. helmfile -e dev / -e staging: lint, template, kubeconform for each Kubernetes version;
 #   5. ct lint --all with chart-testing's chart schema and lint config (.ct/).
 # Usage: scripts/validate-manifests.sh [--files FILE...]   (--files: only kubeconform the files)
-# Env: K8S_VERSIONS (default "1.28.0 1.37.0": oldest supported, newest in kubernetes-validate).
+# Env: K8S_VERSIONS (default "1.28.0 1.35.0 1.37.0": the oldest supported (Chart kubeVersion),
+# the k3s minor the Helmfile environments target, the newest kubernetes-validate ships).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -18,7 +19,7 @@ source scripts/k8s-env.sh
 # shellcheck source=scripts/k8s-kubeconform.sh
 source scripts/k8s-kubeconform.sh
 
-K8S_VERSIONS="${K8S_VERSIONS:-1.28.0 1.37.0}"
+K8S_VERSIONS="${K8S_VERSIONS:-1.28.0 1.35.0 1.37.0}"
 MONITORING_APIS=(--api-versions monitoring.coreos.com/v1/ServiceMonitor --api-versions monitoring.coreos.com/v1/PrometheusRule)
 WORK="$(mktemp -d)"
 trap 'rm -rf "${WORK}"' EXIT
