@@ -9,7 +9,7 @@
 import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { lstatSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { X64, binaryProblem, cleanupAfterAll, gate, gatedTest, getJson, processTree, run, Spawned, type ProcInfo } from "./harness.ts";
-import { IMAGE_BINARY_PATH, NONROOT, lddLibraries, sandboxCommand, sandboxProblems, stageBinary, type LibFile } from "./sandbox.ts";
+import { IMAGE_BINARY_PATH, NONROOT, OUTSIDE_GID, OUTSIDE_UID, lddLibraries, sandboxCommand, sandboxProblems, stageBinary, type LibFile } from "./sandbox.ts";
 
 const g = gate("read-only-root sandbox (bubblewrap)", [binaryProblem(X64), ...(binaryProblem(X64) ? [] : sandboxProblems())]);
 
@@ -93,13 +93,18 @@ describe("x64 binary in a read-only, near-empty root as uid 65532", () => {
   });
 
   gatedTest(g, "every process in the sandbox is uid/gid 65532 with no capabilities and no_new_privs", () => {
+    // Seen from outside: 65532 itself when the tests run as root (setpriv), else the invoking user.
     const tree = processTree(relay!.proc.pid);
     expect(tree.length).toBeGreaterThan(0);
     for (const p of tree) {
-      expect({ pid: p.pid, name: p.name, uid: p.uid }).toEqual({ pid: p.pid, name: p.name, uid: [NONROOT, NONROOT, NONROOT, NONROOT] });
-      expect({ name: p.name, gid: p.gid }).toEqual({ name: p.name, gid: [NONROOT, NONROOT, NONROOT, NONROOT] });
+      expect({ pid: p.pid, name: p.name, uid: p.uid }).toEqual({ pid: p.pid, name: p.name, uid: [OUTSIDE_UID, OUTSIDE_UID, OUTSIDE_UID, OUTSIDE_UID] });
+      expect({ name: p.name, gid: p.gid }).toEqual({ name: p.name, gid: [OUTSIDE_GID, OUTSIDE_GID, OUTSIDE_GID, OUTSIDE_GID] });
     }
     expect(relayProc).toBeDefined();
+    // Inside its user namespace the relay is 65532, and only that one id is mapped.
+    const map = (f: string) => readFileSync(`/proc/${relayProc!.pid}/${f}`, "utf8").trim().split(/\s+/).map(Number);
+    expect(map("uid_map")).toEqual([NONROOT, OUTSIDE_UID, 1]);
+    expect(map("gid_map")).toEqual([NONROOT, OUTSIDE_GID, 1]);
     expect(relayProc!.capEff).toBe("0000000000000000");
     expect(relayProc!.noNewPrivs).toBe("1");
   });

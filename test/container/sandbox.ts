@@ -13,6 +13,8 @@
  * bwrap is started as root that namespace maps uid 65532 inside to root outside, so the relay
  * would own every root-owned file it sees. Dropping to 65532 first makes the mapping
  * 65532 -> 65532, exactly like `USER 65532` in an image whose files belong to root.
+ * Started by a non-root user (a developer, GitHub's runner) there is nothing to drop: bwrap maps
+ * 65532 inside to that user outside, and root's files appear as the overflow uid (nobody).
  */
 import { spawnSync } from "bun";
 import { chmodSync, copyFileSync, existsSync, realpathSync } from "node:fs";
@@ -20,6 +22,12 @@ import { join } from "node:path";
 import { tempDir, which } from "./harness.ts";
 
 export const NONROOT = 65532;
+const AS_ROOT = process.getuid?.() === 0;
+/** The relay's uid as seen from outside the sandbox: 65532 when the tests run as root. */
+export const OUTSIDE_UID: number = AS_ROOT ? NONROOT : (process.getuid?.() ?? -1);
+export const OUTSIDE_GID: number = AS_ROOT ? NONROOT : (process.getgid?.() ?? -1);
+/** Drops root to the real uid/gid 65532 before bwrap; nothing to drop for a non-root user. */
+const DROP: string[] = AS_ROOT ? ["setpriv", `--reuid=${NONROOT}`, `--regid=${NONROOT}`, "--clear-groups", "--"] : [];
 /** Where the Dockerfile puts the binary. */
 export const IMAGE_BINARY_PATH = "/usr/local/bin/tokenplace-relay";
 
@@ -67,14 +75,10 @@ export interface SandboxSpec {
   args?: string[];
 }
 
-/** argv: setpriv (drop to 65532) -> bwrap (namespaces, read-only minimal root) -> the relay. */
+/** argv: [setpriv (root: drop to 65532)] -> bwrap (namespaces, read-only minimal root) -> the relay. */
 export function sandboxCommand(spec: SandboxSpec): string[] {
   const cmd = [
-    "setpriv",
-    `--reuid=${NONROOT}`,
-    `--regid=${NONROOT}`,
-    "--clear-groups",
-    "--",
+    ...DROP,
     "bwrap",
     "--unshare-all",
     "--share-net",
@@ -103,19 +107,19 @@ export function sandboxCommand(spec: SandboxSpec): string[] {
  */
 export function sandboxProblems(): string[] {
   const problems: string[] = [];
-  for (const tool of ["bwrap", "setpriv", "ldd"]) {
+  for (const tool of ["bwrap", "ldd", ...(AS_ROOT ? ["setpriv"] : [])]) {
     if (!which(tool)) problems.push(`${tool} not found (${tool === "bwrap" ? "apt-get install bubblewrap; " : ""}run scripts/install-system-deps.sh)`);
   }
   if (problems.length > 0) return problems;
-  if (process.getuid?.() !== 0) return ["the sandbox drops to uid 65532 with setpriv, which needs root (CI runs as root)"];
   const probe = spawnSync(
-    ["setpriv", `--reuid=${NONROOT}`, `--regid=${NONROOT}`, "--clear-groups", "--", "bwrap", "--unshare-all", "--share-net", "--uid", String(NONROOT), "--ro-bind", "/", "/", "--proc", "/proc", "true"],
+    [...DROP, "bwrap", "--unshare-all", "--share-net", "--uid", String(NONROOT), "--ro-bind", "/", "/", "--proc", "/proc", "true"],
     { stdout: "pipe", stderr: "pipe", env: {} },
   );
   if (probe.exitCode !== 0)
     problems.push(
       `bwrap cannot create namespaces as uid ${NONROOT} here (exit ${probe.exitCode}): ${probe.stderr.toString().trim()} ` +
-        "(needs unprivileged user namespaces: sysctl user.max_user_namespaces > 0; inside Docker, --security-opt seccomp=unconfined or --privileged)",
+        "(needs unprivileged user namespaces: sysctl user.max_user_namespaces > 0; on Ubuntu >= 23.10 also " +
+        "sysctl kernel.apparmor_restrict_unprivileged_userns=0; inside Docker, --security-opt seccomp=unconfined or --privileged)",
     );
   return problems;
 }
