@@ -32,6 +32,7 @@ export function relayBody(body: ReadableStream<Uint8Array>, deps: StreamDeps): R
   const reader = body.getReader();
   let ended = false;
   let bytes = 0;
+  const started = performance.now();
   metrics.proxyActiveStreams.inc();
 
   const end = (outcome: "complete" | FailureKind) => {
@@ -40,8 +41,10 @@ export function relayBody(body: ReadableStream<Uint8Array>, deps: StreamDeps): R
     ex.dispose();
     metrics.proxyActiveStreams.dec();
     if (outcome !== "complete" && COUNTED_KINDS.has(outcome)) metrics.upstreamErrors.labels(outcome).inc();
-    if (outcome === "client_abort") deps.log.info({ upstream: deps.upstream, bytes }, "client closed a proxied stream");
-    else if (outcome !== "complete") deps.log.warn({ upstream: deps.upstream, kind: outcome, bytes }, "proxied stream ended abnormally");
+    const line = { upstream: deps.upstream, bytes, durationMs: Math.round(performance.now() - started) };
+    if (outcome === "complete") deps.log.debug(line, "proxied stream complete");
+    else if (outcome === "client_abort") deps.log.info(line, "client closed a proxied stream");
+    else deps.log.warn({ ...line, kind: outcome }, "proxied stream ended abnormally");
     deps.onEnd?.(outcome);
   };
 

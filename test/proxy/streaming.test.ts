@@ -122,6 +122,15 @@ describe("timeouts and bodies", () => {
     expect(metricValue(await scrape(), "tokenplace_relay_upstream_errors_total", { kind: "timeout" })).toBeGreaterThanOrEqual(1);
   });
 
+  test("a client that gives up while the upstream is still thinking aborts the upstream request too", async () => {
+    const ac = new AbortController();
+    const pending = fetch(`${relay.url}/api/slow?ms=8000&id=slow2`, { signal: ac.signal }).catch(() => "aborted");
+    expect(await eventually(async () => (await fx.requests()).some((r) => r.includes("id=slow2")))).toBe(true);
+    ac.abort();
+    expect(await pending).toBe("aborted");
+    expect(await eventually(async () => (await fx.state("slow2")).aborted)).toBe(true);
+  });
+
   test("a large chunked request body streams to the upstream intact", async () => {
     const size = 3 * 1024 * 1024;
     const block = new Uint8Array(64 * 1024).map((_, i) => i % 251);
