@@ -4,7 +4,7 @@
 #   qemu-aarch64     qemu-user: run the arm64 binary (4 KB and 16 KB page sizes)
 #   /usr/aarch64-linux-gnu   libc6-arm64-cross: the arm64 glibc for `qemu-aarch64 -L`
 #   ldd, setpriv     libc-bin, util-linux (always present on Debian)
-#   shellcheck       lints the workflows' run: scripts through actionlint (scripts/lint-workflows.sh)
+#   (shellcheck)     lints the workflows' run: scripts through actionlint (scripts/lint-workflows.sh)
 # Idempotent: does nothing (and touches no network) when everything is already installed.
 # Runs as root on a fresh Debian machine (CI); elsewhere it uses sudo if available.
 set -euo pipefail
@@ -16,7 +16,6 @@ command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
 command -v ldd >/dev/null 2>&1 || need+=(libc-bin)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
-command -v curl >/dev/null 2>&1 || need+=(curl)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "install-system-deps: bubblewrap, qemu-user, libc6-arm64-cross, shellcheck already installed"
