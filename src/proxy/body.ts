@@ -23,8 +23,6 @@ export interface BodyTimers {
 
 export interface PreparedBody {
   readonly replayable: boolean;
-  /** Whether the first-byte watchdog should start with the request (no upload to wait for). */
-  readonly sentUpFront: boolean;
   /** A body for one attempt (the streamed one only once). */
   forAttempt(ex: Exchange): Bun.BodyInit | null;
 }
@@ -36,13 +34,12 @@ export async function prepareBody(req: Request, limit: number, wantReplay: boole
   if (length !== undefined && length > limit) throw tooLarge(limit);
   const countSent = (n: number) => metrics.proxyBytes.labels("request").inc(n);
 
-  if (!req.body || length === 0) return { replayable: true, sentUpFront: true, forAttempt: () => null };
+  if (!req.body || length === 0) return { replayable: true, forAttempt: () => null };
 
   if (wantReplay && length !== undefined && length <= REPLAY_MAX_BYTES) {
     const bytes = await readBody(req, limit);
     return {
       replayable: true,
-      sentUpFront: true,
       forAttempt: () => {
         countSent(bytes.byteLength);
         return bytes;
@@ -54,7 +51,6 @@ export async function prepareBody(req: Request, limit: number, wantReplay: boole
   let used = false;
   return {
     replayable: false,
-    sentUpFront: false,
     forAttempt: (ex) => {
       if (used) throw new Error("proxy: a streamed request body can be sent only once");
       used = true;
@@ -65,7 +61,8 @@ export async function prepareBody(req: Request, limit: number, wantReplay: boole
 
 /**
  * Pull-based pass-through: nothing is read from the client before fetch asks for it, so
- * backpressure reaches the client. Between pulls the idle watchdog runs (a client or upstream
+ * backpressure reaches the client. Until the first pull the first-byte watchdog (armed when the
+ * fetch starts) bounds connecting; between pulls the idle watchdog runs (a client or upstream
  * that stalls the upload is cut); when the body is complete the first-byte watchdog takes over.
  */
 function meter(source: ReadableStream<Uint8Array>, limit: number, ex: Exchange, timers: BodyTimers, countSent: (n: number) => void) {

@@ -21,9 +21,8 @@ export interface OpenOptions {
   headers: Headers;
   body: Bun.BodyInit | null;
   ex: Exchange;
+  /** Bounds connecting and waiting for the head; a streamed upload re-arms it once it is sent. */
   firstByteMs: number;
-  /** Start the first-byte watchdog now (no body to upload), else the body starts it when sent. */
-  armFirstByteNow: boolean;
 }
 
 /**
@@ -36,7 +35,7 @@ export interface OpenOptions {
  * - proxy: false       - HTTP(S)_PROXY in the environment must not reroute in-cluster traffic.
  */
 export async function openUpstream(o: OpenOptions): Promise<Response> {
-  if (o.armFirstByteNow) o.ex.arm(o.firstByteMs, "timeout");
+  o.ex.arm(o.firstByteMs, "timeout");
   try {
     const res = await o.fetch(o.url, {
       method: o.method,

@@ -105,7 +105,6 @@ export function createProxyRoute(deps: ProxyDeps): ProxyRoute & { readiness?: Re
           body: body.forAttempt(ex),
           ex,
           firstByteMs: p.firstByteTimeoutMs,
-          armFirstByteNow: body.sentUpFront,
         });
       } catch (err) {
         ex.dispose();

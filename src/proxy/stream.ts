@@ -9,8 +9,9 @@ import { COUNTED_KINDS, classify, type FailureKind } from "./failure.ts";
  * upstream sent, still matching its Content-Encoding and Content-Length).
  *
  * Pull-based: the next upstream read starts only when the client took the previous chunk, so a
- * slow client slows the upstream instead of filling relay memory. The idle watchdog runs only
- * while a read is outstanding: it measures the upstream's silence, not the client's.
+ * slow client slows the upstream instead of filling relay memory. One watchdog, two meanings:
+ * while a read is outstanding it times the upstream's silence ("idle"); while the relay waits
+ * for the client to take the next chunk it times the client's stall (counted as client_abort).
  *
  * A stream that breaks (upstream died, idle timeout, hard stop) is errored, not closed: Bun then
  * drops the connection without the final chunk, so the client can tell the answer is incomplete
@@ -74,8 +75,8 @@ export function relayBody(body: ReadableStream<Uint8Array>, deps: StreamDeps): R
           return;
         } finally {
           reading = false;
-          ex.disarm();
         }
+        ex.disarm();
         if (chunk.done) {
           end("complete");
           controller.close();
@@ -84,6 +85,9 @@ export function relayBody(body: ReadableStream<Uint8Array>, deps: StreamDeps): R
         bytes += chunk.value.byteLength;
         metrics.proxyBytes.labels("response").inc(chunk.value.byteLength);
         controller.enqueue(chunk.value);
+        // Until the client asks for more, it is the client that is stalling: a reader that stops
+        // reading for the idle timeout must not pin an upstream connection forever.
+        ex.arm(deps.idleMs, "client_abort");
       },
       async cancel() {
         // The client went away (Bun cancels the body): stop the upstream at once.

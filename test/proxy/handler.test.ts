@@ -145,6 +145,35 @@ describe("failover between upstreams", () => {
 });
 
 describe("after the head", () => {
+  test("a client that stops reading is cut after the idle timeout, releasing the upstream", async () => {
+    let aborted = false;
+    let produced = 0;
+    const { relay } = start({ RELAY_UPSTREAM_IDLE_TIMEOUT_MS: "1000" }, async (_u, init) => {
+      init.signal!.addEventListener("abort", () => (aborted = true));
+      const block = new Uint8Array(256 * 1024);
+      return new Response(
+        new ReadableStream({
+          pull(c) {
+            produced += block.byteLength;
+            c.enqueue(block);
+          },
+        }),
+      );
+    });
+    const res = await fetch(`${relay.url}/api/firehose`);
+    expect(res.status).toBe(200);
+    // Never read the body: socket buffers fill, the relay stops being asked for chunks.
+    const cut = await (async () => {
+      for (let k = 0; k < 100 && !aborted; k++) await Bun.sleep(100);
+      return aborted;
+    })();
+    expect(cut).toBe(true);
+    // Backpressure held: the upstream was not drained into relay memory.
+    expect(produced).toBeLessThan(256 * 1024 * 1024);
+    expect(await metric(relay, "tokenplace_relay_upstream_errors_total", { kind: "client_abort" })).toBe(1);
+    await res.body?.cancel().catch(() => {});
+  }, 15_000);
+
   test("a hard stop (drain grace over) cuts a running stream and frees it", async () => {
     const { relay } = start({}, async (_u, init) => {
       const enc = new TextEncoder();
