@@ -149,6 +149,8 @@ describe("headers (RFC 9110 §7.6)", () => {
     expect(h.authorization).toBe("Bearer for-the-upstream");
     expect(h.via).toBe("1.1 tokenplace-relay");
     expect(res.headers["x-request-id"]).toBe("trace-me-123");
+    // fetch runs with decompress: false, so it must not ask for an encoding the client did not accept.
+    expect(h["accept-encoding"]).toBeUndefined();
   });
 
   test("hop-by-hop response headers are stripped; end-to-end ones (each Set-Cookie) pass", async () => {
