@@ -29,8 +29,10 @@ export const REDACT_PATHS = [
 ];
 
 /**
- * JSON lines on stdout, synchronously-free and without transports: pino transports use worker
- * threads that break inside a `bun build --compile` binary (oven-sh/bun#10246).
+ * JSON lines on stdout without transports: pino transports use worker threads that break inside
+ * a `bun build --compile` binary (oven-sh/bun#10246). Writes are synchronous (pino's own default):
+ * the async mode of its destination lost and reordered the last lines before exit under Bun, and
+ * a crash must not swallow the lines that explain it.
  */
 export function createLogger(level: LogLevel, destination?: DestinationStream): Logger {
   return pino(
@@ -41,7 +43,7 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
       redact: { paths: REDACT_PATHS, censor: "[redacted]" },
       formatters: { level: (label) => ({ level: label }) },
     },
-    destination ?? pino.destination({ dest: 1, sync: false }),
+    destination ?? pino.destination({ dest: 1, sync: true }),
   );
 }
 

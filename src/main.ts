@@ -52,6 +52,8 @@ async function main(argv: string[], env: Env): Promise<number | undefined> {
   const relay = startRelay(config, { logger, proxy: createProxyRoute });
   lifecycleLogger(logger).info({ port: relay.port, host: config.host, version: VERSION, revision: REVISION, config: describeConfig(config) }, "listening");
 
+  // The destination writes asynchronously: flush it, or the last lines ("stopped") are lost.
+  const exitAfterFlush = (code: number) => logger.flush(() => process.exit(code));
   let signals = 0;
   const onSignal = (signal: string) => {
     if (++signals > 1) {
@@ -59,10 +61,10 @@ async function main(argv: string[], env: Env): Promise<number | undefined> {
       process.exit(1);
     }
     relay.shutdown(signal).then(
-      () => process.exit(0),
+      () => exitAfterFlush(0),
       (err) => {
         logger.error({ err }, "shutdown failed");
-        process.exit(1);
+        exitAfterFlush(1);
       },
     );
   };

@@ -11,6 +11,8 @@ export interface Spawned {
   lines: string[];
   stderr(): Promise<string>;
   waitForLine(pred: (line: string) => boolean, timeoutMs?: number): Promise<string>;
+  /** Exit code, once the process exited and all of its stdout was read into `lines`. */
+  closed(): Promise<number>;
   kill(signal?: NodeJS.Signals): void;
 }
 
@@ -29,7 +31,7 @@ export async function spawnRelay(env: Record<string, string>, opts: { cmd?: stri
   });
   const lines: string[] = [];
   const waiters: { pred: (l: string) => boolean; resolve: (l: string) => void }[] = [];
-  (async () => {
+  const stdoutDone = (async () => {
     const decoder = new TextDecoder();
     let buf = "";
     for await (const chunk of proc.stdout) {
@@ -68,7 +70,12 @@ export async function spawnRelay(env: Record<string, string>, opts: { cmd?: stri
       }),
     ]);
     const port = JSON.parse(listening).port as number;
-    return { proc, port, url: `http://127.0.0.1:${port}`, lines, stderr, waitForLine, kill: (s = "SIGKILL") => proc.kill(s) };
+    const closed = async () => {
+      const code = await proc.exited;
+      await stdoutDone;
+      return code;
+    };
+    return { proc, port, url: `http://127.0.0.1:${port}`, lines, stderr, waitForLine, closed, kill: (s = "SIGKILL") => proc.kill(s) };
   } catch (err) {
     proc.kill("SIGKILL");
     throw err;

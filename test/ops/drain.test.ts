@@ -54,7 +54,7 @@ describe("graceful shutdown on SIGTERM", () => {
     expect(uploaded.status).toBe(200);
     expect(await uploaded.json()).toEqual({ message: "Request received" });
 
-    const code = await relay.proc.exited;
+    const code = await relay.closed();
     expect(code).toBe(0);
     expect(relay.lines.some((l) => l.includes('"msg":"draining"'))).toBe(true);
     expect(relay.lines.some((l) => l.includes('"msg":"stopped"'))).toBe(true);
@@ -74,7 +74,7 @@ describe("graceful shutdown on SIGTERM", () => {
     await Bun.sleep(100);
     const t0 = performance.now();
     relay.proc.kill("SIGTERM");
-    expect(await relay.proc.exited).toBe(0);
+    expect(await relay.closed()).toBe(0);
     expect(performance.now() - t0).toBeLessThan(5000);
     expect(await stuck).toBe("cut");
     expect(relay.lines.some((l) => l.includes("grace period over"))).toBe(true);

@@ -8,7 +8,7 @@ test("at LOG_LEVEL=warn requests are not logged but lifecycle events still are",
   relay = await spawnRelay({ TOKENPLACE_RELAY_ONLY: "true", LOG_LEVEL: "warn" });
   expect((await fetch(`${relay.url}/next_server`)).status).toBe(200);
   relay.proc.kill("SIGTERM");
-  expect(await relay.proc.exited).toBe(0);
+  expect(await relay.closed()).toBe(0);
   const msgs = relay.lines.map((l) => JSON.parse(l).msg);
   expect(msgs).toEqual(["listening", "draining", "stopped"]);
 });
