@@ -135,7 +135,7 @@ export function createApp(deps: AppDeps) {
     return json(500, { error: { message: "Internal relay error", code: 500, type: "internal_error" } });
   }
 
-  return { fetch, longPoll };
+  return { fetch, longPoll, routes: router.paths() };
 }
 
 export type App = ReturnType<typeof createApp>;

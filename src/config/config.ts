@@ -1,4 +1,5 @@
 import * as D from "./defaults.ts";
+import { RELAY_ROUTES } from "../routes.ts";
 import { EnvReader, parseHttpUrl, type Env } from "./env-reader.ts";
 
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -145,9 +146,6 @@ export function loadConfig(env: Env): ConfigResult {
     known,
   };
 }
-
-/** Paths the relay serves itself (src/app.ts); a proxy prefix must not cover any of them. */
-const RELAY_ROUTES = ["/next_server", "/faucet", "/sink", "/source", "/retrieve", "/stream/source", "/stream/retrieve", "/livez", "/healthz", "/metrics"];
 
 function loadProxyConfig(r: EnvReader, primary: URL): ProxyConfig {
   const prefixes = r.list("RELAY_PROXY_PREFIXES", ["/api/", "/v1/"]);

@@ -20,6 +20,10 @@ export class Router {
     return this;
   }
 
+  paths(): string[] {
+    return [...this.routes.keys()];
+  }
+
   has(path: string): boolean {
     return this.routes.has(path);
   }

@@ -246,3 +246,10 @@ describe("generic HTTP behaviour", () => {
     expect(await res.json()).toEqual({ status: "alive" });
   });
 });
+
+describe("route table", () => {
+  test("the app serves exactly the routes the config protects from proxy prefixes", async () => {
+    const { RELAY_ROUTES } = await import("../../src/routes.ts");
+    expect([...relay.app.routes].sort()).toEqual([...RELAY_ROUTES].sort());
+  });
+});
