@@ -71,7 +71,7 @@ describe.skipIf(skip)("Deployment env matches the relay's config names", () => {
     expect(config.dnsCacheMs).toBe(10000);
     expect(config.logLevel).toBe("debug");
     expect(config.broker).toMatchObject({ longPollMs: 8000, maxLongPolls: 2000, maxQueueDepth: 128, maxStreamSessions: 2000, maxStreamChunks: 8192 });
-    expect(config.proxy).toMatchObject({ requireUpstreamHealth: true, firstByteTimeoutMs: 120000, idleTimeoutMs: 600000, prefixes: ["/api/", "/v1/"] });
+    expect(config.proxy).toMatchObject({ trustForwarded: true, requireUpstreamHealth: true, firstByteTimeoutMs: 120000, idleTimeoutMs: 600000, prefixes: ["/api/", "/v1/"] });
     expect(config.proxy.upstreams.map((u) => u.href)).toEqual(["http://gpu-server:3000/", "http://gpu-server-2:3000/"]);
     expect(config.serverTokens.length).toBe(1);
   });
