@@ -119,3 +119,12 @@ describe("unknown settings", () => {
     expect(unknown).toEqual(["RELAY_LONGPOLL_MS", "TOKENPLACE_GPU_HOTS"]);
   });
 });
+
+describe("state backend", () => {
+  test("memory is the default and the only backend of this version; redis is refused loudly", () => {
+    expect(loadConfig({ TOKENPLACE_RELAY_STATE_BACKEND: "memory" }).problems).toEqual([]);
+    const redis = loadConfig({ TOKENPLACE_RELAY_STATE_BACKEND: "redis", TOKENPLACE_RELAY_REDIS_URL: "redis://r:6379" });
+    expect(redis.problems.join()).toContain("redis backend is not available");
+    expect(loadConfig({ TOKENPLACE_RELAY_REDIS_URL: "redis://r:6379" }).problems.join()).toContain("not redis");
+  });
+});

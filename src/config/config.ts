@@ -129,6 +129,17 @@ export function loadConfig(env: Env): ConfigResult {
     r.problem("RELAY_IDLE_TIMEOUT_SECONDS must be longer than RELAY_LONG_POLL_MS");
   }
 
+  // The chart passes these for state.backend=redis. This build only has the in-memory store, so
+  // asking for Redis must stop the relay: running several replicas on private memory would
+  // silently split nodes and clients between pods.
+  const stateBackend = r.oneOf("TOKENPLACE_RELAY_STATE_BACKEND", ["memory", "redis"], "memory");
+  const redisUrl = r.raw("TOKENPLACE_RELAY_REDIS_URL");
+  if (stateBackend === "redis") {
+    r.problem("TOKENPLACE_RELAY_STATE_BACKEND: the redis backend is not available in this version (only memory); run one replica with state.backend=memory");
+  } else if (redisUrl !== undefined) {
+    r.problem("TOKENPLACE_RELAY_REDIS_URL is set but TOKENPLACE_RELAY_STATE_BACKEND is not redis");
+  }
+
   const proxy = loadProxyConfig(r, upstreamUrl);
 
   const known = r.names;
