@@ -95,9 +95,13 @@ export function createApp(deps: AppDeps) {
     } catch {
       pathname = "/";
     }
+    let log: Logger | undefined;
     const ctx: RequestContext = {
       requestId,
-      log: logger.child({ reqId: requestId }),
+      // Created on first use: most requests log one line or none, and a child costs ~1 µs.
+      get log() {
+        return (log ??= logger.child({ reqId: requestId }));
+      },
       clientIp: adapter.clientIp(req),
       holdOpen: () => adapter.holdOpen(req),
       route: router.has(pathname) ? pathname : "unmatched",
@@ -116,12 +120,13 @@ export function createApp(deps: AppDeps) {
       res.headers.set(REQUEST_ID_HEADER, requestId);
     }
     const seconds = (performance.now() - started) / 1000;
-    const labels = { method: req.method, route: ctx.route, status: String(res.status) };
-    metrics.httpRequests.inc(labels);
-    metrics.httpDuration.observe(labels, seconds);
-    const line = { method: req.method, route: ctx.route, status: res.status, durationMs: Math.round(seconds * 1e4) / 10 };
-    if (QUIET_ROUTES.has(ctx.route)) ctx.log.debug(line, "request");
-    else ctx.log.info(line, "request");
+    metrics.observeRequest(req.method, ctx.route, res.status, seconds);
+    const quiet = QUIET_ROUTES.has(ctx.route);
+    if (logger.isLevelEnabled(quiet ? "debug" : "info")) {
+      const line = { method: req.method, route: ctx.route, status: res.status, durationMs: Math.round(seconds * 1e4) / 10 };
+      if (quiet) ctx.log.debug(line, "request");
+      else ctx.log.info(line, "request");
+    }
     return res;
   }
 

@@ -18,6 +18,9 @@ export async function readBody(req: Request, limit: number): Promise<Uint8Array>
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) throw tooLarge(limit);
   if (!req.body) return new Uint8Array(0);
+  // With a declared length the framing bounds the body (RFC 9112 §6.2), so read it in one go:
+  // several times cheaper than pumping a reader, which only chunked bodies need.
+  if (declared !== null) return new Uint8Array(await req.arrayBuffer());
   const reader = req.body.getReader();
   const parts: Uint8Array[] = [];
   let size = 0;

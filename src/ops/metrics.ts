@@ -2,6 +2,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 import { REVISION, VERSION } from "../version.ts";
 
 const P = "tokenplace_relay_";
+const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"]);
 
 /**
  * prom-client's default metrics that are false under Bun (prometheus/client_js#623): GC is never
@@ -134,5 +135,22 @@ export function createMetrics(registry: Registry = new Registry(), opts: { proce
     }),
   };
   m.build.labels(VERSION, REVISION).set(1);
-  return m;
+
+  // Label sets are few (method x route template x status), so their children are cached: hashing
+  // the label object on every request cost about as much as the rest of the bookkeeping.
+  const children = new Map<string, { count: Counter.Internal; duration: Histogram.Internal<string> }>();
+  function observeRequest(rawMethod: string, route: string, status: number, seconds: number): void {
+    // The method is the client's choice: anything unusual shares one label value.
+    const method = KNOWN_METHODS.has(rawMethod) ? rawMethod : "other";
+    const key = `${method} ${route} ${status}`;
+    let c = children.get(key);
+    if (!c) {
+      const labels = { method, route, status: String(status) };
+      c = { count: m.httpRequests.labels(labels), duration: m.httpDuration.labels(labels) };
+      children.set(key, c);
+    }
+    c.count.inc();
+    c.duration.observe(seconds);
+  }
+  return { ...m, observeRequest };
 }

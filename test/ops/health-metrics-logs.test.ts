@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { connect } from "node:net";
 import { Registry } from "prom-client";
 import { ManualClock } from "../../src/clock.ts";
 import { UNTRUE_UNDER_BUN } from "../../src/ops/metrics.ts";
@@ -129,5 +130,35 @@ describe("logs", () => {
     const line = raw.join("\n");
     for (const secret of ["t0k3n", "hdr-secret", "plain", "iv1"]) expect(line).not.toContain(secret);
     expect(line).toContain("[redacted]");
+  });
+});
+
+describe("metric cardinality", () => {
+  test("client-chosen methods and paths never become label values", async () => {
+    const relay = startTestRelay();
+    try {
+      // fetch() would not send a made-up method: speak HTTP/1.1 over a raw socket.
+      const raw = (head: string) =>
+        new Promise<string>((resolve, reject) => {
+          const sock = connect(relay.port, "127.0.0.1", () => sock.end(`${head}\r\nHost: x\r\nConnection: close\r\n\r\n`));
+          let got = "";
+          sock.on("data", (d) => (got += d));
+          sock.on("end", () => resolve(got));
+          sock.on("error", reject);
+        });
+      // Bun's parser refuses made-up methods itself (400); these WebDAV ones reach the app.
+      const exotic = ["PROPFIND", "MKCOL", "PURGE", "LOCK", "SEARCH"];
+      for (let i = 0; i < 5; i++) {
+        expect(await raw(`${exotic[i]} /random-${i} HTTP/1.1`)).toStartWith("HTTP/1.1 404");
+        await fetch(`${relay.url}/faucet/${crypto.randomUUID()}`);
+      }
+      const text = await (await relay.get("/metrics")).text();
+      expect(text).toContain('tokenplace_relay_http_requests_total{method="other",route="unmatched",status="404"} 5');
+      expect(text).toContain('tokenplace_relay_http_requests_total{method="GET",route="unmatched",status="404"} 5');
+      for (const m of exotic) expect(text).not.toContain(m);
+      expect(text).not.toContain("random-");
+    } finally {
+      await relay.shutdown();
+    }
   });
 });
