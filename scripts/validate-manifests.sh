@@ -65,60 +65,8 @@ fi
 
 # ---------------------------------------------------------------------------------- self-test
 section "self-test: the validation must reject broken manifests"
-cat > "${WORK}/broken.yaml" <<'YAML'
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: broken
-spec:
-  replicas: "two"
-  selector:
-    matchLabels: {app: broken}
-  template:
-    metadata:
-      labels: {app: broken}
-    spec:
-      containers:
-        - name: broken
-          image: example/broken:1
-          imagePullPolice: Always
----
-apiVersion: monitoring.coreos.com/v1
-kind: ServiceMonitor
-metadata:
-  name: broken
-spec:
-  selector: {}
-  endpoints: "not-a-list"
-YAML
-cat > "${WORK}/good.yaml" <<'YAML'
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: good
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {app: good}
-  template:
-    metadata:
-      labels: {app: good}
-    spec:
-      containers:
-        - name: good
-          image: example/good:1
----
-apiVersion: monitoring.coreos.com/v1
-kind: ServiceMonitor
-metadata:
-  name: good
-spec:
-  selector: {}
-  endpoints:
-    - port: http
-YAML
 for v in ${K8S_VERSIONS}; do
-  if out="$(k8s_kubeconform "${v}" "${WORK}/broken.yaml" 2>&1)"; then
+  if out="$(k8s_kubeconform "${v}" scripts/k8s-fixtures/broken.yaml 2>&1)"; then
     printf '%s\n' "${out}" >&2; fail "self-test: kubeconform accepted a broken manifest (Kubernetes ${v})"
   fi
   if printf '%s\n' "${out}" | grep -Eqi 'could not find schema|failed downloading|no such host|error while'; then
@@ -126,7 +74,7 @@ for v in ${K8S_VERSIONS}; do
   fi
   printf '%s\n' "${out}" | grep -q 'Summary: 2 resources found .* Valid: 0, Invalid: 2, Errors: 0' \
     || { printf '%s\n' "${out}" >&2; fail "self-test: expected both broken resources to be INVALID (Kubernetes ${v})"; }
-  k8s_kubeconform "${v}" "${WORK}/good.yaml" >/dev/null || fail "self-test: a valid manifest was rejected (Kubernetes ${v})"
+  k8s_kubeconform "${v}" scripts/k8s-fixtures/good.yaml >/dev/null || fail "self-test: a valid manifest was rejected (Kubernetes ${v})"
   log "self-test @${v}: broken Deployment + ServiceMonitor -> INVALID (2/2), valid ones pass"
 done
 

@@ -2,7 +2,7 @@
 // manifests are reported INVALID (not "could not find schema", which would mean the schemas did
 // not load offline), and the Helmfile environments render what the issue asks for.
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { get, helm, helmArgs, helmfile, kubeconform, parseDocs, ROOT, skipWithoutHelm, withMinimal } from "./helm.ts";
@@ -29,23 +29,8 @@ function validateFiles(...files: string[]): { code: number; out: string } {
   return { code: p.exitCode ?? -1, out: p.stdout.toString() + p.stderr.toString() };
 }
 
-const BROKEN_DEPLOYMENT = `apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: broken
-spec:
-  replicas: "two"
-  selector:
-    matchLabels: {app: broken}
-  template:
-    metadata:
-      labels: {app: broken}
-    spec:
-      containers:
-        - name: broken
-          image: example/broken:1
-          imagePullPolice: Always
-`;
+/** The Deployment half of the script's own self-test fixture (one source for both). */
+const BROKEN_DEPLOYMENT = readFileSync(join(ROOT, "scripts/k8s-fixtures/broken.yaml"), "utf8").split("\n---\n")[0]!;
 
 describe.skipIf(skip)("offline manifest validation", () => {
   test("a deliberately broken Deployment is INVALID for every Kubernetes version", () => {
