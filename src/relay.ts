@@ -4,7 +4,7 @@ import { Registry } from "prom-client";
 import { createApp, type App, type ProxyRoute } from "./app.ts";
 import { MemoryStore } from "./broker/memory-store.ts";
 import { MemoryNotifier } from "./broker/notifier.ts";
-import type { BrokerStore, Notifier } from "./broker/types.ts";
+import type { BrokerStore, Notifier, StoreStats } from "./broker/types.ts";
 import { systemClock, type Clock } from "./clock.ts";
 import type { Config } from "./config/index.ts";
 import { createLogger, lifecycleLogger } from "./log.ts";
@@ -55,11 +55,18 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
   const app = createApp({ config, store, notifier, logger, metrics, lifecycle, checks, proxy });
   const server = serve(app, config);
   metrics.sources.serverPendingRequests = () => server.pendingRequests;
-  metrics.sources.registeredNodes = async () => (await store.stats()).nodes;
-  metrics.sources.queuedJobs = async () => (await store.stats()).queuedJobs;
-  metrics.sources.maxQueueDepth = async () => (await store.stats()).maxQueueDepth;
-  metrics.sources.pendingAnswers = async () => (await store.stats()).answers;
-  metrics.sources.streamSessions = async () => (await store.stats()).streams;
+  // Five gauges read the same numbers during one scrape: take them from one store read.
+  let statsRead: { at: number; stats: Promise<StoreStats> } | undefined;
+  const stats = () => {
+    const now = performance.now();
+    if (!statsRead || now - statsRead.at > 100) statsRead = { at: now, stats: store.stats() };
+    return statsRead.stats;
+  };
+  metrics.sources.registeredNodes = async () => (await stats()).nodes;
+  metrics.sources.queuedJobs = async () => (await stats()).queuedJobs;
+  metrics.sources.maxQueueDepth = async () => (await stats()).maxQueueDepth;
+  metrics.sources.pendingAnswers = async () => (await stats()).answers;
+  metrics.sources.streamSessions = async () => (await stats()).streams;
 
   const sweeper = setInterval(() => {
     store.sweep().catch((err) => logger.error({ err }, "sweep failed"));
