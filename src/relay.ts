@@ -48,7 +48,10 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
   const notifier = o.notifier ?? new MemoryNotifier();
 
   const checks: ReadinessCheck[] = [];
-  if (!config.relayOnly) checks.push(gpuHostCheck(config.gpuHost, o.resolveHost ?? resolveWithDns, clock, config.dnsCacheMs));
+  if (!config.relayOnly) {
+    const hosts = [...new Set(config.proxy.upstreams.map((u) => u.hostname.replace(/^\[|\]$/g, "")))];
+    checks.push(gpuHostCheck(hosts, o.resolveHost ?? resolveWithDns, clock, config.dnsCacheMs));
+  }
   const proxy = !config.relayOnly && o.proxy ? o.proxy({ config, metrics, logger, lifecycle }) : undefined;
   if (proxy?.readiness) checks.push(proxy.readiness);
 
@@ -94,6 +97,11 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
     }
     clearInterval(sweeper);
     proxy?.close?.();
+    // In-memory state ends with the process: say what was still waiting, so it is not lost silently.
+    const left = await store.stats().catch(() => undefined);
+    if (left && left.queuedJobs + left.answers + left.streams > 0) {
+      events.warn({ queuedJobs: left.queuedJobs, pendingAnswers: left.answers, streamSessions: left.streams }, "state discarded at stop");
+    }
     await store.close();
     events.info({ durationMs: Math.round(performance.now() - t0) }, "stopped");
   }

@@ -5,20 +5,23 @@ import { json } from "./http/json.ts";
 export interface ServeOptions {
   host: string;
   port: number;
-  maxBodyBytes: number;
   idleTimeoutSeconds: number;
 }
 
 /**
- * The only place that touches Bun.serve. Bun's own body limit answers an empty 413, so it is set
- * well above the relay's limit: the relay's JSON 413 is what clients see.
+ * Bun's own body limit answers an empty 413 without X-Request-Id, so it is set far above the
+ * relay's: the relay refuses by Content-Length before reading and counts chunked bodies, so its
+ * JSON 413 is what clients see.
  */
+const BUN_BODY_LIMIT = 4 * 1024 ** 3;
+
+/** The only place that touches Bun.serve. */
 export function serve(app: App, opts: ServeOptions): Server<undefined> {
   return Bun.serve({
     hostname: opts.host,
     port: opts.port,
     idleTimeout: opts.idleTimeoutSeconds,
-    maxRequestBodySize: opts.maxBodyBytes * 2 + 64 * 1024,
+    maxRequestBodySize: BUN_BODY_LIMIT,
     development: false,
     fetch(req, server) {
       return app.fetch(req, {

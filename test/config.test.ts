@@ -128,3 +128,37 @@ describe("state backend", () => {
     expect(loadConfig({ TOKENPLACE_RELAY_REDIS_URL: "redis://r:6379" }).problems.join()).toContain("not redis");
   });
 });
+
+describe("settings that would misbehave quietly are refused", () => {
+  test("a token variable set but empty never means open registration", () => {
+    for (const env of [{ TOKEN_PLACE_RELAY_SERVER_TOKEN: "" }, { TOKEN_PLACE_RELAY_SERVER_TOKEN: "  " }, { TOKEN_PLACE_RELAY_SERVER_TOKENS: "" }]) {
+      expect(loadConfig(env).problems.join()).toContain("set but empty");
+    }
+    expect(loadConfig({ TOKEN_PLACE_RELAY_SERVER_TOKENS: " , ," }).problems.join()).toContain("lists no token");
+  });
+
+  test("a GPU host the URL parser would silently ignore is refused; IPv6 literals work", () => {
+    for (const bad of ["gpu|box", "gpu<box", "a b", "x/y", "u@h"]) {
+      expect(loadConfig({ TOKENPLACE_GPU_HOST: bad }).problems.join()).toContain("TOKENPLACE_GPU_HOST");
+    }
+    const v6 = loadConfig({ TOKENPLACE_GPU_HOST: "fd00::1", TOKENPLACE_GPU_PORT: "3000" });
+    expect(v6.problems).toEqual([]);
+    expect(v6.config.upstreamUrl.href).toBe("http://[fd00::1]:3000/");
+    expect(v6.config.gpuHost).toBe("fd00::1");
+  });
+
+  test("holds shorter than a second, a zero pace and a pace beyond the stale timeout are refused", () => {
+    expect(loadConfig({ RELAY_LONG_POLL_MS: "1" }).problems.join()).toContain("must be 0 (off) or at least 1000");
+    expect(loadConfig({ RELAY_LONG_POLL_MS: "0" }).problems).toEqual([]);
+    expect(loadConfig({ RELAY_NEXT_PING_SECONDS: "0" }).problems.join()).toContain("RELAY_NEXT_PING_SECONDS");
+    expect(loadConfig({ RELAY_NEXT_PING_SECONDS: "60" }).problems.join()).toContain("shorter than RELAY_NODE_STALE_MS");
+  });
+
+  test("an upstream list that leaves out an explicitly set primary upstream is refused", () => {
+    const bad = loadConfig({ TOKENPLACE_RELAY_UPSTREAM_URL: "http://a:3000", TOKEN_PLACE_RELAY_UPSTREAMS: "http://b:3000,http://c:3000" });
+    expect(bad.problems.join()).toContain("does not contain the primary upstream");
+    expect(loadConfig({ TOKENPLACE_RELAY_UPSTREAM_URL: "http://a:3000", TOKEN_PLACE_RELAY_UPSTREAMS: "http://a:3000,http://b:3000" }).problems).toEqual([]);
+    // A list alone replaces the default primary.
+    expect(loadConfig({ TOKEN_PLACE_RELAY_UPSTREAMS: "http://b:3000" }).problems).toEqual([]);
+  });
+});

@@ -5,7 +5,7 @@ import type { Metrics } from "../ops/metrics.ts";
 import type { LongPoll } from "./long-poll.ts";
 import { SERVER_TOKEN_HEADER } from "./tokens.ts";
 import { topics, type Answer, type BrokerStore, type Job, type Notifier, type StreamDrain } from "./types.ts";
-import { hasCiphertext, isKey, isOptionalBool, limitErrors, protocolErrors } from "./validate.ts";
+import { hasCiphertext, isKey, isOptionalBool, limitErrors, protocolErrors, withoutNulls } from "./validate.ts";
 
 export interface BrokerDeps {
   store: BrokerStore;
@@ -21,6 +21,11 @@ export interface BrokerDeps {
 
 /** After a held poll (or when work was found) the node should come straight back. */
 const REPOLL_NOW = 0;
+/**
+ * While draining, polls answer at once: "0" would have every node hammer the relay in a tight
+ * loop until it stops, so nodes come back in a second (through the Service, to a new pod).
+ */
+export const DRAIN_NEXT_PING_SECONDS = 1;
 
 export function createBrokerHandlers(deps: BrokerDeps) {
   const { store, notifier, longPoll, limits } = deps;
@@ -38,7 +43,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
   }
 
   async function faucet(req: Request): Promise<Response> {
-    const body = await read(req);
+    const body = withoutNulls(await read(req), ["client_public_key", "stream"]);
     if (!body || !isKey(body.server_public_key) || !hasCiphertext(body) || !isOptionalBool(body.stream)) {
       throw protocolErrors.invalidFaucet();
     }
@@ -72,8 +77,9 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     });
     // The node was present for the whole hold: keep it fresh for /next_server.
     await store.touchNode(key);
-    const held = outcome !== "immediate" && outcome !== "disabled" && outcome !== "overflow";
-    const nextPing = jobs || held ? REPOLL_NOW : limits.nextPingSeconds;
+    // Only a poll the relay really held (or one that got work) may say "come back now".
+    const nextPing =
+      jobs || outcome === "timeout" ? REPOLL_NOW : outcome === "draining" ? DRAIN_NEXT_PING_SECONDS : limits.nextPingSeconds;
     if (!jobs) return json(200, { next_ping_in_x_seconds: nextPing });
 
     const dispatched = await Promise.all(jobs.map((job) => withSession(job)));
@@ -122,7 +128,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
 
   async function streamSource(req: Request): Promise<Response> {
     requireToken(req);
-    const body = await read(req);
+    const body = withoutNulls(await read(req), ["final"]);
     if (!body || typeof body.session_id !== "string" || body.chunk === undefined || body.chunk === null || !isOptionalBool(body.final)) {
       throw protocolErrors.invalidData();
     }

@@ -6,12 +6,13 @@ import type {
 
 type Limits = Pick<
   BrokerLimits,
-  "maxQueueDepth" | "maxNodes" | "maxAnswers" | "maxStreamSessions" | "maxStreamChunks" | "nodeStaleMs" | "answerTtlMs" | "streamTtlMs"
+  | "maxQueueDepth" | "maxNodes" | "maxAnswers" | "maxStreamSessions" | "maxStreamChunks"
+  | "nodeStaleMs" | "jobTtlMs" | "answerTtlMs" | "streamTtlMs"
 >;
 
 interface NodeEntry {
   lastSeen: number;
-  queue: Job[];
+  queue: { job: Job; expiresAt: number }[];
 }
 
 interface Session {
@@ -24,6 +25,10 @@ interface Session {
 /**
  * Single-process state. Expiry is checked lazily on every access (so an injected clock decides
  * it exactly) and by sweep() for memory and metrics.
+ *
+ * A node silent past the stale timeout leaves /next_server and gets no new jobs, but what is
+ * already queued stays until each job's own TTL: a node busy generating a long answer does not
+ * poll, and must find its queue again when it comes back.
  */
 export class MemoryStore implements BrokerStore {
   private readonly nodes = new Map<string, NodeEntry>();
@@ -37,24 +42,36 @@ export class MemoryStore implements BrokerStore {
     private readonly onExpire: (kind: ExpiredKind, count: number) => void = () => {},
   ) {}
 
-  private liveNode(key: string): NodeEntry | undefined {
-    const node = this.nodes.get(key);
-    if (!node) return undefined;
-    if (this.clock.now() - node.lastSeen > this.limits.nodeStaleMs) {
-      this.dropNode(key, node);
+  private isFresh(node: NodeEntry): boolean {
+    return this.clock.now() - node.lastSeen <= this.limits.nodeStaleMs;
+  }
+
+  /** Drops the node's expired jobs, and the node itself once it is stale with nothing queued. */
+  private prune(key: string, node: NodeEntry): NodeEntry | undefined {
+    const now = this.clock.now();
+    const kept = node.queue.filter((q) => q.expiresAt > now);
+    if (kept.length !== node.queue.length) {
+      this.onExpire("job", node.queue.length - kept.length);
+      node.queue = kept;
+    }
+    if (!this.isFresh(node) && node.queue.length === 0) {
+      this.nodes.delete(key);
+      this.onExpire("node", 1);
       return undefined;
     }
     return node;
   }
 
-  private dropNode(key: string, node: NodeEntry): void {
-    this.nodes.delete(key);
-    this.onExpire("node", 1);
-    if (node.queue.length > 0) this.onExpire("job", node.queue.length);
+  private liveNode(key: string): NodeEntry | undefined {
+    const node = this.nodes.get(key);
+    if (!node) return undefined;
+    const kept = this.prune(key, node);
+    return kept && this.isFresh(kept) ? kept : undefined;
   }
 
   async touchNode(key: string): Promise<TouchResult> {
-    const node = this.liveNode(key);
+    const existing = this.nodes.get(key);
+    const node = existing && this.prune(key, existing);
     if (node) {
       node.lastSeen = this.clock.now();
       return "ok";
@@ -77,14 +94,15 @@ export class MemoryStore implements BrokerStore {
     const node = this.liveNode(nodeKey);
     if (!node) return "unknown_node";
     if (node.queue.length >= this.limits.maxQueueDepth) return "queue_full";
-    node.queue.push(job);
+    node.queue.push({ job, expiresAt: this.clock.now() + this.limits.jobTtlMs });
     return "queued";
   }
 
   async takeJobs(nodeKey: string, max: number): Promise<Job[]> {
-    const node = this.liveNode(nodeKey);
+    const existing = this.nodes.get(nodeKey);
+    const node = existing && this.prune(nodeKey, existing);
     if (!node || node.queue.length === 0) return [];
-    return node.queue.splice(0, max);
+    return node.queue.splice(0, max).map((q) => q.job);
   }
 
   async putAnswer(clientKey: string, answer: Answer): Promise<StoreResult> {
@@ -160,7 +178,7 @@ export class MemoryStore implements BrokerStore {
   }
 
   async sweep(): Promise<void> {
-    for (const key of [...this.nodes.keys()]) this.liveNode(key);
+    for (const [key, node] of [...this.nodes]) this.prune(key, node);
     const now = this.clock.now();
     for (const [key, entry] of [...this.answers]) {
       if (entry.expiresAt < now) {
@@ -177,10 +195,11 @@ export class MemoryStore implements BrokerStore {
     let maxQueueDepth = 0;
     const now = this.clock.now();
     for (const node of this.nodes.values()) {
-      if (now - node.lastSeen > this.limits.nodeStaleMs) continue;
-      nodes++;
-      queuedJobs += node.queue.length;
-      maxQueueDepth = Math.max(maxQueueDepth, node.queue.length);
+      // Jobs of a briefly stale (busy) node are still waiting for it: count them.
+      const waiting = node.queue.filter((q) => q.expiresAt > now).length;
+      queuedJobs += waiting;
+      maxQueueDepth = Math.max(maxQueueDepth, waiting);
+      if (now - node.lastSeen <= this.limits.nodeStaleMs) nodes++;
     }
     return { nodes, queuedJobs, maxQueueDepth, answers: this.answers.size, streams: this.sessions.size };
   }

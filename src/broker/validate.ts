@@ -41,3 +41,10 @@ export const isOptionalBool = (v: unknown): v is boolean | undefined => v === un
 export function hasCiphertext(body: JsonObject): body is JsonObject & { chat_history: string; cipherkey: string; iv: string } {
   return isText(body.chat_history) && isText(body.cipherkey) && isText(body.iv);
 }
+
+/** Python peers send None (JSON null) for an absent optional field: treat it as absent. */
+export function withoutNulls(body: JsonObject | undefined, optional: readonly string[]): JsonObject | undefined {
+  if (!body) return body;
+  for (const key of optional) if (body[key] === null) delete body[key];
+  return body;
+}

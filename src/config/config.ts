@@ -16,6 +16,7 @@ export interface BrokerLimits {
   maxStreamSessions: number;
   maxStreamChunks: number;
   nodeStaleMs: number;
+  jobTtlMs: number;
   answerTtlMs: number;
   streamTtlMs: number;
   sweepIntervalMs: number;
@@ -81,8 +82,14 @@ export function loadConfig(env: Env): ConfigResult {
   const upstreamUrl = r.url("TOKENPLACE_RELAY_UPSTREAM_URL", D.DEFAULT_UPSTREAM_URL);
   const gpuHostOverride = r.raw("TOKENPLACE_GPU_HOST");
   if (gpuHostOverride !== undefined) {
-    if (/[\s/:@?#]/.test(gpuHostOverride)) r.problem(`TOKENPLACE_GPU_HOST: not a host name: ${JSON.stringify(gpuHostOverride)}`);
-    else upstreamUrl.hostname = gpuHostOverride;
+    // The URL hostname setter silently ignores what it cannot parse: check that it took.
+    const wanted = gpuHostOverride.includes(":") && !gpuHostOverride.startsWith("[") ? `[${gpuHostOverride}]` : gpuHostOverride;
+    const before = upstreamUrl.hostname;
+    if (!/[\s/@?#]/.test(wanted)) upstreamUrl.hostname = wanted;
+    if (upstreamUrl.hostname !== wanted.toLowerCase()) {
+      upstreamUrl.hostname = before;
+      r.problem(`TOKENPLACE_GPU_HOST: not a host name or IP address: ${JSON.stringify(gpuHostOverride)}`);
+    }
   }
   if (r.raw("TOKENPLACE_GPU_PORT") !== undefined) {
     upstreamUrl.port = String(r.int("TOKENPLACE_GPU_PORT", D.DEFAULT_GPU_PORT, { min: 1, max: 65535 }));
@@ -90,17 +97,28 @@ export function loadConfig(env: Env): ConfigResult {
   const gpuHost = upstreamUrl.hostname.replace(/^\[|\]$/g, "");
   const gpuPort = Number(upstreamUrl.port || (upstreamUrl.protocol === "https:" ? 443 : 80));
 
+  // An empty secret (e.g. a Secret key with no value) must not quietly open registration.
+  for (const name of ["TOKEN_PLACE_RELAY_SERVER_TOKEN", "TOKEN_PLACE_RELAY_SERVER_TOKENS"]) {
+    if (r.isBlank(name)) r.problem(`${name}: set but empty; unset it to run with open registration`);
+  }
   const single = r.raw("TOKEN_PLACE_RELAY_SERVER_TOKEN");
   const rotation = r.list("TOKEN_PLACE_RELAY_SERVER_TOKENS");
+  if (r.raw("TOKEN_PLACE_RELAY_SERVER_TOKENS") !== undefined && rotation.length === 0) {
+    r.problem("TOKEN_PLACE_RELAY_SERVER_TOKENS: lists no token");
+  }
   const serverTokens = [...new Set([...(single ? [single] : []), ...rotation])];
   for (const t of serverTokens) {
     if (t.length < 16) r.problem("TOKEN_PLACE_RELAY_SERVER_TOKEN(S): every token must be at least 16 characters");
   }
 
   const longPollMs = r.int("RELAY_LONG_POLL_MS", D.DEFAULT_LONG_POLL_MS, { min: 0, max: D.MAX_LONG_POLL_MS });
+  if (longPollMs > 0 && longPollMs < D.MIN_LONG_POLL_MS) {
+    r.problem(`RELAY_LONG_POLL_MS: must be 0 (off) or at least ${D.MIN_LONG_POLL_MS}, got ${longPollMs}`);
+  }
   const broker: BrokerLimits = {
     longPollMs,
-    nextPingSeconds: r.int("RELAY_NEXT_PING_SECONDS", D.DEFAULT_NEXT_PING_SECONDS, { min: 0, max: 3600 }),
+    // 0 would have every node that was not held re-poll in a tight loop.
+    nextPingSeconds: r.int("RELAY_NEXT_PING_SECONDS", D.DEFAULT_NEXT_PING_SECONDS, { min: 1, max: 3600 }),
     maxLongPolls: r.int("RELAY_MAX_LONG_POLLS", D.DEFAULT_MAX_LONG_POLLS, { min: 0 }),
     maxQueueDepth: r.int("RELAY_MAX_QUEUE_DEPTH", D.DEFAULT_MAX_QUEUE_DEPTH, { min: 1 }),
     maxBatchSize: r.int("RELAY_MAX_BATCH_SIZE", D.DEFAULT_MAX_BATCH_SIZE, { min: 1 }),
@@ -109,12 +127,16 @@ export function loadConfig(env: Env): ConfigResult {
     maxStreamSessions: r.int("RELAY_MAX_STREAM_SESSIONS", D.DEFAULT_MAX_STREAM_SESSIONS, { min: 1 }),
     maxStreamChunks: r.int("RELAY_MAX_STREAM_CHUNKS", D.DEFAULT_MAX_STREAM_CHUNKS, { min: 1 }),
     nodeStaleMs: r.int("RELAY_NODE_STALE_MS", D.DEFAULT_NODE_STALE_MS, { min: 1_000 }),
+    jobTtlMs: r.int("RELAY_JOB_TTL_MS", D.DEFAULT_JOB_TTL_MS, { min: 1_000 }),
     answerTtlMs: r.int("RELAY_ANSWER_TTL_MS", D.DEFAULT_ANSWER_TTL_MS, { min: 1_000 }),
     streamTtlMs: r.int("RELAY_STREAM_TTL_MS", D.DEFAULT_STREAM_TTL_MS, { min: 1_000 }),
     sweepIntervalMs: r.int("RELAY_SWEEP_INTERVAL_MS", D.DEFAULT_SWEEP_INTERVAL_MS, { min: 100, max: 60_000 }),
   };
   if (broker.longPollMs >= broker.nodeStaleMs) {
     r.problem("RELAY_LONG_POLL_MS must be shorter than RELAY_NODE_STALE_MS (a held node would look stale)");
+  }
+  if (broker.nextPingSeconds * 1000 >= broker.nodeStaleMs) {
+    r.problem("RELAY_NEXT_PING_SECONDS must be shorter than RELAY_NODE_STALE_MS (a node sleeping that long would look stale)");
   }
   if (broker.maxBatchSize > broker.maxQueueDepth) {
     r.problem("RELAY_MAX_BATCH_SIZE must not exceed RELAY_MAX_QUEUE_DEPTH");
@@ -141,6 +163,11 @@ export function loadConfig(env: Env): ConfigResult {
   }
 
   const proxy = loadProxyConfig(r, upstreamUrl);
+  // With a list, the list is what is proxied to; a primary URL outside it would be ignored.
+  const primarySet = ["TOKENPLACE_RELAY_UPSTREAM_URL", "TOKENPLACE_GPU_HOST", "TOKENPLACE_GPU_PORT"].some((n) => r.raw(n) !== undefined);
+  if (r.raw("TOKEN_PLACE_RELAY_UPSTREAMS") !== undefined && primarySet && !proxy.upstreams.some((u) => u.href === upstreamUrl.href)) {
+    r.problem(`TOKEN_PLACE_RELAY_UPSTREAMS does not contain the primary upstream ${upstreamUrl.href} (TOKENPLACE_RELAY_UPSTREAM_URL/GPU_HOST/GPU_PORT); list it or unset those`);
+  }
 
   const known = r.names;
   const unknown = Object.keys(env)

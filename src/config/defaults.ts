@@ -14,6 +14,8 @@ export const DEFAULT_LOG_LEVEL = "info";
 export const DEFAULT_LONG_POLL_MS = 5_000;
 /** Peers' HTTP clients give up after 10 s: a hold must stay clearly below that. */
 export const MAX_LONG_POLL_MS = 9_000;
+/** A shorter hold would have nodes re-polling in a tight loop (each held poll answers "0"). */
+export const MIN_LONG_POLL_MS = 1_000;
 /** What the reference relay tells an idle node when the relay did not hold the poll. */
 export const DEFAULT_NEXT_PING_SECONDS = 10;
 export const DEFAULT_MAX_LONG_POLLS = 1_000;
@@ -27,6 +29,8 @@ export const DEFAULT_MAX_STREAM_CHUNKS = 4_096;
 
 export const DEFAULT_NODE_STALE_MS = 30_000;
 export const DEFAULT_ANSWER_TTL_MS = 300_000;
+/** Queued jobs expire this long after /faucet, also while their node is briefly stale (busy). */
+export const DEFAULT_JOB_TTL_MS = 300_000;
 export const DEFAULT_STREAM_TTL_MS = 300_000;
 export const DEFAULT_SWEEP_INTERVAL_MS = 1_000;
 

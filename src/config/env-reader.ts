@@ -24,6 +24,13 @@ export class EnvReader {
     return trimmed === "" ? undefined : trimmed;
   }
 
+  /** Set, but to nothing but white space: for secrets that is a mistake, never "unset". */
+  isBlank(name: string): boolean {
+    this.names.add(name);
+    const value = this.env[name];
+    return value !== undefined && value.trim() === "";
+  }
+
   problem(message: string): void {
     this.problems.push(message);
   }

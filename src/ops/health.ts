@@ -18,21 +18,27 @@ export interface ReadinessCheck {
 
 export type ResolveHost = (host: string) => Promise<boolean>;
 
+/** A probe must answer within the kubelet's timeout even when the resolver hangs. */
+export const DNS_TIMEOUT_MS = 2_000;
+
 export const resolveWithDns: ResolveHost = async (host) => {
   if (isIP(host)) return true;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), DNS_TIMEOUT_MS)));
   try {
-    await lookup(host);
-    return true;
-  } catch {
-    return false;
+    return await Promise.race([lookup(host).then(() => true, () => false), timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 };
 
 /**
- * Readiness fails while the GPU host name does not resolve; probes arrive every few seconds from
- * every kubelet, so the answer is cached for `cacheMs`.
+ * Readiness fails while no GPU host name resolves (with several upstreams, one is enough: the
+ * proxy fails over); probes arrive every few seconds from every kubelet, so the answer is cached
+ * for `cacheMs`.
  */
-export function gpuHostCheck(host: string, resolve: ResolveHost, clock: Clock, cacheMs: number): ReadinessCheck {
+export function gpuHostCheck(hosts: readonly string[], resolve: ResolveHost, clock: Clock, cacheMs: number): ReadinessCheck {
+  const anyResolves = async () => (await Promise.all(hosts.map(resolve))).some(Boolean);
   let cached: { at: number; ok: boolean } | undefined;
   let inflight: Promise<boolean> | undefined;
   return {
@@ -40,7 +46,7 @@ export function gpuHostCheck(host: string, resolve: ResolveHost, clock: Clock, c
     async check() {
       const now = clock.now();
       if (!cached || now - cached.at >= cacheMs) {
-        inflight ??= resolve(host).finally(() => (inflight = undefined));
+        inflight ??= anyResolves().finally(() => (inflight = undefined));
         cached = { at: now, ok: await inflight };
       }
       return { ok: cached.ok, detail: { gpuHostResolves: cached.ok } };

@@ -7,7 +7,7 @@ const clock = new ManualClock();
 let relay: TestRelay;
 beforeAll(() => {
   relay = startTestRelay(
-    { RELAY_LONG_POLL_MS: "0", RELAY_NODE_STALE_MS: "30000", RELAY_ANSWER_TTL_MS: "60000", RELAY_STREAM_TTL_MS: "60000" },
+    { RELAY_LONG_POLL_MS: "0", RELAY_NODE_STALE_MS: "30000", RELAY_JOB_TTL_MS: "120000", RELAY_ANSWER_TTL_MS: "60000", RELAY_STREAM_TTL_MS: "60000" },
     { clock },
   );
 });
@@ -19,23 +19,57 @@ const metric = async (line: string) => {
   return found ? Number(found.split(" ").pop()) : 0;
 };
 
-describe("stale nodes", () => {
-  test("a node silent past the stale timeout leaves /next_server and its queued jobs expire", async () => {
+describe("stale nodes and queued jobs", () => {
+  test("a node silent past the stale timeout leaves /next_server and gets no new jobs", async () => {
     const key = fakeKey();
     await relay.post("/sink", { server_public_key: key });
-    await relay.post("/faucet", job(key));
-    await relay.post("/faucet", job(key));
-    const jobsBefore = await metric('tokenplace_relay_expired_total{kind="job"}');
-
     clock.advance(30_000);
     expect(await (await relay.get("/next_server")).json()).toEqual({ server_public_key: key });
     clock.advance(1);
     expect(await (await relay.get("/next_server")).json()).toEqual({ error: { message: "No servers available", code: 503 } });
     expect((await relay.post("/faucet", job(key))).status).toBe(404);
-    expect(await metric('tokenplace_relay_expired_total{kind="job"}')).toBe(jobsBefore + 2);
+  });
 
-    // Coming back registers afresh with an empty queue: expired jobs are not replayed.
+  test("a node busy past the stale timeout finds the jobs queued for it when it polls again", async () => {
+    const key = fakeKey();
+    await relay.post("/sink", { server_public_key: key });
+    await relay.post("/faucet", job(key, { chat_history: "first" }));
+    await relay.post("/faucet", job(key, { chat_history: "second" }));
+    // The node takes one job and spends 45 s generating the answer, without polling.
+    expect(((await (await relay.post("/sink", { server_public_key: key })).json()) as { chat_history: string }).chat_history).toBe("first");
+    clock.advance(45_000);
+    expect((await relay.post("/faucet", job(key))).status).toBe(404);
+    const back = (await (await relay.post("/sink", { server_public_key: key })).json()) as { chat_history: string };
+    expect(back.chat_history).toBe("second");
+    expect(await (await relay.get("/next_server")).json()).toEqual({ server_public_key: key });
+  });
+
+  test("queued jobs expire after RELAY_JOB_TTL_MS, counted, and are not replayed", async () => {
+    const key = fakeKey();
+    await relay.post("/sink", { server_public_key: key });
+    await relay.post("/faucet", job(key));
+    await relay.post("/faucet", job(key));
+    const before = await metric('tokenplace_relay_expired_total{kind="job"}');
+    clock.advance(120_001);
+    expect(await metric('tokenplace_relay_expired_total{kind="job"}')).toBe(before); // not yet
+    await relay.store.sweep();
+    expect(await metric('tokenplace_relay_expired_total{kind="job"}')).toBe(before + 2);
     expect(await (await relay.post("/sink", { server_public_key: key })).json()).toEqual({ next_ping_in_x_seconds: 10 });
+  });
+
+  test("a stale node with nothing queued is forgotten by the sweep", async () => {
+    const own = new ManualClock();
+    const solo = startTestRelay({ RELAY_LONG_POLL_MS: "0", RELAY_NODE_STALE_MS: "30000" }, { clock: own });
+    try {
+      await solo.post("/sink", { server_public_key: fakeKey() });
+      own.advance(30_001);
+      await solo.store.sweep();
+      const text = await (await solo.get("/metrics")).text();
+      expect(text).toContain('tokenplace_relay_expired_total{kind="node"} 1');
+      expect(text).not.toContain('tokenplace_relay_expired_total{kind="job"}');
+    } finally {
+      await solo.shutdown();
+    }
   });
 
   test("polling keeps a node fresh", async () => {

@@ -110,7 +110,12 @@ describe("limits", () => {
       const byCount = await fetch(relay.url + "/source", { method: "POST", body: chunked, duplex: "half" } as RequestInit);
       expect(byCount.status).toBe(413);
       expect(((await byCount.json()) as { error: { type: string } }).error.type).toBe("body_too_large");
-      expect(await reasonCount(relay, "body_too_large")).toBe(2);
+      // Far above the limit, still the relay's JSON 413 (not Bun's empty one), with a request id.
+      const huge = await relay.post("/faucet", "x".repeat(200 * 1024));
+      expect(huge.status).toBe(413);
+      expect(huge.headers.get("x-request-id")).toBeTruthy();
+      expect(((await huge.json()) as { error: { type: string } }).error.type).toBe("body_too_large");
+      expect(await reasonCount(relay, "body_too_large")).toBe(3);
       // The relay is still fine afterwards.
       expect((await relay.get("/livez")).status).toBe(200);
     } finally {

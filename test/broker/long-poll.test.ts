@@ -38,14 +38,14 @@ describe("held /sink", () => {
   });
 
   test("with no work the hold ends after the configured time and the node re-polls at once", async () => {
-    const quick = startTestRelay({ RELAY_LONG_POLL_MS: "300" });
+    const quick = startTestRelay({ RELAY_LONG_POLL_MS: "1000" });
     try {
       const t0 = performance.now();
       const res = await quick.post("/sink", { server_public_key: fakeKey() });
       const elapsed = performance.now() - t0;
       expect(await res.json()).toEqual({ next_ping_in_x_seconds: 0 });
-      expect(elapsed).toBeGreaterThanOrEqual(280);
-      expect(elapsed).toBeLessThan(2500);
+      expect(elapsed).toBeGreaterThanOrEqual(980);
+      expect(elapsed).toBeLessThan(4000);
     } finally {
       await quick.shutdown();
     }
@@ -134,7 +134,7 @@ describe("long-poll capacity", () => {
       const metrics = await (await capped.get("/metrics")).text();
       expect(metrics).toContain('tokenplace_relay_rejections_total{reason="long_poll_capacity"} 1');
       await capped.shutdown();
-      expect(await (await first).json()).toEqual({ next_ping_in_x_seconds: 0 });
+      expect(await (await first).json()).toEqual({ next_ping_in_x_seconds: 1 });
     } finally {
       await capped.shutdown();
     }

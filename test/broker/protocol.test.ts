@@ -66,6 +66,15 @@ describe("POST /faucet", () => {
     expect(await res.json()).toEqual(invalid);
   });
 
+  test("optional fields sent as null (Python None) count as absent", async () => {
+    const key = fakeKey();
+    await register(key);
+    expect((await relay.post("/faucet", job(key, { client_public_key: null, stream: null }))).status).toBe(200);
+    const streamNoKey = await relay.post("/faucet", job(key, { client_public_key: null, stream: true }));
+    expect(streamNoKey.status).toBe(400);
+    expect(((await streamNoKey.json()) as { error: { message: string } }).error.message).toBe("Streaming requests require a client public key");
+  });
+
   test("stream without client_public_key: 400 with the streaming message", async () => {
     const key = fakeKey();
     await register(key);

@@ -40,13 +40,18 @@ describe("graceful shutdown on SIGTERM", () => {
     relay.proc.kill("SIGTERM");
     const sinkRes = await heldSink;
     const drainAnswerMs = performance.now() - t0;
-    expect(await sinkRes.json()).toEqual({ next_ping_in_x_seconds: 0 });
+    // Drain pace: come back in a second (through the Service, to another pod), not in a tight loop.
+    expect(await sinkRes.json()).toEqual({ next_ping_in_x_seconds: 1 });
     expect(await (await heldRetrieve).json()).toEqual({ error: "No response available for the given public key" });
     expect(drainAnswerMs).toBeLessThan(3000); // far below the 8 s hold
 
     const ready = await fetch(`${url}/healthz`);
     expect(ready.status).toBe(503);
     expect(((await ready.json()) as { status: string }).status).toBe("draining");
+    // A node polling during the drain delay is answered at once with the drain pace.
+    const t1 = performance.now();
+    expect(await (await post(`${url}/sink`, { server_public_key: node })).json()).toEqual({ next_ping_in_x_seconds: 1 });
+    expect(performance.now() - t1).toBeLessThan(1000);
 
     push(body.slice(1000));
     push(null);
@@ -58,6 +63,8 @@ describe("graceful shutdown on SIGTERM", () => {
     expect(code).toBe(0);
     expect(relay.lines.some((l) => l.includes('"msg":"draining"'))).toBe(true);
     expect(relay.lines.some((l) => l.includes('"msg":"stopped"'))).toBe(true);
+    // The job accepted during the drain dies with the in-memory state, and the log says so.
+    expect(relay.lines.find((l) => l.includes("state discarded at stop"))).toContain('"queuedJobs":1');
     // After exit nothing listens any more.
     expect(await fetch(`${url}/livez`).then(() => "up", () => "down")).toBe("down");
   });

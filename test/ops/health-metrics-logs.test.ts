@@ -42,6 +42,20 @@ describe("/healthz readiness", () => {
     }
   });
 
+  test("with an upstream list, readiness needs any one of its hosts to resolve", async () => {
+    const asked: string[] = [];
+    const relay = startTestRelay(
+      { TOKENPLACE_RELAY_ONLY: "false", TOKEN_PLACE_RELAY_UPSTREAMS: "http://gpu-a:3000,http://gpu-b:3000" },
+      { resolveHost: async (h) => (asked.push(h), h === "gpu-b") },
+    );
+    try {
+      expect((await relay.get("/healthz")).status).toBe(200);
+      expect(asked.sort()).toEqual(["gpu-a", "gpu-b"]);
+    } finally {
+      await relay.shutdown();
+    }
+  });
+
   test("relay-only mode does not look the GPU host up at all", async () => {
     let lookups = 0;
     const relay = startTestRelay({ TOKENPLACE_RELAY_ONLY: "true" }, { resolveHost: async () => (lookups++, false) });

@@ -29,7 +29,8 @@ function start(env: Record<string, string>, respond: (url: URL, init: BunFetchRe
     return respond(url, init);
   };
   relay = startTestRelay(
-    { TOKENPLACE_RELAY_ONLY: "false", TOKENPLACE_RELAY_UPSTREAM_URL: "http://gpu-server:3000", ...env },
+    // A list replaces the single URL (setting both with the URL left out is a config error).
+    { TOKENPLACE_RELAY_ONLY: "false", ...(env.TOKEN_PLACE_RELAY_UPSTREAMS ? {} : { TOKENPLACE_RELAY_UPSTREAM_URL: "http://gpu-server:3000" }), ...env },
     { proxy: (d) => createProxyRoute({ ...d, fetch: fake, probe: false, env: {} }) },
   );
   return { relay, calls };
