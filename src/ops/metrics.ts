@@ -123,7 +123,7 @@ export function createMetrics(registry: Registry = new Registry(), opts: { proce
     }),
     upstreamErrors: new Counter({
       name: P + "upstream_errors_total",
-      help: "Proxy failures by kind (connect, dns, timeout, idle, reset, client_abort).",
+      help: "Proxy failures by kind (connect, dns, timeout, idle, client_idle, reset, client_abort).",
       labelNames: ["kind"],
       registers: [registry],
     }),

@@ -62,15 +62,18 @@ export async function prepareBody(req: Request, limit: number, wantReplay: boole
 /**
  * Pull-based pass-through: nothing is read from the client before fetch asks for it, so
  * backpressure reaches the client. Until the first pull the first-byte watchdog (armed when the
- * fetch starts) bounds connecting; between pulls the idle watchdog runs (a client or upstream
- * that stalls the upload is cut); when the body is complete the first-byte watchdog takes over.
+ * fetch starts) bounds connecting; then the idle watchdog runs, charged to the client while a
+ * chunk is awaited from it and to the upstream between pulls; when the body is complete the
+ * first-byte watchdog takes over.
  */
 function meter(source: ReadableStream<Uint8Array>, limit: number, ex: Exchange, timers: BodyTimers, countSent: (n: number) => void) {
   const reader = source.getReader();
   let total = 0;
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
-      if (!ex.headReceived) ex.arm(timers.idleMs, "idle");
+      // Waiting on the client's next chunk: a stall here is the client's (408), while a stall
+      // between pulls means the upstream stopped reading (504).
+      if (!ex.headReceived) ex.arm(timers.idleMs, "client_idle");
       let chunk;
       try {
         chunk = await reader.read();
@@ -93,6 +96,7 @@ function meter(source: ReadableStream<Uint8Array>, limit: number, ex: Exchange, 
         return;
       }
       countSent(chunk.value.byteLength);
+      if (!ex.headReceived) ex.arm(timers.idleMs, "idle");
       controller.enqueue(chunk.value);
     },
     cancel(reason) {

@@ -1,13 +1,13 @@
 import { RelayError, badGateway, gatewayTimeout, tooLarge, unavailable } from "../errors.ts";
 
 /**
- * Why a proxied exchange ended early. The first six are the `kind` label of
+ * Why a proxied exchange ended early. The first seven are the `kind` label of
  * tokenplace_relay_upstream_errors_total; too_large and shutdown are the relay's own decisions
  * and are counted elsewhere (rejections, the drain log).
  */
-export type FailureKind = "connect" | "dns" | "timeout" | "idle" | "reset" | "client_abort" | "too_large" | "shutdown";
+export type FailureKind = "connect" | "dns" | "timeout" | "idle" | "client_idle" | "reset" | "client_abort" | "too_large" | "shutdown";
 
-export const COUNTED_KINDS: ReadonlySet<FailureKind> = new Set(["connect", "dns", "timeout", "idle", "reset", "client_abort"]);
+export const COUNTED_KINDS: ReadonlySet<FailureKind> = new Set(["connect", "dns", "timeout", "idle", "client_idle", "reset", "client_abort"]);
 
 /** Abort reason the proxy uses, so a rejected fetch or read says which watchdog fired. */
 export class ProxyAbort extends Error {
@@ -53,6 +53,9 @@ export function errorForKind(kind: FailureKind, limit: number): RelayError {
       return gatewayTimeout("upstream_timeout", "Upstream did not start answering in time");
     case "idle":
       return gatewayTimeout("upstream_idle", "Upstream stopped reading the request body");
+    case "client_idle":
+      // The client's own upload stalled: its mistake, not the gateway's (RFC 9110 §15.5.9).
+      return new RelayError(408, "client_body_timeout", "Client stopped sending the request body");
     case "too_large":
       return tooLarge(limit);
     case "shutdown":

@@ -102,6 +102,30 @@ describe("failures before the response head", () => {
     expect(res.status).toBe(504);
     expect(aborted).toBe(true);
   });
+
+  test("a client whose upload stalls gets 408 (its own fault, not the upstream's), counted as client_idle", async () => {
+    let received = 0;
+    const { relay } = start({ RELAY_UPSTREAM_IDLE_TIMEOUT_MS: "1000" }, async (_u, init) => {
+      // An upstream that reads the body as fast as it comes.
+      const reader = (init.body as ReadableStream<Uint8Array>).getReader();
+      const gone = new Promise<never>((_r, reject) => init.signal!.addEventListener("abort", () => reject(init.signal!.reason)));
+      for (;;) {
+        const { done, value } = await Promise.race([reader.read(), gone]);
+        if (done) return new Response("ok");
+        received += value.byteLength;
+      }
+    });
+    const body = new ReadableStream<Uint8Array>({ start: (c) => c.enqueue(new TextEncoder().encode('{"partial":')) });
+    const t0 = performance.now();
+    const res = await fetch(`${relay.url}/api/x`, { method: "POST", body, duplex: "half" } as RequestInit);
+    expect(res.status).toBe(408);
+    expect(await res.json()).toMatchObject({ error: { code: 408, type: "client_body_timeout" } });
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(900);
+    expect(received).toBe(11);
+    const text = await (await fetch(`${relay.url}/metrics`)).text();
+    expect(metricValue(text, "tokenplace_relay_upstream_errors_total", { kind: "client_idle" })).toBe(1);
+    expect(metricValue(text, "tokenplace_relay_upstream_errors_total", { kind: "idle" })).toBe(0);
+  });
 });
 
 describe("failover between upstreams", () => {
