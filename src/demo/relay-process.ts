@@ -22,8 +22,6 @@ export interface SpawnOptions {
   /** Script path relative to the repository root, e.g. "src/main.ts". */
   script: string;
   env?: Record<string, string>;
-  /** Also ready once this URL answers 200 (for a child that does not log its port). */
-  readyUrl?: string;
   startTimeoutMs?: number;
 }
 
@@ -32,42 +30,9 @@ export function relayEnv(extra: Record<string, string> = {}): Record<string, str
   return { RELAY_PORT: "0", RELAY_HOST: "127.0.0.1", TOKENPLACE_RELAY_ONLY: "true", LOG_LEVEL: "warn", ...extra };
 }
 
-/** A port the OS just handed out and released: practically free for the next few ms on loopback. */
-async function freePort(): Promise<number> {
-  const probe = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
-  const port = probe.port;
-  await probe.stop(true);
-  if (port === undefined) throw new Error("could not reserve a port");
-  return port;
-}
-
-/**
- * The relay logs its "listening" line at info, so at LOG_LEVEL=warn it is silent: when the level
- * would hide it, pick the port up front and treat a 200 from /livez as the ready signal instead.
- */
-export async function startRelay(extra: Record<string, string> = {}, startTimeoutMs?: number): Promise<ChildServer> {
-  const env = relayEnv(extra);
-  let readyUrl: string | undefined;
-  if (env.RELAY_PORT === "0" && !["info", "debug", "trace"].includes(env.LOG_LEVEL ?? "")) {
-    env.RELAY_PORT = String(await freePort());
-    readyUrl = `http://127.0.0.1:${env.RELAY_PORT}/livez`;
-  }
-  return spawnServer({ script: "src/main.ts", env, ...(readyUrl ? { readyUrl } : {}), ...(startTimeoutMs ? { startTimeoutMs } : {}) });
-}
-
-/** Polls `url` until it answers 200 (bounded by `signal`), then reports the port it was given. */
-async function probeReady(url: string, port: number, signal: AbortSignal): Promise<number> {
-  while (!signal.aborted) {
-    try {
-      const res = await fetch(url, { signal: AbortSignal.any([signal, AbortSignal.timeout(1_000)]) });
-      await res.body?.cancel().catch(() => {});
-      if (res.ok) return port;
-    } catch {
-      // Not listening yet.
-    }
-    await Bun.sleep(50);
-  }
-  return new Promise(() => {}); // the start timeout wins the race
+/** The relay logs its "listening" line at any level but silent, so the port always comes from it. */
+export function startRelay(extra: Record<string, string> = {}, startTimeoutMs?: number): Promise<ChildServer> {
+  return spawnServer({ script: "src/main.ts", env: relayEnv(extra), ...(startTimeoutMs ? { startTimeoutMs } : {}) });
 }
 
 /** Reads a pipe line by line until it closes; never rejects. */
@@ -138,15 +103,12 @@ export async function spawnServer(opts: SpawnOptions): Promise<ChildServer> {
 
   const timeoutMs = opts.startTimeoutMs ?? 15_000;
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const probing = new AbortController();
   const outcome = await Promise.race([
     portSeen,
-    ...(opts.readyUrl ? [probeReady(opts.readyUrl, Number(new URL(opts.readyUrl).port), probing.signal)] : []),
     proc.exited.then((code) => `exited with code ${code}`),
     new Promise<string>((r) => (timer = setTimeout(() => r(`no "listening" line within ${timeoutMs} ms`), timeoutMs))),
   ]);
   clearTimeout(timer);
-  probing.abort();
   if (typeof outcome === "string") {
     await stop(500);
     throw new Error(`${opts.script} ${outcome}; output:\n${output.slice(-20).join("\n")}`);
