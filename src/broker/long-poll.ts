@@ -31,7 +31,6 @@ export function createLongPoll(deps: LongPollDeps): LongPoll {
   async function hold<T>(req: Request, ctx: RequestContext, topic: string, attempt: () => Promise<T | undefined>) {
     const route = ctx.route;
     const deadline = performance.now() + deps.holdMs;
-    let outcome: HoldOutcome;
     for (let round = 0; ; round++) {
       const sub = deps.notifier.subscribe(topic);
       let value: T | undefined;
@@ -58,7 +57,7 @@ export function createLongPoll(deps: LongPollDeps): LongPoll {
         return finish(route, undefined, stop);
       }
       if (round === 0) ctx.holdOpen();
-      outcome = await wait(sub.fired, Math.max(remaining, 0), req.signal, route);
+      const outcome = await wait(sub.fired, Math.max(remaining, 0), req.signal, route);
       sub.cancel();
       if (outcome === "aborted") return finish(route, undefined, "aborted");
       if (outcome !== "woken") {
