@@ -1,18 +1,26 @@
 import type { Logger } from "pino";
-import { createBrokerHandlers } from "./broker/handlers.ts";
-import { createLongPoll } from "./broker/long-poll.ts";
-import { createTokenCheck } from "./broker/tokens.ts";
-import type { BrokerStore, Notifier } from "./broker/types.ts";
+import { brokerRoutes, createBrokerHandlers } from "./broker/handlers.ts";
+import type { BrokerStore } from "./broker/types.ts";
+import type { Clock } from "./clock.ts";
+import { createLongPoll } from "./common/long-poll.ts";
+import type { Notifier } from "./common/notifier.ts";
+import { SERVER_TOKEN_HEADER, createTokenCheck } from "./common/tokens.ts";
 import type { Config } from "./config/index.ts";
 import { RelayError, notFound } from "./errors.ts";
 import type { RequestContext } from "./http/context.ts";
 import { errorResponse, json } from "./http/json.ts";
 import { REQUEST_ID_HEADER, requestIdFor } from "./http/request-id.ts";
-import { Router } from "./http/router.ts";
-import { createHealthHandlers, type ReadinessCheck } from "./ops/health.ts";
+import { Router, type Handler } from "./http/router.ts";
+import { mount, type Mount, type RouteSpec } from "./http/routes.ts";
+import { createHealthHandlers, opsRoutes, type ReadinessCheck } from "./ops/health.ts";
 import type { Lifecycle } from "./ops/lifecycle.ts";
 import type { Metrics } from "./ops/metrics.ts";
-import { VERSION } from "./version.ts";
+import { isReservedPath } from "./routes.ts";
+import { v1Errors } from "./v1/errors.ts";
+import { createV1Mounts } from "./v1/index.ts";
+import type { V1Metrics } from "./v1/metrics.ts";
+import type { V1Store } from "./v1/store.ts";
+import { REVISION, VERSION } from "./version.ts";
 
 /** What the proxy feature plugs into the app (src/proxy). */
 export interface ProxyRoute {
@@ -28,7 +36,10 @@ export interface ServerAdapter {
 
 export interface AppDeps {
   config: Config;
+  clock: Clock;
   store: BrokerStore;
+  v1Store: V1Store;
+  v1Metrics: V1Metrics;
   notifier: Notifier;
   logger: Logger;
   metrics: Metrics;
@@ -37,8 +48,14 @@ export interface AppDeps {
   proxy?: ProxyRoute;
 }
 
-/** Probe and scrape traffic is logged at debug so it does not drown the request log. */
-const QUIET_ROUTES = new Set(["/livez", "/healthz", "/metrics"]);
+/** CORS of the browser-callable client routes (token.place API v1 relay spec §2). */
+const CORS_HEADERS = { "Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Retry-After" } as const;
+const PREFLIGHT_HEADERS = {
+  ...CORS_HEADERS,
+  "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+  "Access-Control-Allow-Headers": "Content-Type, Accept",
+  "Access-Control-Max-Age": "600",
+} as const;
 
 export function createApp(deps: AppDeps) {
   const { config, metrics, logger } = deps;
@@ -49,40 +66,75 @@ export function createApp(deps: AppDeps) {
     maxWaiting: config.broker.maxLongPolls,
     drainSignal: deps.lifecycle.drainSignal,
   });
-  const broker = createBrokerHandlers({
-    store: deps.store,
-    notifier: deps.notifier,
-    longPoll,
-    metrics,
-    limits: config.broker,
-    maxBodyBytes: config.maxBodyBytes,
-    checkToken: createTokenCheck(config.serverTokens),
-  });
   const health = createHealthHandlers({
     lifecycle: deps.lifecycle,
     store: deps.store,
+    v1Store: deps.v1Store,
     checks: deps.checks,
     facts: { upstream: config.upstreamUrl.href, gpuHost: config.gpuHost, relayOnly: config.relayOnly, version: VERSION },
   });
   const scrape = async () =>
     new Response(await metrics.registry.metrics(), { headers: { "Content-Type": metrics.registry.contentType } });
 
-  const router = new Router()
-    .on("GET", "/next_server", broker.nextServer)
-    .on("POST", "/faucet", broker.faucet)
-    .on("POST", "/sink", broker.sink)
-    .on("POST", "/source", broker.source)
-    .on("POST", "/retrieve", broker.retrieve)
-    .on("POST", "/stream/source", broker.streamSource)
-    .on("POST", "/stream/retrieve", broker.streamRetrieve)
-    .on("GET", "/livez", health.livez)
-    .on("GET", "/healthz", health.healthz)
-    .on("GET", "/metrics", scrape);
+  const mounts: Mount[] = [
+    mount(opsRoutes, { livez: health.livez, healthz: health.healthz, metrics: scrape }),
+    ...createV1Mounts({
+      store: deps.v1Store,
+      notifier: deps.notifier,
+      longPoll,
+      metrics: deps.v1Metrics,
+      config: config.v1,
+      clock: deps.clock,
+      maxBodyBytes: config.maxBodyBytes,
+      release: { version: VERSION, revision: REVISION, environment: "production" },
+      relayFacts: {
+        relay_only: config.relayOnly,
+        upstream_health_required: config.proxy.requireUpstreamHealth,
+        configured_upstream_servers: config.relayOnly ? [] : config.proxy.upstreams.map((u) => u.href),
+      },
+    }),
+    mount(
+      brokerRoutes,
+      createBrokerHandlers({ store: deps.store, notifier: deps.notifier, longPoll, metrics, limits: config.broker, maxBodyBytes: config.maxBodyBytes }),
+    ),
+  ];
+
+  const checkServerToken = createTokenCheck(config.serverTokens);
+  const router = new Router();
+  const specs = new Map<string, RouteSpec>();
+  for (const { table, handlers } of mounts) {
+    for (const [name, spec] of Object.entries(table)) {
+      router.on(spec.method, spec.path, wrap(spec, handlers[name]!));
+      specs.set(spec.path, spec);
+    }
+  }
+
+  /** Applies a route's declared policies around its handler, in the order the spec fixes. */
+  function wrap(spec: RouteSpec, handler: Handler): Handler {
+    // Upstream checks the legacy switch before anything else (spec §12).
+    if (spec.legacy && !config.v1.legacyRoutes) {
+      return () => {
+        throw v1Errors.legacyDeprecated(spec.path);
+      };
+    }
+    const limit = spec.maxBodyBytes;
+    return async (req, ctx) => {
+      if (limit !== undefined && Number(req.headers.get("content-length") ?? 0) > limit) {
+        throw v1Errors.progressTooLarge();
+      }
+      if (spec.auth === "server-token" && !checkServerToken(req.headers.get(SERVER_TOKEN_HEADER)?.trim() ?? null)) {
+        throw v1Errors.unauthorized();
+      }
+      return handler(req, ctx);
+    };
+  }
 
   async function dispatch(req: Request, ctx: RequestContext, pathname: string): Promise<Response> {
+    if (req.method === "OPTIONS" && specs.get(pathname)?.cors) return new Response(null, { status: 204, headers: PREFLIGHT_HEADERS });
     const match = router.match(req.method, pathname);
     if (match) return match.handler(req, ctx);
-    if (deps.proxy?.matches(pathname)) return deps.proxy.handle(req, ctx);
+    // The relay's own namespace is never forwarded, even for a path it does not serve.
+    if (!isReservedPath(pathname) && deps.proxy?.matches(pathname)) return deps.proxy.handle(req, ctx);
     throw notFound(`No route for ${req.method} ${pathname}`);
   }
 
@@ -96,6 +148,7 @@ export function createApp(deps: AppDeps) {
       pathname = "/";
     }
     let log: Logger | undefined;
+    const spec = specs.get(pathname);
     const ctx: RequestContext = {
       requestId,
       // Created on first use: most requests log one line or none, and a child costs ~1 µs.
@@ -104,7 +157,7 @@ export function createApp(deps: AppDeps) {
       },
       clientIp: adapter.clientIp(req),
       holdOpen: () => adapter.holdOpen(req),
-      route: router.has(pathname) ? pathname : "unmatched",
+      route: spec ? pathname : "unmatched",
     };
     let res: Response;
     try {
@@ -113,21 +166,27 @@ export function createApp(deps: AppDeps) {
       res = toErrorResponse(err, ctx);
     }
     try {
-      res.headers.set(REQUEST_ID_HEADER, requestId);
+      decorate(res.headers, requestId, spec);
     } catch {
       // Immutable headers (a Response we did not build): rebuild the head around the same body.
       res = new Response(res.body, { status: res.status, statusText: res.statusText, headers: new Headers(res.headers) });
-      res.headers.set(REQUEST_ID_HEADER, requestId);
+      decorate(res.headers, requestId, spec);
     }
     const seconds = (performance.now() - started) / 1000;
     metrics.observeRequest(req.method, ctx.route, res.status, seconds);
-    const quiet = QUIET_ROUTES.has(ctx.route);
+    const quiet = spec?.quiet === true;
     if (logger.isLevelEnabled(quiet ? "debug" : "info")) {
       const line = { method: req.method, route: ctx.route, status: res.status, durationMs: Math.round(seconds * 1e4) / 10 };
       if (quiet) ctx.log.debug(line, "request");
       else ctx.log.info(line, "request");
     }
     return res;
+  }
+
+  function decorate(headers: Headers, requestId: string, spec: RouteSpec | undefined): void {
+    headers.set(REQUEST_ID_HEADER, requestId);
+    if (spec?.cors) for (const [k, v] of Object.entries(CORS_HEADERS)) headers.set(k, v);
+    if (spec?.cache) headers.set("Cache-Control", spec.cache);
   }
 
   function toErrorResponse(err: unknown, ctx: RequestContext): Response {

@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import { Registry } from "prom-client";
 import { createApp, type App, type ProxyRoute } from "./app.ts";
 import { MemoryStore } from "./broker/memory-store.ts";
-import { MemoryNotifier } from "./broker/notifier.ts";
+import { MemoryNotifier } from "./common/notifier.ts";
 import type { BrokerStore, Notifier, StoreStats } from "./broker/types.ts";
 import { systemClock, type Clock } from "./clock.ts";
 import type { Config } from "./config/index.ts";
@@ -12,12 +12,16 @@ import { gpuHostCheck, resolveWithDns, type ReadinessCheck, type ResolveHost } f
 import { Lifecycle } from "./ops/lifecycle.ts";
 import { createMetrics, type Metrics } from "./ops/metrics.ts";
 import { serve } from "./server.ts";
+import { MemoryV1Store, createV1Metrics } from "./v1/index.ts";
+import type { V1Events, V1Store } from "./v1/store.ts";
 
 export interface RelayOverrides {
   clock?: Clock;
   logger?: Logger;
   registry?: Registry;
   store?: BrokerStore;
+  /** Built with the metrics' event sink, so expiry and eviction are counted. */
+  v1Store?: (events: V1Events) => V1Store;
   notifier?: Notifier;
   resolveHost?: ResolveHost;
   /** Registering process metrics twice in one process fails; tests turn them off. */
@@ -33,6 +37,7 @@ export interface Relay {
   readonly metrics: Metrics;
   readonly lifecycle: Lifecycle;
   readonly store: BrokerStore;
+  readonly v1Store: V1Store;
   readonly logger: Logger;
   /** Drain: readiness off, held polls answered, in-flight work finishes, then the listener closes. */
   shutdown(reason?: string): Promise<void>;
@@ -46,6 +51,28 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
   const lifecycle = new Lifecycle();
   const store = o.store ?? new MemoryStore(config.broker, clock, (kind, n) => metrics.expired.labels(kind).inc(n));
   const notifier = o.notifier ?? new MemoryNotifier();
+  // The metrics read the store and the store reports to the metrics: tie the knot through a closure.
+  let storeRef: V1Store | undefined;
+  const v1Metrics = createV1Metrics(metrics.registry, () => storeRef!.stats());
+  const v1 = config.v1;
+  const v1Store: V1Store =
+    o.v1Store?.(v1Metrics.events) ??
+    new MemoryV1Store(
+      {
+        leaseMs: v1.leaseSeconds * 1000,
+        maxNodes: config.broker.maxNodes,
+        maxRequests: v1.maxRequests,
+        maxAnswers: config.broker.maxAnswers,
+        inFlightTtlMs: v1.inFlightTtlSeconds * 1000,
+        tombstoneTtlMs: v1.tombstoneTtlSeconds * 1000,
+        terminalTtlMs: v1.terminalTtlSeconds * 1000,
+        pendingTtlMs: v1.pendingTtlSeconds * 1000,
+        answerTtlMs: config.broker.answerTtlMs,
+      },
+      clock,
+      v1Metrics.events,
+    );
+  storeRef = v1Store;
 
   const checks: ReadinessCheck[] = [];
   if (!config.relayOnly) {
@@ -55,7 +82,7 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
   const proxy = !config.relayOnly && o.proxy ? o.proxy({ config, metrics, logger, lifecycle }) : undefined;
   if (proxy?.readiness) checks.push(proxy.readiness);
 
-  const app = createApp({ config, store, notifier, logger, metrics, lifecycle, checks, proxy });
+  const app = createApp({ config, clock, store, v1Store, v1Metrics, notifier, logger, metrics, lifecycle, checks, proxy });
   const server = serve(app, config);
   metrics.sources.serverPendingRequests = () => server.pendingRequests;
   // Five gauges read the same numbers during one scrape: take them from one store read.
@@ -73,6 +100,7 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
 
   const sweeper = setInterval(() => {
     store.sweep().catch((err) => logger.error({ err }, "sweep failed"));
+    v1Store.sweep().catch((err) => logger.error({ err }, "API v1 sweep failed"));
   }, config.broker.sweepIntervalMs);
   sweeper.unref();
 
@@ -103,6 +131,10 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
       events.warn({ queuedJobs: left.queuedJobs, pendingAnswers: left.answers, streamSessions: left.streams }, "state discarded at stop");
     }
     await store.close();
+    const v1Left = await v1Store.close().catch(() => undefined);
+    if (v1Left && v1Left.queued + v1Left.inFlight + v1Left.answers > 0) {
+      events.warn({ v1Queued: v1Left.queued, v1InFlight: v1Left.inFlight, v1StoredAnswers: v1Left.answers }, "API v1 state discarded at stop");
+    }
     events.info({ durationMs: Math.round(performance.now() - t0) }, "stopped");
   }
 
@@ -114,6 +146,7 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
     metrics,
     lifecycle,
     store,
+    v1Store,
     logger,
     shutdown: (reason = "shutdown") => (stopping ??= drain(reason)),
   };

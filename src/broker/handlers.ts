@@ -2,8 +2,8 @@ import type { BrokerLimits } from "../config/index.ts";
 import type { RequestContext } from "../http/context.ts";
 import { json, readJsonObject } from "../http/json.ts";
 import type { Metrics } from "../ops/metrics.ts";
-import type { LongPoll } from "./long-poll.ts";
-import { SERVER_TOKEN_HEADER } from "./tokens.ts";
+import type { LongPoll } from "../common/long-poll.ts";
+import type { RouteTable } from "../http/routes.ts";
 import { topics, type Answer, type BrokerStore, type Job, type Notifier, type StreamDrain } from "./types.ts";
 import { hasCiphertext, isKey, isOptionalBool, limitErrors, protocolErrors, withoutNulls } from "./validate.ts";
 
@@ -14,7 +14,6 @@ export interface BrokerDeps {
   metrics: Metrics;
   limits: BrokerLimits;
   maxBodyBytes: number;
-  checkToken: (presented: string | null) => boolean;
   /** Fresh stream session ids; injectable for tests. */
   newId?: () => string;
 }
@@ -27,13 +26,25 @@ const REPOLL_NOW = 0;
  */
 export const DRAIN_NEXT_PING_SECONDS = 1;
 
+/**
+ * The legacy protocol (relay-protocol of token.place before API v1). Upstream serves /sink,
+ * /faucet, /source, /retrieve and /next_server only behind TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES
+ * and the stream routes always (API v1 relay spec §12).
+ */
+export const brokerRoutes = {
+  nextServer: { method: "GET", path: "/next_server", legacy: true },
+  faucet: { method: "POST", path: "/faucet", legacy: true },
+  sink: { method: "POST", path: "/sink", legacy: true, auth: "server-token" },
+  source: { method: "POST", path: "/source", legacy: true, auth: "server-token" },
+  retrieve: { method: "POST", path: "/retrieve", legacy: true },
+  streamSource: { method: "POST", path: "/stream/source", auth: "server-token" },
+  streamRetrieve: { method: "POST", path: "/stream/retrieve" },
+} as const satisfies RouteTable;
+
 export function createBrokerHandlers(deps: BrokerDeps) {
   const { store, notifier, longPoll, limits } = deps;
   const newId = deps.newId ?? (() => crypto.randomUUID());
   const read = (req: Request) => readJsonObject(req, deps.maxBodyBytes);
-  const requireToken = (req: Request) => {
-    if (!deps.checkToken(req.headers.get(SERVER_TOKEN_HEADER))) throw protocolErrors.unauthorized();
-  };
 
   async function nextServer(): Promise<Response> {
     const key = await store.pickNode();
@@ -62,7 +73,6 @@ export function createBrokerHandlers(deps: BrokerDeps) {
   }
 
   async function sink(req: Request, ctx: RequestContext): Promise<Response> {
-    requireToken(req);
     const body = await read(req);
     if (!body || !isKey(body.server_public_key)) throw protocolErrors.invalidPublicKey();
     const batch = body.max_batch_size === undefined ? 1 : body.max_batch_size;
@@ -108,7 +118,6 @@ export function createBrokerHandlers(deps: BrokerDeps) {
   }
 
   async function source(req: Request): Promise<Response> {
-    requireToken(req);
     const body = await read(req);
     if (!body || !isKey(body.client_public_key) || !hasCiphertext(body)) throw protocolErrors.invalidData();
     const answer: Answer = { chat_history: body.chat_history, cipherkey: body.cipherkey, iv: body.iv };
@@ -127,7 +136,6 @@ export function createBrokerHandlers(deps: BrokerDeps) {
   }
 
   async function streamSource(req: Request): Promise<Response> {
-    requireToken(req);
     const body = withoutNulls(await read(req), ["final"]);
     if (!body || typeof body.session_id !== "string" || body.chunk === undefined || body.chunk === null || !isOptionalBool(body.final)) {
       throw protocolErrors.invalidData();

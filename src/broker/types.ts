@@ -66,17 +66,7 @@ export interface BrokerStore {
   close(): Promise<void>;
 }
 
-/** Wakes held requests. Subscribe before checking the store so no notification falls between. */
-export interface Notifier {
-  subscribe(topic: string): Subscription;
-  notify(topic: string): void;
-}
-
-export interface Subscription {
-  /** Resolves on the first notification after subscribing. */
-  readonly fired: Promise<void>;
-  cancel(): void;
-}
+export type { Notifier, Subscription } from "../common/notifier.ts";
 
 export const topics = {
   job: (nodeKey: string) => `job:${nodeKey}`,

@@ -1,5 +1,6 @@
 import * as D from "./defaults.ts";
-import { RELAY_ROUTES } from "../routes.ts";
+import { RELAY_ROUTES, RESERVED_PREFIXES } from "../routes.ts";
+import { loadApiV1Config, type ApiV1Config } from "./api-v1.ts";
 import { EnvReader, parseHttpUrl, type Env } from "./env-reader.ts";
 
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -56,6 +57,7 @@ export interface Config {
   shutdownGraceMs: number;
   dnsCacheMs: number;
   broker: BrokerLimits;
+  v1: ApiV1Config;
   proxy: ProxyConfig;
 }
 
@@ -162,6 +164,7 @@ export function loadConfig(env: Env): ConfigResult {
     r.problem("TOKENPLACE_RELAY_REDIS_URL is set but TOKENPLACE_RELAY_STATE_BACKEND is not redis");
   }
 
+  const v1 = loadApiV1Config(r);
   const proxy = loadProxyConfig(r, upstreamUrl);
   // With a list, the list is what is proxied to; a primary URL outside it would be ignored.
   const primarySet = ["TOKENPLACE_RELAY_UPSTREAM_URL", "TOKENPLACE_GPU_HOST", "TOKENPLACE_GPU_PORT"].some((n) => r.raw(n) !== undefined);
@@ -177,7 +180,7 @@ export function loadConfig(env: Env): ConfigResult {
   return {
     config: {
       host, port, logLevel, relayOnly, upstreamUrl, gpuHost, gpuPort, serverTokens,
-      maxBodyBytes, idleTimeoutSeconds, shutdownDelayMs, shutdownGraceMs, dnsCacheMs, broker, proxy,
+      maxBodyBytes, idleTimeoutSeconds, shutdownDelayMs, shutdownGraceMs, dnsCacheMs, broker, v1, proxy,
     },
     problems: r.problems,
     unknown,
@@ -193,9 +196,9 @@ function loadProxyConfig(r: EnvReader, primary: URL): ProxyConfig {
     if (!wellFormed) {
       r.problem(`RELAY_PROXY_PREFIXES: ${JSON.stringify(p)} must look like /name/ (leading and trailing slash, no dot segments)`);
     }
-    // The relay's own routes always win; a prefix over them would forward only some of its paths.
-    if (RELAY_ROUTES.some((route) => route.startsWith(p))) {
-      r.problem(`RELAY_PROXY_PREFIXES: ${JSON.stringify(p)} covers one of the relay's own routes`);
+    // The relay's own routes win over every prefix; a prefix that only covers them proxies nothing.
+    if (RELAY_ROUTES.includes(p.slice(0, -1)) || RESERVED_PREFIXES.some((reserved) => p.startsWith(reserved))) {
+      r.problem(`RELAY_PROXY_PREFIXES: ${JSON.stringify(p)} lies inside the relay's own routes, so nothing would be proxied`);
     }
   }
   const listed = r.list("TOKEN_PLACE_RELAY_UPSTREAMS");
@@ -238,6 +241,7 @@ export function describeConfig(c: Config): Record<string, unknown> {
     shutdownDelayMs: c.shutdownDelayMs,
     shutdownGraceMs: c.shutdownGraceMs,
     broker: c.broker,
+    v1: { ...c.v1, operatorTokens: c.v1.operatorTokens.length === 0 ? "none (operator unregister off)" : `${c.v1.operatorTokens.length} configured (redacted)` },
     proxy: { ...c.proxy, upstreams: c.proxy.upstreams.map((u) => u.href) },
   };
 }

@@ -40,3 +40,31 @@ export const DEFAULT_IDLE_TIMEOUT_SECONDS = 30;
 export const DEFAULT_SHUTDOWN_DELAY_MS = 0;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 20_000;
 export const DEFAULT_DNS_CACHE_MS = 5_000;
+
+// API v1 E2EE relay protocol (token.place relay.py's variables and defaults; spec §4).
+
+/** Registration lease: a node silent this long (and not held in a poll) is stale. */
+export const DEFAULT_V1_LEASE_SECONDS = 30;
+/** Longest hold of servers/poll, sent as poll_wait_seconds; the node's own timeout is >= this + 5 s. */
+export const DEFAULT_V1_POLL_WAIT_SECONDS = 10;
+/** Longest poll_wait_seconds accepted: a node's poll timeout grows with it, and a held socket costs memory. */
+export const MAX_V1_POLL_WAIT_SECONDS = 120;
+/** Absolute per-request deadline from admission; the node's inference budget is 480 s. */
+export const DEFAULT_V1_REQUEST_DEADLINE_SECONDS = 480;
+export const DEFAULT_V1_REQUEST_DEADLINE_MIN_SECONDS = 1;
+export const DEFAULT_V1_REQUEST_DEADLINE_MAX_SECONDS = 3_600;
+/** How long a node can read "cancelled"/"expired" for work it held (spec §7.5). */
+export const DEFAULT_V1_TOMBSTONE_TTL_SECONDS = 60;
+/** How long a cancelled/expired/completed request is remembered (410 instead of 404). */
+export const DEFAULT_V1_TERMINAL_TTL_SECONDS = 300;
+/** Requests without a request_id have no deadline upstream; here they expire after this. */
+export const DEFAULT_V1_PENDING_TTL_SECONDS = 300;
+/** A node with this many queued requests is not selected, and its queue refuses more (429). */
+export const DEFAULT_V1_MAX_QUEUE_DEPTH_PER_NODE = 1_024;
+/**
+ * Hold of responses/retrieve until the answer (or a progress update) arrives. client.py's HTTP
+ * timeout per retrieve is 10 s: answer 2 s before it so the answer never goes to a closed socket.
+ */
+export const DEFAULT_V1_RETRIEVE_HOLD_MS = 8_000;
+/** Live tracked requests (queued or in flight) across all nodes; beyond: 503 requests_full. */
+export const DEFAULT_V1_MAX_REQUESTS = 10_000;

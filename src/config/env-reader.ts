@@ -62,6 +62,26 @@ export class EnvReader {
     return n;
   }
 
+  /** A finite decimal number (seconds may be fractional); out of range is a problem, never clamped. */
+  number(name: string, fallback: number, opts: IntOptions = {}): number {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    const n = /^-?(\d+(\.\d*)?|\.\d+)$/.test(value) ? Number(value) : Number.NaN;
+    if (!Number.isFinite(n)) {
+      this.problem(`${name}: expected a number, got ${JSON.stringify(value)}`);
+      return fallback;
+    }
+    if (opts.min !== undefined && n < opts.min) {
+      this.problem(`${name}: must be >= ${opts.min}, got ${n}`);
+      return fallback;
+    }
+    if (opts.max !== undefined && n > opts.max) {
+      this.problem(`${name}: must be <= ${opts.max}, got ${n}`);
+      return fallback;
+    }
+    return n;
+  }
+
   bool(name: string, fallback: boolean): boolean {
     const value = this.raw(name);
     if (value === undefined) return fallback;
@@ -81,12 +101,12 @@ export class EnvReader {
     return fallback;
   }
 
-  /** Comma-separated list; empty items are dropped. */
+  /** Comma- (or newline-) separated list; empty items are dropped. */
   list(name: string, fallback: readonly string[] = []): string[] {
     const value = this.raw(name);
     if (value === undefined) return [...fallback];
     return value
-      .split(",")
+      .split(/[,\n]/)
       .map((s) => s.trim())
       .filter((s) => s !== "");
   }

@@ -2,7 +2,9 @@ import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import type { Clock } from "../clock.ts";
 import { json } from "../http/json.ts";
+import type { RouteTable } from "../http/routes.ts";
 import type { BrokerStore } from "../broker/types.ts";
+import type { V1Store } from "../v1/store.ts";
 import type { Lifecycle } from "./lifecycle.ts";
 
 export interface CheckResult {
@@ -54,9 +56,17 @@ export function gpuHostCheck(hosts: readonly string[], resolve: ResolveHost, clo
   };
 }
 
+/** Probe and scrape routes: logged at debug so they do not drown the request log. */
+export const opsRoutes = {
+  livez: { method: "GET", path: "/livez", quiet: true },
+  healthz: { method: "GET", path: "/healthz", quiet: true },
+  metrics: { method: "GET", path: "/metrics", quiet: true, cache: "no-store" },
+} as const satisfies RouteTable;
+
 export interface HealthDeps {
   lifecycle: Lifecycle;
   store: BrokerStore;
+  v1Store: V1Store;
   checks: ReadinessCheck[];
   facts: { upstream: string; gpuHost: string; relayOnly: boolean; version: string };
 }
@@ -67,7 +77,7 @@ export function createHealthHandlers(deps: HealthDeps) {
   }
 
   async function healthz(): Promise<Response> {
-    const stats = await deps.store.stats().catch(() => undefined);
+    const [stats, v1] = await Promise.all([deps.store.stats().catch(() => undefined), deps.v1Store.stats().catch(() => undefined)]);
     const results = await Promise.all(
       deps.checks.map(async (c) => {
         try {
@@ -78,18 +88,20 @@ export function createHealthHandlers(deps: HealthDeps) {
       }),
     );
     const failing = results.filter((r) => !r.ok).map((r) => r.name);
-    if (!stats) failing.push("store");
+    if (!stats || !v1) failing.push("store");
     const status = deps.lifecycle.draining ? "draining" : failing.length > 0 ? "degraded" : "ok";
     const body: Record<string, unknown> = {
       status,
       upstream: deps.facts.upstream,
       gpuHost: deps.facts.gpuHost,
-      knownServers: stats?.nodes ?? 0,
+      // Compute nodes of both protocols (API v1 and legacy /sink).
+      knownServers: (stats?.nodes ?? 0) + (v1?.nodes ?? 0),
       relayOnly: deps.facts.relayOnly,
       version: deps.facts.version,
     };
     for (const r of results) Object.assign(body, r.detail);
     if (failing.length > 0) body.failing = failing;
+    if (status === "draining") return json(503, body, { "Retry-After": "0", "Cache-Control": "no-store" });
     return json(status === "ok" ? 200 : 503, body);
   }
 

@@ -1,4 +1,4 @@
-import { SERVER_TOKEN_HEADER } from "../broker/tokens.ts";
+import { SERVER_TOKEN_HEADER } from "../common/tokens.ts";
 import { REQUEST_ID_HEADER } from "../http/request-id.ts";
 
 /**

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { createTokenCheck } from "../../src/broker/tokens.ts";
+import { createTokenCheck } from "../../src/common/tokens.ts";
 import { fakeKey, job, startTestRelay } from "../helpers/relay.ts";
 
 const OLD = "old-token-0123456789abcdef";

@@ -1,4 +1,15 @@
-import type { Notifier, Subscription } from "./types.ts";
+/** Wakes held requests. Subscribe before checking the store so no notification falls between. */
+export interface Notifier {
+  subscribe(topic: string): Subscription;
+  notify(topic: string): void;
+}
+
+export interface Subscription {
+  /** Resolves on the first notification after subscribing. */
+  readonly fired: Promise<void>;
+  cancel(): void;
+}
+
 
 /** In-process notifier: one set of waiters per topic, woken all at once. */
 export class MemoryNotifier implements Notifier {

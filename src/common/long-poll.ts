@@ -1,14 +1,16 @@
 import type { Logger } from "pino";
 import type { RequestContext } from "../http/context.ts";
 import type { Metrics } from "../ops/metrics.ts";
-import type { Notifier } from "./types.ts";
+import type { Notifier } from "./notifier.ts";
 
 export type HoldOutcome = "immediate" | "woken" | "timeout" | "aborted" | "draining" | "overflow" | "disabled";
 
 export interface LongPollDeps {
   notifier: Notifier;
   metrics: Metrics;
+  /** Default hold; a route may ask for its own (API v1 holds for poll_wait_seconds). */
   holdMs: number;
+  /** Requests held at once across every route; beyond, polls answer at once ("overflow"). */
   maxWaiting: number;
   /** Aborts when the relay starts draining: held requests answer at once. */
   drainSignal: AbortSignal;
@@ -21,16 +23,22 @@ export interface LongPoll {
    * the hold expires, the client leaves or the relay drains, and then attempts once more.
    * Never attempts for a client that is gone, so no job is popped into a closed socket.
    */
-  hold<T>(req: Request, ctx: RequestContext, topic: string, attempt: () => Promise<T | undefined>): Promise<{ value: T | undefined; outcome: HoldOutcome }>;
+  hold<T>(
+    req: Request,
+    ctx: RequestContext,
+    topic: string,
+    attempt: () => Promise<T | undefined>,
+    holdMs?: number,
+  ): Promise<{ value: T | undefined; outcome: HoldOutcome }>;
   readonly waiting: number;
 }
 
 export function createLongPoll(deps: LongPollDeps): LongPoll {
   let waiting = 0;
 
-  async function hold<T>(req: Request, ctx: RequestContext, topic: string, attempt: () => Promise<T | undefined>) {
+  async function hold<T>(req: Request, ctx: RequestContext, topic: string, attempt: () => Promise<T | undefined>, holdMs = deps.holdMs) {
     const route = ctx.route;
-    const deadline = performance.now() + deps.holdMs;
+    const deadline = performance.now() + holdMs;
     for (let round = 0; ; round++) {
       const sub = deps.notifier.subscribe(topic);
       let value: T | undefined;
@@ -46,7 +54,7 @@ export function createLongPoll(deps: LongPollDeps): LongPoll {
       }
       const remaining = deadline - performance.now();
       const stop: HoldOutcome | undefined =
-        deps.holdMs <= 0 ? "disabled"
+        holdMs <= 0 ? "disabled"
         : deps.drainSignal.aborted ? "draining"
         : req.signal.aborted ? "aborted"
         : remaining <= 0 ? "timeout"

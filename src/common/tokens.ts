@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from "node:crypto";
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 
 export const SERVER_TOKEN_HEADER = "X-Relay-Server-Token";
 
@@ -17,3 +17,9 @@ export function createTokenCheck(tokens: readonly string[]): (presented: string 
     return ok && presented !== null;
   };
 }
+
+/** Lowercase hex SHA-256 of a secret's UTF-8 bytes: the only form in which credentials are kept. */
+export const sha256Hex = (secret: string) => createHash("sha256").update(secret, "utf8").digest("hex");
+
+/** A per-registration control credential: 32 random bytes, URL-safe base64 without padding (43 chars). */
+export const newCredential = () => randomBytes(32).toString("base64url");

@@ -1,0 +1,65 @@
+import * as D from "./defaults.ts";
+import type { EnvReader } from "./env-reader.ts";
+
+/** Settings of the API v1 E2EE relay protocol; names and defaults are upstream relay.py's (spec §4). */
+export interface ApiV1Config {
+  leaseSeconds: number;
+  pollWaitSeconds: number;
+  inFlightTtlSeconds: number;
+  requestDeadlineSeconds: number;
+  tombstoneTtlSeconds: number;
+  terminalTtlSeconds: number;
+  pendingTtlSeconds: number;
+  maxQueueDepthPerNode: number;
+  retrieveHoldMs: number;
+  maxRequests: number;
+  /** Operator tokens for POST /api/v1/relay/unregister; empty = the route answers 503. */
+  operatorTokens: string[];
+  /** Serve the legacy /sink protocol (upstream: off, answering 410). */
+  legacyRoutes: boolean;
+}
+
+export const OPERATOR_TOKEN_VARS = ["TOKEN_PLACE_OPERATOR_TOKEN", "TOKEN_PLACE_KEY_ROTATION_TOKEN", "PUBLIC_KEY_ROTATION_TOKEN"] as const;
+
+/**
+ * Upstream falls back to defaults (or clamps) on junk; here every bad value is a problem listed at
+ * start, so a typo never runs a relay with timings nobody chose.
+ */
+export function loadApiV1Config(r: EnvReader): ApiV1Config {
+  const leaseSeconds = r.int("TOKEN_PLACE_API_V1_RELAY_SERVER_LEASE_SECONDS", D.DEFAULT_V1_LEASE_SECONDS, { min: 1, max: 3_600 });
+  const pollWaitSeconds = r.number("TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS", D.DEFAULT_V1_POLL_WAIT_SECONDS, {
+    min: 0,
+    max: D.MAX_V1_POLL_WAIT_SECONDS,
+  });
+  const inFlightTtlSeconds = r.number("TOKEN_PLACE_API_V1_IN_FLIGHT_TTL_SECONDS", leaseSeconds, { min: 1, max: 3_600 });
+  const min = r.number("TOKEN_PLACE_API_V1_REQUEST_DEADLINE_MIN_SECONDS", D.DEFAULT_V1_REQUEST_DEADLINE_MIN_SECONDS, { min: 1, max: 3_600 });
+  const max = r.number("TOKEN_PLACE_API_V1_REQUEST_DEADLINE_MAX_SECONDS", D.DEFAULT_V1_REQUEST_DEADLINE_MAX_SECONDS, { min: 1, max: 3_600 });
+  if (min > max) r.problem("TOKEN_PLACE_API_V1_REQUEST_DEADLINE_MIN_SECONDS must not exceed TOKEN_PLACE_API_V1_REQUEST_DEADLINE_MAX_SECONDS");
+  const requestDeadlineSeconds = r.number("TOKEN_PLACE_API_V1_REQUEST_DEADLINE_SECONDS", Math.min(Math.max(D.DEFAULT_V1_REQUEST_DEADLINE_SECONDS, min), max), {
+    min,
+    max,
+  });
+  const retrieveHoldMs = r.int("RELAY_V1_RETRIEVE_HOLD_MS", D.DEFAULT_V1_RETRIEVE_HOLD_MS, { min: 0, max: 9_000 });
+  if (retrieveHoldMs > 0 && retrieveHoldMs < 1_000) r.problem(`RELAY_V1_RETRIEVE_HOLD_MS: must be 0 (off) or at least 1000, got ${retrieveHoldMs}`);
+
+  for (const name of OPERATOR_TOKEN_VARS) {
+    if (r.isBlank(name)) r.problem(`${name}: set but empty; unset it to leave operator unregister off`);
+  }
+  const operatorTokens = [...new Set(OPERATOR_TOKEN_VARS.flatMap((name) => r.list(name)))];
+  if (operatorTokens.some((t) => t.length < 16)) r.problem("TOKEN_PLACE_OPERATOR_TOKEN (and rotation aliases): every token must be at least 16 characters");
+
+  return {
+    leaseSeconds,
+    pollWaitSeconds,
+    inFlightTtlSeconds,
+    requestDeadlineSeconds,
+    tombstoneTtlSeconds: r.number("TOKEN_PLACE_API_V1_CONTROL_TOMBSTONE_TTL_SECONDS", D.DEFAULT_V1_TOMBSTONE_TTL_SECONDS, { min: 1, max: 300 }),
+    terminalTtlSeconds: r.number("TOKENPLACE_TERMINAL_REQUEST_TTL_SECONDS", D.DEFAULT_V1_TERMINAL_TTL_SECONDS, { min: 1, max: 86_400 }),
+    pendingTtlSeconds: r.number("TOKENPLACE_PENDING_REQUEST_TTL_SECONDS", D.DEFAULT_V1_PENDING_TTL_SECONDS, { min: 1, max: 86_400 }),
+    maxQueueDepthPerNode: r.int("TOKEN_PLACE_API_V1_MAX_QUEUE_DEPTH_PER_NODE", D.DEFAULT_V1_MAX_QUEUE_DEPTH_PER_NODE, { min: 1, max: 100_000 }),
+    retrieveHoldMs,
+    maxRequests: r.int("RELAY_V1_MAX_REQUESTS", D.DEFAULT_V1_MAX_REQUESTS, { min: 1, max: 1_000_000 }),
+    operatorTokens,
+    legacyRoutes: r.bool("TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES", false),
+  };
+}

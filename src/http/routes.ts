@@ -1,0 +1,33 @@
+import type { Handler } from "./router.ts";
+
+/**
+ * One route a feature serves, declared as data (Hono's mergeable route lists): the router, the
+ * reserved-path list, the quiet (probe) routes, CORS, the legacy switch and the README check all
+ * derive from these declarations, so they cannot drift apart.
+ */
+export interface RouteSpec {
+  method: "GET" | "POST";
+  path: string;
+  /** "server-token": X-Relay-Server-Token checked before the handler runs (spec §3.1). */
+  auth?: "server-token";
+  /** Browser-callable client route: CORS headers and an OPTIONS preflight (spec §2). */
+  cors?: boolean;
+  /** Probe or scrape traffic: logged at debug. */
+  quiet?: boolean;
+  /** Cache-Control of every answer (spec §2: no-store on operator routes). */
+  cache?: "no-store";
+  /** Refuse a larger declared body before anything else, auth included (spec §6.9: progress). */
+  maxBodyBytes?: number;
+  /** A legacy-protocol route: off unless TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES (spec §12). */
+  legacy?: boolean;
+}
+
+export type RouteTable = Readonly<Record<string, RouteSpec>>;
+
+/** A table plus the handlers a feature factory built for it, by the same names. */
+export interface Mount<T extends RouteTable = RouteTable> {
+  table: T;
+  handlers: { [K in keyof T]: Handler };
+}
+
+export const mount = <T extends RouteTable>(table: T, handlers: { [K in keyof T]: Handler }): Mount<T> => ({ table, handlers });

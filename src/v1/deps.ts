@@ -1,0 +1,28 @@
+import type { Clock } from "../clock.ts";
+import type { LongPoll } from "../common/long-poll.ts";
+import type { Notifier } from "../common/notifier.ts";
+import type { ApiV1Config } from "../config/api-v1.ts";
+import { readJsonObject, type JsonObject } from "../http/json.ts";
+import type { V1Metrics } from "./metrics.ts";
+import type { V1Store } from "./store.ts";
+
+/** What every API v1 handler factory receives. */
+export interface V1Deps {
+  store: V1Store;
+  notifier: Notifier;
+  longPoll: LongPoll;
+  metrics: V1Metrics;
+  config: ApiV1Config;
+  clock: Clock;
+  maxBodyBytes: number;
+  /** Release metadata for /api/v1/meta and /api/v1/version. */
+  release: { version: string; revision: string; environment: string };
+}
+
+export const reader = (maxBodyBytes: number) => (req: Request): Promise<JsonObject | undefined> => readJsonObject(req, maxBodyBytes);
+
+/** Seconds left until an absolute deadline, never negative (spec §6.2 request_ttl_seconds). */
+export const secondsLeft = (deadlineAt: number, now: number) => Math.max(0, Math.round(deadlineAt - now) / 1000);
+
+/** Logs name a key by its fingerprint only (spec §10): first 8 + "..." + last 4 characters. */
+export const fingerprint = (key: string) => (key.length <= 12 ? "***" : `${key.slice(0, 8)}...${key.slice(-4)}`);

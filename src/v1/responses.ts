@@ -1,0 +1,161 @@
+import type { RequestContext } from "../http/context.ts";
+import { json, readJsonObject } from "../http/json.ts";
+import type { RouteTable } from "../http/routes.ts";
+import { RelayError } from "../errors.ts";
+import { sha256Hex } from "../common/tokens.ts";
+import { fingerprint, reader, secondsLeft, type V1Deps } from "./deps.ts";
+import { v1Errors } from "./errors.ts";
+import { PROTOCOL, v1Topics, type Envelope, type ProgressUpdate, type RetrieveResult } from "./store.ts";
+import { MAX_ID_CHARS, MAX_KEY_CHARS, MAX_SECRET_CHARS, checkEnvelopeKeys, nonEmptyString, optionalString, present, routingString } from "./validate.ts";
+
+/** Progress bodies are small by design; upstream refuses larger ones before anything else (spec §6.9). */
+export const PROGRESS_MAX_BYTES = 16_384;
+
+/** Answer routes (spec §6.8-6.10): the node posts, the client retrieves. */
+export const responseRoutes = {
+  responses: { method: "POST", path: "/api/v1/relay/responses", auth: "server-token" },
+  progress: { method: "POST", path: "/api/v1/relay/progress", auth: "server-token", maxBodyBytes: PROGRESS_MAX_BYTES },
+  retrieve: { method: "POST", path: "/api/v1/relay/responses/retrieve", cors: true },
+} as const satisfies RouteTable;
+
+const RESPONSE_KEYS = new Set(["client_public_key", "chat_history", "ciphertext", "cipherkey", "iv", "request_id", "protocol", "version", "cancel_token"]);
+const PROGRESS_KEYS = ["server_public_key", "client_public_key", "request_id", "control_credential", "protocol", "version", "ciphertext", "cipherkey", "iv"];
+const PROGRESS_LIMITS: Record<string, number> = {
+  server_public_key: MAX_KEY_CHARS,
+  client_public_key: MAX_KEY_CHARS,
+  request_id: MAX_ID_CHARS,
+  control_credential: MAX_SECRET_CHARS,
+  protocol: 64,
+};
+
+export function createResponseHandlers(deps: V1Deps) {
+  const { store, config, clock } = deps;
+  const read = reader(deps.maxBodyBytes);
+
+  async function responses(req: Request, ctx: RequestContext): Promise<Response> {
+    const body = await read(req);
+    if (!body) throw v1Errors.invalidData();
+    checkEnvelopeKeys(body, RESPONSE_KEYS);
+    const ciphertext = present(body.ciphertext) ? body.ciphertext : body.chat_history;
+    if (!nonEmptyString(ciphertext) || !nonEmptyString(body.cipherkey) || !nonEmptyString(body.iv)) throw v1Errors.invalidData();
+    const clientKey = routingString(body, "client_public_key", MAX_KEY_CHARS, v1Errors.invalidData);
+    const envelope: Envelope = { client_public_key: clientKey, chat_history: ciphertext, cipherkey: body.cipherkey, iv: body.iv };
+    const requestId = optionalString(body, "request_id", MAX_ID_CHARS);
+    const protocol = optionalString(body, "protocol", 64);
+    if (requestId !== undefined) envelope.request_id = requestId;
+    if (protocol !== undefined) envelope.protocol = protocol;
+    if (present(body.version)) {
+      if (typeof body.version !== "number" || !Number.isSafeInteger(body.version)) throw v1Errors.invalidData();
+      envelope.version = body.version;
+    }
+    const result = await store.respond(envelope);
+    switch (result.kind) {
+      case "gone":
+        throw v1Errors.noLongerWaiting(result.status);
+      case "answers_full":
+        throw v1Errors.answersFull();
+      case "duplicate":
+        return json(200, { message: "Response already queued for client" });
+      case "accepted":
+        wakeRetrievers(clientKey, requestId);
+        ctx.log.debug({ event: "v1.response.accepted", client: fingerprint(clientKey), tracked: requestId !== undefined }, "response accepted");
+        return json(200, { message: "Response received and queued for client" });
+    }
+  }
+
+  /** A retrieve may wait on its request id, or on the client key alone (oldest answer). */
+  function wakeRetrievers(clientKey: string, requestId: string | undefined) {
+    if (requestId !== undefined) deps.notifier.notify(v1Topics.request(clientKey, requestId));
+    deps.notifier.notify(v1Topics.request(clientKey, undefined));
+  }
+
+  async function progress(req: Request): Promise<Response> {
+    let body;
+    try {
+      body = await readJsonObject(req, PROGRESS_MAX_BYTES);
+    } catch (err) {
+      if (err instanceof RelayError && err.status === 413) throw v1Errors.progressTooLarge();
+      throw err;
+    }
+    if (!body) throw v1Errors.progressSchema();
+    const keys = Object.keys(body);
+    if (keys.length !== PROGRESS_KEYS.length || !PROGRESS_KEYS.every((k) => Object.hasOwn(body, k))) throw v1Errors.progressSchema();
+    if (body.protocol !== PROTOCOL || body.version !== 1) throw v1Errors.progressProtocol();
+    for (const k of PROGRESS_KEYS) {
+      if (k === "version") continue;
+      const v = body[k];
+      if (!nonEmptyString(v) || v.length > (PROGRESS_LIMITS[k] ?? PROGRESS_MAX_BYTES)) throw v1Errors.progressEnvelope();
+    }
+    const f = body as Record<string, string>;
+    const update: ProgressUpdate = {
+      client_public_key: f.client_public_key!,
+      request_id: f.request_id!,
+      protocol: PROTOCOL,
+      version: 1,
+      ciphertext: f.ciphertext!,
+      cipherkey: f.cipherkey!,
+      iv: f.iv!,
+    };
+    const result = await store.progress(f.server_public_key!, sha256Hex(f.control_credential!), update);
+    switch (result) {
+      case "forbidden":
+        throw v1Errors.forbiddenCredential();
+      case "not_active":
+        throw v1Errors.progressNotActive();
+      case "expired":
+        throw v1Errors.progressExpired();
+      case "accepted":
+        deps.notifier.notify(v1Topics.request(update.client_public_key, update.request_id));
+        return json(202, { message: "Encrypted progress accepted" });
+    }
+  }
+
+  async function retrieve(req: Request, ctx: RequestContext): Promise<Response> {
+    const body = await read(req);
+    if (!body || !nonEmptyString(body.client_public_key) || body.client_public_key.length > MAX_KEY_CHARS) throw v1Errors.invalidData();
+    const clientKey = body.client_public_key;
+    const requestId = optionalString(body, "request_id", MAX_ID_CHARS);
+    let pending: Extract<RetrieveResult, { kind: "pending" }> | undefined;
+    // Held until the answer, a progress update or the end (cancel/expiry) arrives, or until just
+    // before client.py's 10 s timeout (spec §4): it would otherwise sleep 2 s between polls.
+    const { value } = await deps.longPoll.hold<RetrieveResult>(
+      req,
+      ctx,
+      v1Topics.request(clientKey, requestId),
+      async () => {
+        const r = await store.retrieve(clientKey, requestId);
+        if (r.kind === "pending" && !r.progress) {
+          pending = r;
+          return undefined;
+        }
+        return r;
+      },
+      requestId === undefined ? 0 : config.retrieveHoldMs,
+    );
+    const result = value ?? pending;
+    if (!result) return json(202, { status: "pending" });
+    switch (result.kind) {
+      case "answer": {
+        if (req.signal.aborted) {
+          // The client left while its answer was taken: store it again for its next poll.
+          await store.unretrieve(result.envelope);
+          return json(499, { error: { message: "Client closed the request", code: 499 } });
+        }
+        ctx.log.debug({ event: "v1.response.delivered", client: fingerprint(clientKey) }, "response delivered");
+        return json(200, result.envelope);
+      }
+      case "terminal":
+        throw v1Errors.retrieveTerminal(result.status, result.reason);
+      case "unknown":
+        throw requestId === undefined ? v1Errors.noResponse() : v1Errors.unknownRequest(requestId);
+      case "pending": {
+        const left = secondsLeft(result.deadlineAt, clock.now());
+        const out: Record<string, unknown> = { status: "pending", request_deadline_remaining_seconds: left, request_ttl_seconds: left };
+        if (result.progress) out.encrypted_progress = result.progress;
+        return json(202, out);
+      }
+    }
+  }
+
+  return { responses, progress, retrieve };
+}
