@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { ManualClock } from "../../src/clock.ts";
-import { fakeKey, job, startTestRelay, type TestRelay } from "../helpers/relay.ts";
+import { fakeKey, job, startLegacyRelay, type TestRelay } from "../helpers/relay.ts";
 
 // Expiry is decided by the injected clock: no sleeping, exact boundaries.
 const clock = new ManualClock();
 let relay: TestRelay;
 beforeAll(() => {
-  relay = startTestRelay(
+  relay = startLegacyRelay(
     { RELAY_LONG_POLL_MS: "0", RELAY_NODE_STALE_MS: "30000", RELAY_JOB_TTL_MS: "120000", RELAY_ANSWER_TTL_MS: "60000", RELAY_STREAM_TTL_MS: "60000" },
     { clock },
   );
@@ -59,7 +59,7 @@ describe("stale nodes and queued jobs", () => {
 
   test("a stale node with nothing queued is forgotten by the sweep", async () => {
     const own = new ManualClock();
-    const solo = startTestRelay({ RELAY_LONG_POLL_MS: "0", RELAY_NODE_STALE_MS: "30000" }, { clock: own });
+    const solo = startLegacyRelay({ RELAY_LONG_POLL_MS: "0", RELAY_NODE_STALE_MS: "30000" }, { clock: own });
     try {
       await solo.post("/sink", { server_public_key: fakeKey() });
       own.advance(30_001);

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { fakeKey, job, startTestRelay } from "../helpers/relay.ts";
+import { fakeKey, job, startLegacyRelay } from "../helpers/relay.ts";
 
 // Every bound refuses explicitly with a JSON body and a counted reason: never a silent drop.
 const reasonCount = async (relay: { get(p: string): Promise<Response> }, reason: string) => {
@@ -10,7 +10,7 @@ const reasonCount = async (relay: { get(p: string): Promise<Response> }, reason:
 
 describe("limits", () => {
   test("per-node queue depth: 429 JSON once full, nothing already queued is lost", async () => {
-    const relay = startTestRelay({ RELAY_LONG_POLL_MS: "0", RELAY_MAX_QUEUE_DEPTH: "3", RELAY_MAX_BATCH_SIZE: "3" });
+    const relay = startLegacyRelay({ RELAY_LONG_POLL_MS: "0", RELAY_MAX_QUEUE_DEPTH: "3", RELAY_MAX_BATCH_SIZE: "3" });
     try {
       const key = fakeKey();
       await relay.post("/sink", { server_public_key: key });
@@ -29,7 +29,7 @@ describe("limits", () => {
   });
 
   test("max_batch_size above RELAY_MAX_BATCH_SIZE is clamped, not refused", async () => {
-    const relay = startTestRelay({ RELAY_LONG_POLL_MS: "0", RELAY_MAX_BATCH_SIZE: "2" });
+    const relay = startLegacyRelay({ RELAY_LONG_POLL_MS: "0", RELAY_MAX_BATCH_SIZE: "2" });
     try {
       const key = fakeKey();
       await relay.post("/sink", { server_public_key: key });
@@ -42,7 +42,7 @@ describe("limits", () => {
   });
 
   test("registered nodes, pending answers and stream sessions are bounded with 503 JSON", async () => {
-    const relay = startTestRelay({ RELAY_LONG_POLL_MS: "0", RELAY_MAX_NODES: "2", RELAY_MAX_ANSWERS: "1", RELAY_MAX_STREAM_SESSIONS: "1" });
+    const relay = startLegacyRelay({ RELAY_LONG_POLL_MS: "0", RELAY_MAX_NODES: "2", RELAY_MAX_ANSWERS: "1", RELAY_MAX_STREAM_SESSIONS: "1" });
     try {
       const [a, b, c] = [fakeKey(), fakeKey(), fakeKey()];
       await relay.post("/sink", { server_public_key: a });
@@ -73,7 +73,7 @@ describe("limits", () => {
   });
 
   test("chunks per stream session are bounded with 429 JSON", async () => {
-    const relay = startTestRelay({ RELAY_LONG_POLL_MS: "0", RELAY_MAX_STREAM_CHUNKS: "2" });
+    const relay = startLegacyRelay({ RELAY_LONG_POLL_MS: "0", RELAY_MAX_STREAM_CHUNKS: "2" });
     try {
       const node = fakeKey();
       await relay.post("/sink", { server_public_key: node });
@@ -93,7 +93,7 @@ describe("limits", () => {
   });
 
   test("oversize bodies: JSON 413 by Content-Length and by counting a chunked body", async () => {
-    const relay = startTestRelay({ RELAY_LONG_POLL_MS: "0", RELAY_MAX_BODY_BYTES: "2048" });
+    const relay = startLegacyRelay({ RELAY_LONG_POLL_MS: "0", RELAY_MAX_BODY_BYTES: "2048" });
     try {
       const big = JSON.stringify(job(fakeKey(), { chat_history: "x".repeat(4096) }));
       const byLength = await relay.post("/faucet", big);

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { fakeKey, job, startTestRelay, type TestRelay } from "../helpers/relay.ts";
+import { fakeKey, job, startLegacyRelay, type TestRelay } from "../helpers/relay.ts";
 
 let relay: TestRelay;
 beforeAll(() => {
-  relay = startTestRelay({ RELAY_LONG_POLL_MS: "3000" });
+  relay = startLegacyRelay({ RELAY_LONG_POLL_MS: "3000" });
 });
 afterAll(() => relay.shutdown());
 
@@ -38,7 +38,7 @@ describe("held /sink", () => {
   });
 
   test("with no work the hold ends after the configured time and the node re-polls at once", async () => {
-    const quick = startTestRelay({ RELAY_LONG_POLL_MS: "1000" });
+    const quick = startLegacyRelay({ RELAY_LONG_POLL_MS: "1000" });
     try {
       const t0 = performance.now();
       const res = await quick.post("/sink", { server_public_key: fakeKey() });
@@ -123,7 +123,7 @@ describe("held /retrieve and /stream/retrieve", () => {
 
 describe("long-poll capacity", () => {
   test("beyond RELAY_MAX_LONG_POLLS a poll is answered at once with the normal pace and counted", async () => {
-    const capped = startTestRelay({ RELAY_LONG_POLL_MS: "3000", RELAY_MAX_LONG_POLLS: "1" });
+    const capped = startLegacyRelay({ RELAY_LONG_POLL_MS: "3000", RELAY_MAX_LONG_POLLS: "1" });
     try {
       const first = capped.post("/sink", { server_public_key: fakeKey() });
       await waitUntil(() => capped.app.longPoll.waiting === 1);

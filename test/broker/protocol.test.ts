@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { fakeKey, job, startTestRelay, type TestRelay } from "../helpers/relay.ts";
+import { fakeKey, job, startLegacyRelay, type TestRelay } from "../helpers/relay.ts";
 
 // Every route and error case of ../shared/spec/relay-protocol.md, over real HTTP. Long-poll is
 // off here (RELAY_LONG_POLL_MS=0) so "nothing yet" answers come at once; holding is tested apart.
 let relay: TestRelay;
 beforeAll(() => {
-  relay = startTestRelay({ RELAY_LONG_POLL_MS: "0" });
+  relay = startLegacyRelay({ RELAY_LONG_POLL_MS: "0" });
 });
 afterAll(() => relay.shutdown());
 
@@ -17,7 +17,7 @@ const register = async (key: string, extra: Record<string, unknown> = {}) => {
 
 describe("GET /next_server", () => {
   test("no nodes: status 200 with the nested 503 error body", async () => {
-    const fresh = startTestRelay({ RELAY_LONG_POLL_MS: "0" });
+    const fresh = startLegacyRelay({ RELAY_LONG_POLL_MS: "0" });
     try {
       const res = await fresh.get("/next_server");
       expect(res.status).toBe(200);

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { createTokenCheck } from "../../src/common/tokens.ts";
-import { fakeKey, job, startTestRelay } from "../helpers/relay.ts";
+import { fakeKey, job, startLegacyRelay } from "../helpers/relay.ts";
 
 const OLD = "old-token-0123456789abcdef";
 const NEW = "new-token-fedcba9876543210";
@@ -25,7 +25,7 @@ describe("token check", () => {
 
 describe("token enforcement over HTTP, with rotation", () => {
   test("/sink, /source and /stream/source need a valid token; client routes never do", async () => {
-    const relay = startTestRelay({
+    const relay = startLegacyRelay({
       RELAY_LONG_POLL_MS: "0",
       TOKEN_PLACE_RELAY_SERVER_TOKEN: OLD,
       TOKEN_PLACE_RELAY_SERVER_TOKENS: NEW,
@@ -57,7 +57,7 @@ describe("token enforcement over HTTP, with rotation", () => {
   });
 
   test("after rotation completes the old token is refused", async () => {
-    const relay = startTestRelay({ RELAY_LONG_POLL_MS: "0", TOKEN_PLACE_RELAY_SERVER_TOKENS: NEW });
+    const relay = startLegacyRelay({ RELAY_LONG_POLL_MS: "0", TOKEN_PLACE_RELAY_SERVER_TOKENS: NEW });
     try {
       const res = await relay.post("/sink", { server_public_key: fakeKey() }, { "X-Relay-Server-Token": OLD });
       expect(res.status).toBe(401);

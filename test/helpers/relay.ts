@@ -54,6 +54,13 @@ export function startTestRelay(env: Record<string, string> = {}, overrides: Rela
   return Object.assign(relay, { clock: overrides.clock ?? new ManualClock(), post, get });
 }
 
+/** The legacy /sink protocol is off by default, as upstream; its suites turn it on. */
+export const LEGACY_ON = { TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES: "true" } as const;
+
+export function startLegacyRelay(env: Record<string, string> = {}, overrides: RelayOverrides = {}): TestRelay {
+  return startTestRelay({ ...LEGACY_ON, ...env }, overrides);
+}
+
 /** A distinct opaque "public key" per call, shaped like the real ones (base64 of a PEM). */
 let keySeq = 0;
 export function fakeKey(label = "k"): string {

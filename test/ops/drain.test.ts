@@ -12,6 +12,7 @@ describe("graceful shutdown on SIGTERM", () => {
   test("readiness flips, held long-polls answer at once, an in-flight upload finishes, exit 0", async () => {
     relay = await spawnRelay({
       TOKENPLACE_RELAY_ONLY: "true",
+      TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES: "true",
       RELAY_LONG_POLL_MS: "8000",
       RELAY_SHUTDOWN_DELAY_MS: "400",
       RELAY_SHUTDOWN_GRACE_MS: "5000",
@@ -70,7 +71,7 @@ describe("graceful shutdown on SIGTERM", () => {
   });
 
   test("a request still running when the grace period ends is cut and the process still exits 0", async () => {
-    relay = await spawnRelay({ TOKENPLACE_RELAY_ONLY: "true", RELAY_SHUTDOWN_GRACE_MS: "500", LOG_LEVEL: "info" });
+    relay = await spawnRelay({ TOKENPLACE_RELAY_ONLY: "true", TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES: "true", RELAY_SHUTDOWN_GRACE_MS: "500", LOG_LEVEL: "info" });
     let push!: (s: string) => void;
     const stream = new ReadableStream<Uint8Array>({ start: (c) => void (push = (s) => c.enqueue(new TextEncoder().encode(s))) });
     const stuck = fetch(`${relay.url}/faucet`, { method: "POST", body: stream, duplex: "half" } as RequestInit).then(

@@ -3,11 +3,11 @@ import { connect } from "node:net";
 import { Registry } from "prom-client";
 import { ManualClock } from "../../src/clock.ts";
 import { UNTRUE_UNDER_BUN } from "../../src/ops/metrics.ts";
-import { captureLogger, fakeKey, job, startTestRelay } from "../helpers/relay.ts";
+import { captureLogger, fakeKey, job, startLegacyRelay } from "../helpers/relay.ts";
 
 describe("/healthz readiness", () => {
   test("ok with the facts operators look at", async () => {
-    const relay = startTestRelay({ TOKENPLACE_RELAY_ONLY: "false", TOKENPLACE_RELAY_UPSTREAM_URL: "http://gpu.lan:3000" });
+    const relay = startLegacyRelay({ TOKENPLACE_RELAY_ONLY: "false", TOKENPLACE_RELAY_UPSTREAM_URL: "http://gpu.lan:3000" });
     try {
       const res = await relay.get("/healthz");
       expect(res.status).toBe(200);
@@ -21,7 +21,7 @@ describe("/healthz readiness", () => {
     let lookups = 0;
     let resolves = false;
     const clock = new ManualClock();
-    const relay = startTestRelay(
+    const relay = startLegacyRelay(
       { TOKENPLACE_RELAY_ONLY: "false", RELAY_DNS_CACHE_MS: "5000" },
       { clock, resolveHost: async () => (lookups++, resolves) },
     );
@@ -44,7 +44,7 @@ describe("/healthz readiness", () => {
 
   test("with an upstream list, readiness needs any one of its hosts to resolve", async () => {
     const asked: string[] = [];
-    const relay = startTestRelay(
+    const relay = startLegacyRelay(
       { TOKENPLACE_RELAY_ONLY: "false", TOKEN_PLACE_RELAY_UPSTREAMS: "http://gpu-a:3000,http://gpu-b:3000" },
       { resolveHost: async (h) => (asked.push(h), h === "gpu-b") },
     );
@@ -58,7 +58,7 @@ describe("/healthz readiness", () => {
 
   test("relay-only mode does not look the GPU host up at all", async () => {
     let lookups = 0;
-    const relay = startTestRelay({ TOKENPLACE_RELAY_ONLY: "true" }, { resolveHost: async () => (lookups++, false) });
+    const relay = startLegacyRelay({ TOKENPLACE_RELAY_ONLY: "true" }, { resolveHost: async () => (lookups++, false) });
     try {
       expect((await relay.get("/healthz")).status).toBe(200);
       expect(lookups).toBe(0);
@@ -68,7 +68,7 @@ describe("/healthz readiness", () => {
   });
 
   test("draining: 503 with status draining as soon as shutdown begins", async () => {
-    const relay = startTestRelay({ RELAY_SHUTDOWN_DELAY_MS: "300" });
+    const relay = startLegacyRelay({ RELAY_SHUTDOWN_DELAY_MS: "300" });
     const stopping = relay.shutdown();
     const res = await relay.get("/healthz");
     expect(res.status).toBe(503);
@@ -80,7 +80,7 @@ describe("/healthz readiness", () => {
 
 describe("/metrics", () => {
   test("Prometheus text with the relay's series and only process metrics that are true under Bun", async () => {
-    const relay = startTestRelay({ RELAY_LONG_POLL_MS: "0" }, { processMetrics: true, registry: new Registry() });
+    const relay = startLegacyRelay({ RELAY_LONG_POLL_MS: "0" }, { processMetrics: true, registry: new Registry() });
     try {
       const key = fakeKey();
       await relay.post("/sink", { server_public_key: key });
@@ -118,7 +118,7 @@ describe("logs", () => {
   test("one JSON line per request with id, route, status and duration; probes at debug; no payload or token", async () => {
     const { logger, lines, raw } = captureLogger("info");
     const token = "secret-token-abcdefghijklmnop";
-    const relay = startTestRelay({ RELAY_LONG_POLL_MS: "0", TOKEN_PLACE_RELAY_SERVER_TOKEN: token }, { logger });
+    const relay = startLegacyRelay({ RELAY_LONG_POLL_MS: "0", TOKEN_PLACE_RELAY_SERVER_TOKEN: token }, { logger });
     try {
       const key = fakeKey();
       await relay.post("/sink", { server_public_key: key }, { "X-Relay-Server-Token": token, "X-Request-Id": "req-42" });
@@ -149,7 +149,7 @@ describe("logs", () => {
 
 describe("metric cardinality", () => {
   test("client-chosen methods and paths never become label values", async () => {
-    const relay = startTestRelay();
+    const relay = startLegacyRelay();
     try {
       // fetch() would not send a made-up method: speak HTTP/1.1 over a raw socket.
       const raw = (head: string) =>

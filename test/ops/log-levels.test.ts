@@ -5,7 +5,7 @@ let relay: Spawned | undefined;
 afterEach(() => relay?.kill());
 
 test("at LOG_LEVEL=warn requests are not logged but lifecycle events still are", async () => {
-  relay = await spawnRelay({ TOKENPLACE_RELAY_ONLY: "true", LOG_LEVEL: "warn" });
+  relay = await spawnRelay({ TOKENPLACE_RELAY_ONLY: "true", TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES: "true", LOG_LEVEL: "warn" });
   expect((await fetch(`${relay.url}/next_server`)).status).toBe(200);
   relay.proc.kill("SIGTERM");
   expect(await relay.closed()).toBe(0);
@@ -14,7 +14,7 @@ test("at LOG_LEVEL=warn requests are not logged but lifecycle events still are",
 });
 
 test("unknown settings are warned about at start-up, by name only", async () => {
-  relay = await spawnRelay({ TOKENPLACE_RELAY_ONLY: "true", LOG_LEVEL: "warn", RELAY_LONGPOL_MS: "secret-looking-value" });
+  relay = await spawnRelay({ TOKENPLACE_RELAY_ONLY: "true", TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES: "true", LOG_LEVEL: "warn", RELAY_LONGPOL_MS: "secret-looking-value" });
   const warning = relay.lines.find((l) => l.includes("unknown setting"));
   expect(warning).toContain("RELAY_LONGPOL_MS");
   expect(warning).not.toContain("secret-looking-value");

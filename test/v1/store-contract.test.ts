@@ -1,0 +1,419 @@
+// The V1Store contract (token.place API v1 relay spec §7-8), one suite run against every backend.
+import { beforeEach, describe, expect, test } from "bun:test";
+import { ManualClock } from "../../src/clock.ts";
+import { sha256Hex } from "../../src/common/tokens.ts";
+import type { Capabilities, Envelope, V1Store } from "../../src/v1/store.ts";
+import { DEFAULT_CAPABILITIES } from "../../src/v1/validate.ts";
+import { BACKENDS, TEST_LIMITS, recorder, type Recorded } from "./backends.ts";
+
+const CAPS: Capabilities = { ...DEFAULT_CAPABILITIES, supported_model_ids: ["qwen3-8b-instruct"], maximum_output_tokens: 8192 };
+const CAPS_64K: Capabilities = { ...CAPS, active_context_tier: "64k-full", maximum_total_context_tokens: 65536 };
+const CRED = sha256Hex("credential-A");
+const OTHER = sha256Hex("credential-B");
+const PROOF = sha256Hex("cancel-proof");
+const DEADLINE_MS = 480_000;
+const DEPTH = 1024;
+
+let seq = 0;
+const key = (label: string) => `${label}-key-${++seq}-${"x".repeat(20)}`;
+const env = (clientKey: string, requestId?: string): Envelope => ({
+  client_public_key: clientKey,
+  chat_history: "Y2lwaGVy",
+  cipherkey: "a2V5",
+  iv: "aXY=",
+  ...(requestId === undefined ? {} : { request_id: requestId, protocol: "tokenplace_api_v1_relay_e2ee", version: 1 }),
+});
+
+for (const backend of BACKENDS) {
+  const why = backend.unavailable?.();
+  describe.skipIf(why !== undefined)(`V1Store contract: ${backend.name}`, () => {
+    let clock: ManualClock;
+    let events: Recorded;
+    let store: V1Store;
+    beforeEach(async () => {
+      clock = new ManualClock();
+      events = recorder();
+      store = await backend.make(clock, events);
+    });
+    /** null: admitted without a cancel proof. */
+    const admit = async (node: string, client: string, rid: string, proof: string | null = PROOF) =>
+      expect(await store.enqueue(node, env(client, rid), proof ?? undefined, clock.now() + DEADLINE_MS, DEPTH)).toBe("queued");
+    const registered = async (caps = CAPS, cred = CRED) => {
+      const n = key("node");
+      expect(await store.register(n, caps, cred)).toEqual({ kind: "registered", credentialIssued: true });
+      return n;
+    };
+
+    describe("register", () => {
+      test("a new key gets a credential; renewing never rotates it and replaces capabilities", async () => {
+        const n = await registered();
+        expect(await store.register(n, CAPS_64K, OTHER)).toEqual({ kind: "registered", credentialIssued: false });
+        expect((await store.diagnostics())[0]!.capabilities.active_context_tier).toBe("64k-full");
+        expect((await store.control(n, "nothing", CRED, false)).kind).toBe("completed_unavailable");
+        expect((await store.control(n, "nothing", OTHER, false)).kind).toBe("forbidden");
+      });
+
+      test("after the lease lapses the key registers afresh with a new credential", async () => {
+        const n = await registered();
+        clock.advance(TEST_LIMITS.leaseMs + 1);
+        expect(await store.register(n, CAPS, OTHER)).toEqual({ kind: "registered", credentialIssued: true });
+        expect((await store.control(n, "x", OTHER, false)).kind).toBe("completed_unavailable");
+        expect(events.evictions).toEqual(["stale_lease"]);
+      });
+
+      test("the node bound answers nodes_full and registers nothing", async () => {
+        const small = await backend.make(clock, events, { maxNodes: 2 });
+        for (let i = 0; i < 2; i++) expect((await small.register(key("n"), CAPS, CRED)).kind).toBe("registered");
+        expect(await small.register(key("n"), CAPS, CRED)).toEqual({ kind: "nodes_full" });
+        expect((await small.stats()).nodes).toBe(2);
+      });
+    });
+
+    describe("enqueue and claim", () => {
+      test("FIFO per node, each request claimed exactly once", async () => {
+        const n = await registered();
+        const c = key("client");
+        for (const rid of ["r1", "r2", "r3"]) await admit(n, c, rid);
+        const got: string[] = [];
+        for (let i = 0; i < 3; i++) {
+          const r = await store.claim(n, undefined, 0);
+          if (r.kind !== "work") throw new Error(`expected work, got ${r.kind}`);
+          got.push(r.envelope.request_id!);
+          expect(r.deadlineAt).toBe(clock.now() + DEADLINE_MS);
+        }
+        expect(got).toEqual(["r1", "r2", "r3"]);
+        expect(await store.claim(n, undefined, 0)).toEqual({ kind: "empty" });
+        expect((await store.stats()).inFlight).toBe(3);
+      });
+
+      test("unknown node: enqueue and claim say so", async () => {
+        expect(await store.enqueue(key("ghost"), env(key("c"), "r"), undefined, clock.now() + 1000, DEPTH)).toBe("unknown_node");
+        expect(await store.claim(key("ghost"), undefined, 0)).toEqual({ kind: "unknown_node" });
+      });
+
+      test("bounds: per-node queue depth, live requests in total, and a live id is never admitted twice", async () => {
+        const small = await backend.make(clock, events, { maxRequests: 3 });
+        const n = key("node");
+        await small.register(n, CAPS, CRED);
+        const c = key("c");
+        const put = (rid: string, depth = DEPTH) => small.enqueue(n, env(c, rid), undefined, clock.now() + 1000, depth);
+        expect(await put("a", 1)).toBe("queued");
+        expect(await put("b", 1)).toBe("queue_full");
+        expect(await put("a")).toBe("duplicate");
+        expect(await put("b")).toBe("queued");
+        expect(await put("c")).toBe("queued");
+        expect(await put("d")).toBe("requests_full");
+      });
+
+      test("a dead request at the queue head is expired and the claim goes on", async () => {
+        const n = await registered();
+        const c = key("c");
+        await store.enqueue(n, env(c, "old"), PROOF, clock.now() + 1000, DEPTH);
+        clock.advance(500);
+        await admit(n, c, "new");
+        clock.advance(600);
+        const r = await store.claim(n, undefined, 0);
+        expect(r.kind === "work" && r.envelope.request_id).toBe("new");
+        expect(await store.retrieve(c, "old")).toEqual({ kind: "terminal", status: "expired", reason: "provider_timeout" });
+        expect(events.outcomes).toEqual(["expired"]);
+      });
+
+      test("release puts a claimed request back at the head, and it is claimable again", async () => {
+        const n = await registered();
+        const c = key("c");
+        await admit(n, c, "r1");
+        await admit(n, c, "r2");
+        const r = await store.claim(n, undefined, 0);
+        if (r.kind !== "work") throw new Error("expected work");
+        await store.release(n, r.envelope);
+        expect((await store.stats()).inFlight).toBe(0);
+        const again = await store.claim(n, undefined, 0);
+        expect(again.kind === "work" && again.envelope.request_id).toBe("r1");
+      });
+
+      test("untracked requests (no request_id) are delivered and matched by client key", async () => {
+        const n = await registered();
+        const c = key("c");
+        expect(await store.enqueue(n, env(c), undefined, 0, DEPTH)).toBe("queued");
+        const r = await store.claim(n, undefined, 0);
+        expect(r).toEqual({ kind: "work", envelope: env(c) });
+        expect(await store.respond(env(c))).toEqual({ kind: "accepted" });
+        expect(await store.retrieve(c, undefined)).toEqual({ kind: "answer", envelope: env(c) });
+        expect(await store.retrieve(c, undefined)).toEqual({ kind: "unknown" });
+      });
+    });
+
+    describe("control", () => {
+      test("active for held work, renewing the accounting lease but never past the deadline", async () => {
+        const n = await registered();
+        const c = key("c");
+        await store.enqueue(n, env(c, "r"), PROOF, clock.now() + 40_000, DEPTH);
+        await store.claim(n, undefined, 0);
+        clock.advance(25_000);
+        expect(await store.control(n, "r", CRED, false)).toEqual({ kind: "active", deadlineAt: clock.now() + 15_000 });
+        // The node stops polling while it infers: stale, but its renewed lease keeps it registered.
+        clock.advance(10_000);
+        await store.sweep();
+        expect((await store.stats()).nodes).toBe(1);
+        expect((await store.select({ model: "qwen3-8b-instruct", tier: "8k-fast", maxQueueDepth: DEPTH })).kind).toBe("no_matching_compute_node");
+      });
+
+      test("wrong credential: forbidden; unknown node without tombstone: forbidden", async () => {
+        const n = await registered();
+        expect((await store.control(n, "r", OTHER, false)).kind).toBe("forbidden");
+        expect((await store.control(n, "r", undefined, false)).kind).toBe("forbidden");
+        expect((await store.control(key("ghost"), "r", CRED, false)).kind).toBe("forbidden");
+      });
+
+      test("past the deadline the request expires at control: tombstone 'expired', then acknowledged away", async () => {
+        const n = await registered();
+        const c = key("c");
+        await store.enqueue(n, env(c, "r"), PROOF, clock.now() + 5_000, DEPTH);
+        await store.claim(n, undefined, 0);
+        clock.advance(5_000);
+        expect(await store.control(n, "r", CRED, false)).toMatchObject({ kind: "tombstone", status: "expired" });
+        expect(await store.control(n, "r", CRED, true)).toMatchObject({ kind: "tombstone", status: "expired" });
+        expect((await store.control(n, "r", CRED, false)).kind).toBe("completed_unavailable");
+        expect(await store.retrieve(c, "r")).toEqual({ kind: "terminal", status: "expired", reason: "provider_timeout" });
+      });
+
+      test("tombstones lapse after their TTL", async () => {
+        const n = await registered();
+        const c = key("c");
+        await admit(n, c, "r");
+        await store.claim(n, undefined, 0);
+        await store.cancel(c, "r", PROOF, "cancelled", "client_timeout");
+        expect(await store.control(n, "r", CRED, false)).toMatchObject({ kind: "tombstone", status: "cancelled" });
+        // Keep the node registered (held in a poll) while the tombstone ages.
+        await store.claim(n, undefined, clock.now() + 2 * TEST_LIMITS.tombstoneTtlMs);
+        clock.advance(TEST_LIMITS.tombstoneTtlMs);
+        await store.sweep();
+        expect((await store.control(n, "r", CRED, false)).kind).toBe("completed_unavailable");
+      });
+    });
+
+    describe("unregister and eviction", () => {
+      test("unregister needs the credential; queued work is cancelled, in-flight work tombstoned", async () => {
+        const n = await registered();
+        const c = key("c");
+        await admit(n, c, "inflight");
+        await admit(n, c, "queued");
+        await store.claim(n, undefined, 0);
+        expect(await store.unregister(n, { credentialDigest: OTHER })).toBe("forbidden");
+        expect(await store.unregister(n, { credentialDigest: CRED })).toBe("removed");
+        expect(await store.unregister(n, { credentialDigest: CRED })).toBe("not_found");
+        for (const rid of ["inflight", "queued"]) {
+          expect(await store.retrieve(c, rid)).toEqual({ kind: "terminal", status: "cancelled", reason: "server_unregistered" });
+        }
+        // The tombstone answers the old owner only.
+        expect(await store.control(n, "inflight", CRED, false)).toMatchObject({ kind: "tombstone", status: "cancelled" });
+        expect((await store.control(n, "inflight", OTHER, false)).kind).toBe("forbidden");
+        expect(await store.claim(n, undefined, 0)).toEqual({ kind: "unknown_node" });
+        expect(events.evictions).toEqual(["unregistered"]);
+      });
+
+      test("operator unregister needs no credential", async () => {
+        const n = await registered();
+        expect(await store.unregister(n, "operator")).toBe("removed");
+      });
+
+      test("a stale node is evicted by sweep; a node held in a poll is never stale", async () => {
+        const held = await registered();
+        const idle = await registered();
+        await store.claim(held, undefined, clock.now() + 60_000);
+        clock.advance(TEST_LIMITS.leaseMs + 1);
+        await store.sweep();
+        expect((await store.diagnostics()).map((d) => d.key)).toEqual([held]);
+        expect(await store.claim(idle, undefined, 0)).toEqual({ kind: "unknown_node" });
+        expect(events.evictions).toEqual(["stale_lease"]);
+      });
+    });
+
+    describe("respond and retrieve", () => {
+      test("exactly once: the first answer is kept, delivered once, then the pair is completed", async () => {
+        const n = await registered();
+        const c = key("c");
+        await admit(n, c, "r");
+        await store.claim(n, undefined, 0);
+        expect(await store.retrieve(c, "r")).toEqual({ kind: "pending", deadlineAt: clock.now() + DEADLINE_MS, progress: undefined });
+        const answer = { ...env(c, "r"), chat_history: "YW5zd2Vy" };
+        expect(await store.respond(answer)).toEqual({ kind: "accepted" });
+        expect(await store.respond({ ...answer, chat_history: "c2Vjb25k" })).toEqual({ kind: "duplicate" });
+        expect(await store.cancel(c, "r", PROOF, "cancelled", "cancelled")).toEqual({ kind: "forbidden" });
+        expect(await store.retrieve(c, "r")).toEqual({ kind: "answer", envelope: answer });
+        expect(await store.retrieve(c, "r")).toEqual({ kind: "unknown" });
+        expect(await store.respond(answer)).toEqual({ kind: "gone", status: "completed" });
+        expect((await store.stats()).inFlight).toBe(0);
+        expect(events.outcomes).toEqual(["completed"]);
+        clock.advance(TEST_LIMITS.terminalTtlMs);
+        await store.sweep();
+        expect(await store.respond(answer)).toEqual({ kind: "gone", status: "gone" });
+      });
+
+      test("an answer for a request that is still queued is accepted and dequeues it", async () => {
+        const n = await registered();
+        const c = key("c");
+        await admit(n, c, "r");
+        expect(await store.respond(env(c, "r"))).toEqual({ kind: "accepted" });
+        expect(await store.claim(n, undefined, 0)).toEqual({ kind: "empty" });
+      });
+
+      test("unretrieve stores a taken answer again (failed hand-over)", async () => {
+        const n = await registered();
+        const c = key("c");
+        await admit(n, c, "r");
+        await store.respond(env(c, "r"));
+        const got = await store.retrieve(c, "r");
+        if (got.kind !== "answer") throw new Error("expected the answer");
+        await store.unretrieve(got.envelope);
+        expect(await store.retrieve(c, "r")).toEqual(got);
+      });
+
+      test("past the deadline: retrieve and respond both see expired, and the answer is refused", async () => {
+        const n = await registered();
+        const c = key("c");
+        await admit(n, c, "r");
+        clock.advance(DEADLINE_MS);
+        expect(await store.respond(env(c, "r"))).toEqual({ kind: "gone", status: "expired" });
+        expect(await store.retrieve(c, "r")).toEqual({ kind: "terminal", status: "expired", reason: "pending_request_ttl_exceeded" });
+      });
+
+      test("uncollected answers expire and the count returns to zero", async () => {
+        const n = await registered();
+        const c = key("c");
+        await admit(n, c, "r");
+        await store.respond(env(c, "r"));
+        expect((await store.stats()).answers).toBe(1);
+        clock.advance(TEST_LIMITS.answerTtlMs);
+        await store.sweep();
+        expect((await store.stats()).answers).toBe(0);
+        expect(events.drops).toEqual(["answer:1"]);
+      });
+
+      test("the answer bound refuses with answers_full and keeps the request live", async () => {
+        const small = await backend.make(clock, events, { maxAnswers: 1 });
+        const n = key("n");
+        await small.register(n, CAPS, CRED);
+        const c = key("c");
+        for (const rid of ["a", "b"]) await small.enqueue(n, env(c, rid), undefined, clock.now() + 10_000, DEPTH);
+        expect(await small.respond(env(c, "a"))).toEqual({ kind: "accepted" });
+        expect(await small.respond(env(c, "b"))).toEqual({ kind: "answers_full" });
+        expect((await small.retrieve(c, "b")).kind).toBe("pending");
+      });
+    });
+
+    describe("progress", () => {
+      const update = (c: string, rid: string) => ({
+        client_public_key: c, request_id: rid, protocol: "tokenplace_api_v1_relay_e2ee", version: 1, ciphertext: "cA==", cipherkey: "aw==", iv: "aQ==",
+      });
+      test("only the owner, only in flight; the latest update is read once", async () => {
+        const n = await registered();
+        const c = key("c");
+        await admit(n, c, "r");
+        expect(await store.progress(n, CRED, update(c, "r"))).toBe("not_active");
+        await store.claim(n, undefined, 0);
+        expect(await store.progress(n, OTHER, update(c, "r"))).toBe("forbidden");
+        expect(await store.progress(n, CRED, update(c, "r"))).toBe("accepted");
+        const second = { ...update(c, "r"), ciphertext: "c2Vjb25k" };
+        expect(await store.progress(n, CRED, second)).toBe("accepted");
+        expect(await store.retrieve(c, "r")).toMatchObject({ kind: "pending", progress: second });
+        expect(await store.retrieve(c, "r")).toMatchObject({ kind: "pending", progress: undefined });
+        clock.advance(DEADLINE_MS);
+        expect(await store.progress(n, CRED, update(c, "r"))).toBe("expired");
+      });
+    });
+
+    describe("cancel", () => {
+      test("queued: removed from the queue; in flight: tombstone for the owner; the proof is required", async () => {
+        const n = await registered();
+        const c = key("c");
+        await admit(n, c, "q");
+        await admit(n, c, "f");
+        await admit(n, c, "noproof", null);
+        expect(await store.cancel(c, "q", OTHER, "cancelled", "cancelled")).toEqual({ kind: "forbidden" });
+        expect(await store.cancel(c, "q", PROOF, "cancelled", "requester_cancelled")).toEqual({ kind: "cancelled", removedFromQueue: 1 });
+        const r = await store.claim(n, undefined, 0);
+        expect(r.kind === "work" && r.envelope.request_id).toBe("f");
+        expect(await store.cancel(c, "f", PROOF, "expired", "client_timeout")).toEqual({ kind: "cancelled", removedFromQueue: 0 });
+        expect(await store.control(n, "f", CRED, false)).toMatchObject({ kind: "tombstone", status: "expired" });
+        expect(await store.cancel(c, "noproof", PROOF, "cancelled", "cancelled")).toEqual({ kind: "forbidden" });
+        expect(await store.cancel(c, "q", PROOF, "cancelled", "cancelled")).toEqual({ kind: "forbidden" });
+        expect(await store.retrieve(c, "q")).toEqual({ kind: "terminal", status: "cancelled", reason: "requester_cancelled" });
+        expect(await store.respond(env(c, "f"))).toEqual({ kind: "gone", status: "expired" });
+        expect((await store.stats()).inFlight).toBe(0);
+        expect(events.outcomes).toEqual(["cancelled", "expired"]);
+      });
+
+      test("a finished id admitted again starts a new life (not the old terminal state)", async () => {
+        const n = await registered();
+        const c = key("c");
+        await admit(n, c, "r");
+        await store.cancel(c, "r", PROOF, "cancelled", "cancelled");
+        await admit(n, c, "r");
+        expect((await store.retrieve(c, "r")).kind).toBe("pending");
+      });
+    });
+
+    describe("select (best_fit_smallest_capable_least_loaded_v1)", () => {
+      const q = { model: "qwen3-8b-instruct", tier: "8k-fast" as const, maxQueueDepth: DEPTH };
+
+      test("no nodes, no match, no capacity", async () => {
+        expect(await store.select(q)).toEqual({ kind: "no_registered_compute_nodes" });
+        const n = await registered({ ...CAPS, supported_model_ids: ["other-model"] });
+        expect(await store.select(q)).toEqual({ kind: "no_matching_compute_node" });
+        const busy = await registered();
+        await admit(busy, key("c"), "r");
+        await store.claim(busy, undefined, 0);
+        const r = await store.select(q);
+        expect(r.kind).toBe("no_available_capacity");
+        expect(n).toBeString();
+      });
+
+      test("smallest capable tier first, then least loaded, then round robin among ties", async () => {
+        const big = await registered(CAPS_64K);
+        const a = await registered();
+        const b = await registered();
+        const picks: string[] = [];
+        for (let i = 0; i < 4; i++) {
+          const r = await store.select(q);
+          if (r.kind !== "selected") throw new Error(r.kind);
+          picks.push(r.node.key);
+        }
+        expect(new Set(picks)).toEqual(new Set([a, b]));
+        expect(picks[0]).not.toBe(picks[1]);
+        await admit(a, key("c"), "load");
+        const r = await store.select(q);
+        expect(r.kind === "selected" && r.node.key).toBe(b);
+        const tier64 = await store.select({ ...q, tier: "64k-full" });
+        expect(tier64.kind === "selected" && tier64.node.key).toBe(big);
+      });
+
+      test("a stale node is never selected", async () => {
+        await registered();
+        clock.advance(TEST_LIMITS.leaseMs + 1);
+        expect((await store.select(q)).kind).toBe("no_matching_compute_node");
+      });
+    });
+
+    describe("sweep", () => {
+      test("queued requests past their deadline expire with pending_request_ttl_exceeded", async () => {
+        const n = await registered();
+        const c = key("c");
+        await admit(n, c, "r");
+        clock.advance(DEADLINE_MS);
+        await store.sweep();
+        expect((await store.stats()).queued).toBe(0);
+        expect(await store.retrieve(c, "r")).toEqual({ kind: "terminal", status: "expired", reason: "pending_request_ttl_exceeded" });
+        clock.advance(TEST_LIMITS.terminalTtlMs);
+        await store.sweep();
+        expect(await store.retrieve(c, "r")).toEqual({ kind: "unknown" });
+      });
+
+      test("close reports what is lost", async () => {
+        const n = await registered();
+        await admit(n, key("c"), "r");
+        expect(await store.close()).toMatchObject({ nodes: 1, queued: 1 });
+      });
+    });
+  });
+}
