@@ -216,12 +216,18 @@ export class MemoryState {
   /** Unregister and eviction share their effects (spec §6.4, §7.1). */
   removeNode(node: NodeRec, reason: EvictionReason): void {
     this.nodes.delete(node.key);
+    const now = this.now();
+    // A deadline that already passed wins: housekeeping expires requests before it evicts (spec §7.7).
     for (const item of node.queue) {
-      if (item.pair) this.makeTerminal(item.pair, "cancelled", "server_unregistered");
-      else this.untrackedQueued--;
+      if (!item.pair) this.untrackedQueued--;
+      else if (item.expiresAt <= now) this.makeTerminal(item.pair, "expired", "pending_request_ttl_exceeded");
+      else this.makeTerminal(item.pair, "cancelled", "server_unregistered");
     }
     node.queue = [];
-    for (const f of [...node.inFlight.values()]) this.endInFlight(node, f, "cancelled", "server_unregistered");
+    for (const f of [...node.inFlight.values()]) {
+      if (f.deadlineAt <= now) this.endInFlight(node, f, "expired", "provider_timeout");
+      else this.endInFlight(node, f, "cancelled", "server_unregistered");
+    }
     if (reason === "unregistered") this.recentlyUnregistered.set(node.key, this.now() + RECENTLY_UNREGISTERED_MS);
     this.events.evicted(reason);
   }
