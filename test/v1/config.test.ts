@@ -1,0 +1,88 @@
+// API v1 settings: upstream relay.py's names and defaults, but every bad value is a problem at
+// start (upstream silently falls back), and secrets never show in --check-config.
+import { describe, expect, test } from "bun:test";
+import { describeConfig, loadConfig } from "../../src/config/index.ts";
+
+describe("API v1 settings", () => {
+  test("defaults match upstream relay.py (spec §4) and the legacy protocol is off", () => {
+    const { config, problems } = loadConfig({});
+    expect(problems).toEqual([]);
+    expect(config.v1).toEqual({
+      leaseSeconds: 30,
+      pollWaitSeconds: 10,
+      inFlightTtlSeconds: 30,
+      requestDeadlineSeconds: 480,
+      tombstoneTtlSeconds: 60,
+      terminalTtlSeconds: 300,
+      pendingTtlSeconds: 300,
+      maxQueueDepthPerNode: 1024,
+      retrieveHoldMs: 8000,
+      maxRequests: 10000,
+      operatorTokens: [],
+      legacyRoutes: false,
+    });
+  });
+
+  test("an env file from relay.py carries over: fractional seconds, the in-flight TTL following the lease", () => {
+    const { config, problems, unknown } = loadConfig({
+      TOKEN_PLACE_API_V1_RELAY_SERVER_LEASE_SECONDS: "12",
+      TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS: "2.5",
+      TOKEN_PLACE_API_V1_REQUEST_DEADLINE_SECONDS: "90.5",
+      TOKEN_PLACE_API_V1_CONTROL_TOMBSTONE_TTL_SECONDS: "30",
+      TOKENPLACE_TERMINAL_REQUEST_TTL_SECONDS: "120",
+      TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES: "yes",
+      TOKEN_PLACE_OPERATOR_TOKEN: "operator-token-0123456789",
+    });
+    expect(problems).toEqual([]);
+    expect(unknown).toEqual([]);
+    expect(config.v1).toMatchObject({ leaseSeconds: 12, inFlightTtlSeconds: 12, pollWaitSeconds: 2.5, requestDeadlineSeconds: 90.5, legacyRoutes: true });
+  });
+
+  test("every bad value is listed at once, none is clamped or ignored", () => {
+    const { problems } = loadConfig({
+      TOKEN_PLACE_API_V1_RELAY_SERVER_LEASE_SECONDS: "0",
+      TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS: "-1",
+      TOKEN_PLACE_API_V1_IN_FLIGHT_TTL_SECONDS: "soon",
+      TOKEN_PLACE_API_V1_REQUEST_DEADLINE_MIN_SECONDS: "600",
+      TOKEN_PLACE_API_V1_REQUEST_DEADLINE_MAX_SECONDS: "300",
+      TOKEN_PLACE_API_V1_CONTROL_TOMBSTONE_TTL_SECONDS: "301",
+      TOKEN_PLACE_API_V1_MAX_QUEUE_DEPTH_PER_NODE: "1.5",
+      RELAY_V1_RETRIEVE_HOLD_MS: "500",
+      TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES: "maybe",
+      TOKEN_PLACE_OPERATOR_TOKEN: "short",
+      TOKEN_PLACE_KEY_ROTATION_TOKEN: " ",
+    });
+    const joined = problems.join("\n");
+    for (const name of [
+      "TOKEN_PLACE_API_V1_RELAY_SERVER_LEASE_SECONDS", "TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS", "TOKEN_PLACE_API_V1_IN_FLIGHT_TTL_SECONDS",
+      "TOKEN_PLACE_API_V1_REQUEST_DEADLINE_MIN_SECONDS must not exceed", "TOKEN_PLACE_API_V1_CONTROL_TOMBSTONE_TTL_SECONDS",
+      "TOKEN_PLACE_API_V1_MAX_QUEUE_DEPTH_PER_NODE", "RELAY_V1_RETRIEVE_HOLD_MS", "TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES",
+      "TOKEN_PLACE_OPERATOR_TOKEN", "TOKEN_PLACE_KEY_ROTATION_TOKEN: set but empty",
+    ]) expect(joined).toContain(name);
+    expect(problems.length).toBeGreaterThanOrEqual(10);
+  });
+
+  test("a deadline outside its clamps is a problem, not silently clamped", () => {
+    const { problems } = loadConfig({ TOKEN_PLACE_API_V1_REQUEST_DEADLINE_SECONDS: "4000" });
+    expect(problems.join()).toContain("TOKEN_PLACE_API_V1_REQUEST_DEADLINE_SECONDS: must be <= 3600");
+  });
+
+  test("registration tokens may be separated by newlines too (a mounted Secret file)", () => {
+    const { config, problems } = loadConfig({ TOKEN_PLACE_RELAY_SERVER_TOKENS: "first-token-0123456789\nsecond-token-0123456789\n" });
+    expect(problems).toEqual([]);
+    expect(config.serverTokens).toEqual(["first-token-0123456789", "second-token-0123456789"]);
+  });
+
+  test("the default /api/ proxy prefix does not cover the relay's own API v1 routes; a prefix inside them is refused", () => {
+    expect(loadConfig({}).problems).toEqual([]);
+    const { problems } = loadConfig({ RELAY_PROXY_PREFIXES: "/api/v1/relay/servers/" });
+    expect(problems.join()).toContain("lies inside the relay's own routes");
+  });
+
+  test("operator tokens are redacted in the printable config", () => {
+    const { config } = loadConfig({ TOKEN_PLACE_OPERATOR_TOKEN: "operator-token-0123456789" });
+    const text = JSON.stringify(describeConfig(config));
+    expect(text).not.toContain("operator-token-0123456789");
+    expect(text).toContain("1 configured (redacted)");
+  });
+});
