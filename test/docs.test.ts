@@ -24,3 +24,17 @@ describe("README", () => {
     expect(readme).toContain("npm ci && npm test");
   });
 });
+
+describe("README routes", () => {
+  const readme = readFileSync(`${ROOT}README.md`, "utf8");
+
+  test("every route the relay serves is in a route table, with its method", async () => {
+    const { RELAY_ROUTE_SPECS } = await import("../src/routes.ts");
+    const missing = RELAY_ROUTE_SPECS.map((r) => `${r.method} ${r.path}`).filter((m) => !readme.includes(`\`${m}\``));
+    expect(missing).toEqual([]);
+  });
+
+  test("the README never links to a path of one machine", () => {
+    expect(readme).not.toMatch(/\.\.\/shared\/|\/work\/|\/tmp\//);
+  });
+});

@@ -3,7 +3,7 @@ import type { JsonObject } from "../http/json.ts";
 
 /**
  * Protocol error bodies, byte for byte as token.place peers expect them
- * (../shared/spec/relay-protocol.md). Each carries a machine-readable code for metrics and logs.
+ * (token.place's legacy relay protocol). Each carries a machine-readable code for metrics and logs.
  */
 export const protocolErrors = {
   invalidFaucet: () => new RelayError(400, "invalid_request", "Invalid request data", { error: { message: "Invalid request data", code: 400 } }),
