@@ -1,4 +1,5 @@
 import type { Clock } from "../clock.ts";
+import { sha256Hex } from "../common/tokens.ts";
 import type { LongPoll } from "../common/long-poll.ts";
 import type { Notifier } from "../common/notifier.ts";
 import type { ApiV1Config } from "../config/api-v1.ts";
@@ -24,5 +25,9 @@ export const reader = (maxBodyBytes: number) => (req: Request): Promise<JsonObje
 /** Seconds left until an absolute deadline, never negative (spec §6.2 request_ttl_seconds). */
 export const secondsLeft = (deadlineAt: number, now: number) => Math.max(0, Math.round(deadlineAt - now) / 1000);
 
-/** Logs name a key by its fingerprint only (spec §10): first 8 + "..." + last 4 characters. */
-export const fingerprint = (key: string) => (key.length <= 12 ? "***" : `${key.slice(0, 8)}...${key.slice(-4)}`);
+/**
+ * Logs name a key by a fingerprint only (spec §10): the first 12 hex digits of its SHA-256, the
+ * same `key_fingerprint` the upstream node logs, so relay and node logs can be joined. (Upstream's
+ * relay logs the first 8 and last 4 characters, which for base64 PEM keys always start "LS0tLS1C".)
+ */
+export const fingerprint = (key: string) => sha256Hex(key).slice(0, 12);

@@ -59,10 +59,10 @@ export function createV1Metrics(registry: Registry, readStats: () => Promise<V1S
     registers: [registry],
   });
   // Every label value exists from the start, so rate() and absent() work before the first event.
-  for (const o of OUTCOMES) outcomes.labels(o);
-  for (const r of EVICTION_REASONS) evictions.labels(r);
-  for (const s of CONTROL_STATES) control.labels(s);
-  for (const k of ["answer", "untracked_request"]) dropped.labels(k);
+  for (const o of OUTCOMES) outcomes.labels(o).inc(0);
+  for (const r of EVICTION_REASONS) evictions.labels(r).inc(0);
+  for (const s of CONTROL_STATES) control.labels(s).inc(0);
+  for (const k of ["answer", "untracked_request"]) dropped.labels(k).inc(0);
 
   const events: V1Events = {
     evicted: (reason) => evictions.labels(reason).inc(),
