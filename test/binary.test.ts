@@ -56,7 +56,7 @@ describe.skipIf(!have)("compiled binary", () => {
   });
 
   test("serves the broker protocol with a held /sink, answers healthcheck, exits 0 on SIGTERM", async () => {
-    relay = await spawnRelay({ TOKENPLACE_RELAY_ONLY: "true", LOG_LEVEL: "info" }, { cmd: [BIN] });
+    relay = await spawnRelay({ TOKENPLACE_RELAY_ONLY: "true", TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES: "true", LOG_LEVEL: "info" }, { cmd: [BIN] });
     const node = fakeKey("node");
     const held = fetch(`${relay.url}/sink`, { method: "POST", body: JSON.stringify({ server_public_key: node }) });
     await Bun.sleep(100);

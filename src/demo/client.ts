@@ -1,132 +1,118 @@
 /**
- * A demo client, written against the wire protocol like token.place's client: pick a node with
- * `GET /next_server`, encrypt the chat history for that node's key, drop it at `POST /faucet`,
- * then collect the answer (`POST /retrieve`) or drain the stream (`POST /stream/retrieve`).
+ * A demo client speaking the token.place API v1 relay protocol like upstream `client.py`
+ * (`ChatClient.send_message`): pick a node with `GET servers/next`, encrypt a request bound to its
+ * own key and a fresh request id for that node, queue it with `POST requests` (with a cancel
+ * token), then poll `POST responses/retrieve` until the answer arrives, decrypting any encrypted
+ * progress the relay passes along on the way (as upstream `static/chat.js` does), or cancel it.
  */
-import { decryptJson, decryptText, encryptJson, generateKeyPair, type AesMode, type ChatMessage, type DemoKeyPair, type Envelope } from "./crypto.ts";
-import { isChatHistory } from "./fake-model.ts";
+import { generateKeyPair, type Envelope, type KeyPair } from "./crypto.ts";
+import { openAnswer, openProgress, sealRequest } from "./envelopes.ts";
 import { callJson, sleep, type Json, type WireTap } from "./http.ts";
+import { ROUTES, type ApiV1Response, type ChatMessage, type Progress } from "./protocol.ts";
 
 export interface DemoClientOptions {
   relayUrl: string;
-  keys?: DemoKeyPair;
-  mode?: AesMode;
+  keys?: KeyPair;
   wireTap?: WireTap;
-  /** Pause before re-polling after an empty answer (held polls already waited). Default 10 ms. */
-  retryDelayMs?: number;
+  /** Pause between retrieve polls (upstream `client.py` waits 2 s; the demo is impatient). Default 200 ms. */
+  retrieveIntervalMs?: number;
 }
 
-export interface ChatOptions {
-  stream: boolean;
-  /** Bound on the whole exchange, from picking a node to the last chunk. */
-  timeoutMs?: number;
-  /** Gives up early (e.g. the demo's node was refused); the timeout still applies. */
-  signal?: AbortSignal;
-  /** Called with each decrypted chunk as it arrives (streaming only). */
-  onChunk?: (text: string, index: number) => void;
-}
-
-export interface ChatResult {
-  serverKey: string;
-  /** The sealed job exactly as it went to /faucet (for "the relay saw only this" checks). */
+/** A request the relay admitted. */
+export interface Submitted {
+  requestId: string;
+  cancelToken: string;
+  /** The sealed request exactly as it went to the relay. */
   sent: Envelope;
-  text: string;
-  /** Decrypted stream chunks in arrival order (empty for a single answer). */
-  chunks: string[];
-  /** performance.now() marks. */
-  faucetSentAt: number;
-  faucetAckedAt: number;
-  firstResultAt: number;
-  doneAt: number;
-  /** How many /retrieve or /stream/retrieve calls it took. */
-  polls: number;
+  /** performance.now() when `POST requests` was sent, and when the relay admitted it. */
+  sentAt: number;
+  admittedAt: number;
 }
 
-const isEnvelope = (v: unknown): v is Envelope =>
-  v !== null && typeof v === "object" && ["chat_history", "cipherkey", "iv"].every((k) => typeof (v as Json)[k] === "string");
+export type Outcome =
+  | { kind: "answer"; response: ApiV1Response; polls: number; at: number }
+  /** The relay ended the request (410): cancelled or expired, with its reason. */
+  | { kind: "ended"; status: string; reason: string; polls: number; at: number };
 
-export class DemoClient {
+export interface AwaitOptions {
+  signal: AbortSignal;
+  /** Each decrypted, validated progress update, in sequence order. */
+  onProgress?: (progress: Progress) => void;
+}
+
+export interface DemoClient {
   readonly publicKeyB64: string;
+  /** `GET servers/next` without a query, like `client.py`: the relay's choice for the default model. */
+  pickNode(signal: AbortSignal): Promise<Json>;
+  submit(serverKey: string, messages: ChatMessage[], signal: AbortSignal): Promise<Submitted>;
+  awaitAnswer(submitted: Submitted, opts: AwaitOptions): Promise<Outcome>;
+  cancel(submitted: Submitted, signal: AbortSignal): Promise<Json>;
+}
 
-  private constructor(
-    private readonly opts: DemoClientOptions,
-    private readonly keys: DemoKeyPair,
-  ) {
-    this.publicKeyB64 = keys.publicKeyB64;
+const REQUEST_TIMEOUT_MS = 10_000;
+const isObject = (v: unknown): v is Json => v !== null && typeof v === "object" && !Array.isArray(v);
+
+export async function createClient(opts: DemoClientOptions): Promise<DemoClient> {
+  const keys = opts.keys ?? (await generateKeyPair());
+  const relayUrl = opts.relayUrl.replace(/\/+$/, "");
+
+  async function call(method: "GET" | "POST", path: string, body: Json | undefined, signal: AbortSignal) {
+    const res = await callJson(relayUrl, method, path, body, { signal, timeoutMs: REQUEST_TIMEOUT_MS });
+    opts.wireTap?.({ from: "client", method, path, status: res.status, ...(body ? { request: body } : {}), response: res.json });
+    return res;
   }
 
-  static async create(opts: DemoClientOptions): Promise<DemoClient> {
-    return new DemoClient(opts, opts.keys ?? (await generateKeyPair()));
-  }
+  return {
+    publicKeyB64: keys.publicKeyB64,
 
-  private async call(method: "GET" | "POST", path: string, body: Json | undefined, signal: AbortSignal): Promise<Json> {
-    const { status, json } = await callJson(this.opts.relayUrl, method, path, body, { signal, timeoutMs: 10_000 });
-    this.opts.wireTap?.({ from: "client", method, path, status, ...(body ? { request: body } : {}), response: json });
-    if (status !== 200) throw new Error(`${method} ${path} answered ${status}: ${JSON.stringify(json)}`);
-    return json;
-  }
+    async pickNode(signal) {
+      const { status, json } = await call("GET", ROUTES.next, undefined, signal);
+      if (status !== 200 || typeof json.server_public_key !== "string") throw new Error(`servers/next answered ${status}: ${JSON.stringify(json)}`);
+      return json;
+    },
 
-  /** GET /next_server until a node is registered (the relay answers "No servers" with a 200). */
-  async pickServer(signal: AbortSignal): Promise<string> {
-    for (;;) {
-      const res = await this.call("GET", "/next_server", undefined, signal);
-      if (typeof res.server_public_key === "string") return res.server_public_key;
-      await sleep(50, signal);
-      signal.throwIfAborted();
-    }
-  }
+    async submit(serverKey, messages, signal) {
+      const { requestId, cancelToken, body, sent } = await sealRequest(keys.publicKeyB64, serverKey, messages);
+      const sentAt = performance.now();
+      const { status, json } = await call("POST", ROUTES.requests, body, signal);
+      if (status !== 200) throw new Error(`requests answered ${status}: ${JSON.stringify(json)}`);
+      return { requestId, cancelToken, sent, sentAt, admittedAt: performance.now() };
+    },
 
-  async chat(history: ChatMessage[], opts: ChatOptions): Promise<ChatResult> {
-    const deadline = AbortSignal.timeout(opts.timeoutMs ?? 20_000);
-    const signal = opts.signal ? AbortSignal.any([opts.signal, deadline]) : deadline;
-    const serverKey = await this.pickServer(signal);
-    const sent = await encryptJson(serverKey, history, this.opts.mode);
-    const job: Json = { server_public_key: serverKey, ...sent, client_public_key: this.publicKeyB64 };
-    if (opts.stream) job.stream = true;
-    const faucetSentAt = performance.now();
-    await this.call("POST", "/faucet", job, signal);
-    const faucetAckedAt = performance.now();
-    const base = { serverKey, sent, faucetSentAt, faucetAckedAt };
-    return opts.stream ? { ...base, ...(await this.drainStream(signal, opts.onChunk)) } : { ...base, ...(await this.retrieve(signal)) };
-  }
-
-  private async retrieve(signal: AbortSignal) {
-    for (let polls = 1; ; polls++) {
-      const res = await this.call("POST", "/retrieve", { client_public_key: this.publicKeyB64 }, signal);
-      if (isEnvelope(res)) {
-        const at = performance.now();
-        const history = await decryptJson(this.keys.privateKey, res);
-        if (!isChatHistory(history)) throw new Error("answer is not a chat history");
-        const text = history[history.length - 1]?.content ?? "";
-        return { text, chunks: [], firstResultAt: at, doneAt: performance.now(), polls };
-      }
-      await sleep(this.opts.retryDelayMs ?? 10, signal);
-      signal.throwIfAborted();
-    }
-  }
-
-  private async drainStream(signal: AbortSignal, onChunk?: (text: string, index: number) => void) {
-    const chunks: string[] = [];
-    let sessionId: string | undefined;
-    let firstResultAt = 0;
-    for (let polls = 1; ; polls++) {
-      const res = await this.call("POST", "/stream/retrieve", { client_public_key: this.publicKeyB64 }, signal);
-      if (res.stream === true && Array.isArray(res.chunks)) {
-        // A new session id mid-stream would mean a newer request replaced ours: never mix answers.
-        if (sessionId !== undefined && res.session_id !== sessionId) throw new Error("stream session changed mid-stream");
-        sessionId = String(res.session_id);
-        for (const chunk of res.chunks) {
-          if (!isEnvelope(chunk)) throw new Error("stream chunk is not an encrypted envelope");
-          if (!firstResultAt) firstResultAt = performance.now();
-          const text = await decryptText(this.keys.privateKey, chunk);
-          chunks.push(text);
-          onChunk?.(text, chunks.length - 1);
+    async awaitAnswer(submitted, { signal, onProgress }) {
+      const { requestId } = submitted;
+      let lastSequence = 0;
+      for (let polls = 1; ; polls++) {
+        const { status, json } = await call("POST", ROUTES.retrieve, { client_public_key: keys.publicKeyB64, request_id: requestId }, signal);
+        if (status === 200) return { kind: "answer", response: await openAnswer(keys, requestId, json), polls, at: performance.now() };
+        if (status === 410) {
+          const error = isObject(json.error) ? json.error : {};
+          return { kind: "ended", status: String(error.status ?? error.code), reason: String(error.reason ?? ""), polls, at: performance.now() };
         }
-        if (res.final === true) return { text: chunks.join(""), chunks, firstResultAt, doneAt: performance.now(), polls };
-        if (res.chunks.length > 0) continue;
+        if (status !== 202) throw new Error(`responses/retrieve answered ${status}: ${JSON.stringify(json)}`);
+        if (json.encrypted_progress !== undefined) {
+          const progress = await openProgress(keys, requestId, json.encrypted_progress, lastSequence);
+          if (progress) {
+            lastSequence = progress.sequence;
+            onProgress?.(progress);
+          }
+        }
+        await sleep(opts.retrieveIntervalMs ?? 200, signal);
+        signal.throwIfAborted();
       }
-      await sleep(this.opts.retryDelayMs ?? 10, signal);
-      signal.throwIfAborted();
-    }
-  }
+    },
+
+    async cancel(submitted, signal) {
+      const body = {
+        client_public_key: keys.publicKeyB64,
+        request_id: submitted.requestId,
+        cancel_token: submitted.cancelToken,
+        status: "cancelled",
+        reason: "requester_cancelled",
+      };
+      const { status, json } = await call("POST", ROUTES.cancel, body, signal);
+      if (status !== 200) throw new Error(`requests/cancel answered ${status}: ${JSON.stringify(json)}`);
+      return json;
+    },
+  };
 }

@@ -1,7 +1,7 @@
 /**
- * Small HTTP helpers shared by the demo node, client and the benchmark. Every wait is bounded and
- * abortable, and nothing here leaves a timer or a rejected promise behind (an unhandled rejection
- * kills a Bun process).
+ * Small HTTP helpers shared by the demo node and client. Every wait is bounded and abortable, and
+ * nothing here leaves a timer or a rejected promise behind (an unhandled rejection kills a Bun
+ * process).
  */
 
 export type Json = Record<string, unknown>;

@@ -6,7 +6,7 @@ import type { RouteTable } from "../http/routes.ts";
 import { reader, fingerprint, secondsLeft, type V1Deps } from "./deps.ts";
 import { v1Errors } from "./errors.ts";
 import { v1Topics, type ClaimResult, type Envelope } from "./store.ts";
-import { DEFAULT_CAPABILITIES, MAX_KEY_CHARS, MAX_SECRET_CHARS, nonEmptyString, parseCapabilities, routingString } from "./validate.ts";
+import { DEFAULT_CAPABILITIES, MAX_ID_CHARS, MAX_KEY_CHARS, MAX_SECRET_CHARS, nonEmptyString, parseCapabilities, routingString } from "./validate.ts";
 
 /** Compute-node routes (spec §6.1-6.4): registration token on every one. */
 export const nodeRoutes = {
@@ -94,7 +94,7 @@ export function createNodeHandlers(deps: V1Deps) {
   async function control(req: Request): Promise<Response> {
     const body = await read(req);
     if (!body || !nonEmptyString(body.server_public_key) || !nonEmptyString(body.request_id)) throw v1Errors.invalidData();
-    if (body.server_public_key.length > MAX_KEY_CHARS || body.request_id.length > MAX_KEY_CHARS) throw v1Errors.invalidData();
+    if (body.server_public_key.length > MAX_KEY_CHARS || body.request_id.length > MAX_ID_CHARS) throw v1Errors.invalidData();
     const acknowledge = body.acknowledge === true || body.ack === true;
     const result = await store.control(body.server_public_key, body.request_id, credentialDigest(body), acknowledge);
     const now = clock.now();

@@ -9,9 +9,12 @@ describe("proxy settings", () => {
     expect(config.proxy.upstreams.map((u) => u.href)).toEqual(["http://gpu-server:3000/"]);
   });
 
-  test("a prefix covering one of the relay's own routes is refused", () => {
-    const { problems } = loadConfig({ RELAY_PROXY_PREFIXES: "/api/,/stream/" });
-    expect(problems.join("\n")).toContain("covers one of the relay's own routes");
+  test("a prefix may cover relay routes (they win), but one inside them proxies nothing and is refused", () => {
+    expect(loadConfig({ RELAY_PROXY_PREFIXES: "/api/,/stream/" }).problems).toEqual([]);
+    for (const prefix of ["/api/v1/relay/", "/stream/source/", "/api/v1/meta/"]) {
+      const { problems } = loadConfig({ RELAY_PROXY_PREFIXES: prefix });
+      expect(problems.join("\n")).toContain("lies inside the relay's own routes");
+    }
   });
 
   test("RELAY_PROXY_TRUST_FORWARDED and the upstream list are read", () => {

@@ -120,7 +120,8 @@ export function select(s: MemoryState, q: SelectQuery): SelectResult {
   const smallest = eligible.filter((n) => tierRank(n.capabilities.active_context_tier) === best);
   const lowest = Math.min(...smallest.map(load));
   const tied = smallest.filter((n) => load(n) === lowest).sort((a, b) => a.seq - b.seq);
-  const setId = tied.map((n) => n.key.length + ":" + n.key).join("|");
+  // Registration sequence numbers name a tie set compactly (keys are kilobytes each).
+  const setId = tied.map((n) => n.seq).join(",");
   const start = s.cursors.get(setId) ?? s.globalCursor;
   const chosen = tied[start % tied.length]!;
   // Bounded: one entry per distinct tie set seen recently.
