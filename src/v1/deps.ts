@@ -22,8 +22,8 @@ export interface V1Deps {
 
 export const reader = (maxBodyBytes: number) => (req: Request): Promise<JsonObject | undefined> => readJsonObject(req, maxBodyBytes);
 
-/** Seconds left until an absolute deadline, never negative (spec §6.2 request_ttl_seconds). */
-export const secondsLeft = (deadlineAt: number, now: number) => Math.max(0, Math.round(deadlineAt - now) / 1000);
+/** Seconds left as the peers read them (spec §6.2 request_ttl_seconds): never negative, ms precision. */
+export const secondsLeft = (remainingMs: number) => Math.max(0, Math.round(remainingMs)) / 1000;
 
 /**
  * Logs name a key by a fingerprint only (spec §10): the first 12 hex digits of its SHA-256, the

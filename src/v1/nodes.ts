@@ -26,7 +26,7 @@ const UNHELD_NEXT_PING_SECONDS = 5;
 const CONTROL_POLL_CEILING_SECONDS = 10;
 
 export function createNodeHandlers(deps: V1Deps) {
-  const { store, config, clock } = deps;
+  const { store, config } = deps;
   const read = reader(deps.maxBodyBytes);
   const credentialDigest = (body: JsonObject) => {
     const c = body.control_credential;
@@ -59,13 +59,13 @@ export function createNodeHandlers(deps: V1Deps) {
     let capabilities = parseCapabilities(body.capabilities);
     const holdMs = config.pollWaitSeconds * 1000;
     // Held until the hold ends: a node waiting here is never stale (spec §7.1).
-    const heldUntil = clock.now() + holdMs;
+    const holdEnd = performance.now() + holdMs;
     const { value, outcome } = await deps.longPoll.hold<Exclude<ClaimResult, { kind: "empty" }>>(
       req,
       ctx,
       v1Topics.node(key),
       async () => {
-        const r = await store.claim(key, capabilities, heldUntil);
+        const r = await store.claim(key, capabilities, Math.max(0, holdEnd - performance.now()));
         capabilities = undefined;
         return r.kind === "empty" ? undefined : r;
       },
@@ -81,7 +81,7 @@ export function createNodeHandlers(deps: V1Deps) {
         return json(499, { error: { message: "Client closed the request", code: 499 } });
       }
       ctx.log.debug({ event: "v1.request.claimed", node: fingerprint(key) }, "request claimed");
-      return json(200, workItem(value.envelope, value.deadlineAt, clock.now()));
+      return json(200, workItem(value.envelope, value.remainingMs));
     }
     const nextPing =
       outcome === "draining" ? DRAIN_NEXT_PING_SECONDS
@@ -97,7 +97,6 @@ export function createNodeHandlers(deps: V1Deps) {
     if (body.server_public_key.length > MAX_KEY_CHARS || body.request_id.length > MAX_ID_CHARS) throw v1Errors.invalidData();
     const acknowledge = body.acknowledge === true || body.ack === true;
     const result = await store.control(body.server_public_key, body.request_id, credentialDigest(body), acknowledge);
-    const now = clock.now();
     const idlePoll = Math.max(1, Math.min(config.pollWaitSeconds, CONTROL_POLL_CEILING_SECONDS));
     switch (result.kind) {
       case "forbidden":
@@ -105,13 +104,13 @@ export function createNodeHandlers(deps: V1Deps) {
       case "active": {
         deps.metrics.control("active");
         deps.metrics.leaseRenewed();
-        const left = secondsLeft(result.deadlineAt, now);
+        const left = secondsLeft(result.remainingMs);
         const nextPoll = Math.max(1, Math.min(config.pollWaitSeconds, CONTROL_POLL_CEILING_SECONDS, Math.max(config.inFlightTtlSeconds / 2, 1)));
         return json(200, { status: "active", next_poll_seconds: nextPoll, request_deadline_remaining_seconds: left, request_ttl_seconds: left });
       }
       case "tombstone": {
         deps.metrics.control(acknowledge ? "acknowledged" : result.status);
-        const left = secondsLeft(result.deadlineAt, now);
+        const left = secondsLeft(result.remainingMs);
         return json(200, { status: result.status, next_poll_seconds: idlePoll, request_deadline_remaining_seconds: left, request_ttl_seconds: left });
       }
       case "completed_unavailable":
@@ -144,10 +143,10 @@ export function createNodeHandlers(deps: V1Deps) {
 const legacyFlat = (status: number, code: string, message: string) => new RelayError(status, code, message, { error: message });
 
 /** The work item of spec §6.2: the client's envelope unchanged plus deadline metadata. */
-function workItem(envelope: Envelope, deadlineAt: number | undefined, now: number): Record<string, unknown> {
+function workItem(envelope: Envelope, remainingMs: number | undefined): Record<string, unknown> {
   const item: Record<string, unknown> = { ...envelope };
-  if (deadlineAt !== undefined) {
-    const left = secondsLeft(deadlineAt, now);
+  if (remainingMs !== undefined) {
+    const left = secondsLeft(remainingMs);
     item.request_deadline_remaining_seconds = left;
     item.request_ttl_seconds = left;
   }

@@ -37,7 +37,7 @@ const tierCounts = (nodes: NodeLoad[]) => {
 const loadScore = (n: NodeLoad) => (n.queueDepth + n.inFlight) / n.capabilities.max_concurrency;
 
 export function createRequestHandlers(deps: V1Deps) {
-  const { store, config, clock } = deps;
+  const { store, config } = deps;
   const read = reader(deps.maxBodyBytes);
 
   async function next(req: Request): Promise<Response> {
@@ -110,9 +110,8 @@ export function createRequestHandlers(deps: V1Deps) {
       if (typeof body.version !== "number" || !Number.isSafeInteger(body.version)) throw v1Errors.invalidData();
       envelope.version = body.version;
     }
-    const deadlineAt = clock.now() + config.requestDeadlineSeconds * 1000;
     // Only the digest of the cancel proof is kept (compared like a credential, spec §3.3).
-    const result = await store.enqueue(serverKey, envelope, cancelToken === undefined ? undefined : sha256Hex(cancelToken), deadlineAt, config.maxQueueDepthPerNode);
+    const result = await store.enqueue(serverKey, envelope, cancelToken === undefined ? undefined : sha256Hex(cancelToken), config.requestDeadlineSeconds * 1000, config.maxQueueDepthPerNode);
     switch (result) {
       case "unknown_node":
         throw v1Errors.unknownServer();

@@ -29,7 +29,7 @@ const PROGRESS_LIMITS: Record<string, number> = {
 };
 
 export function createResponseHandlers(deps: V1Deps) {
-  const { store, config, clock } = deps;
+  const { store, config } = deps;
   const read = reader(deps.maxBodyBytes);
 
   async function responses(req: Request, ctx: RequestContext): Promise<Response> {
@@ -149,7 +149,7 @@ export function createResponseHandlers(deps: V1Deps) {
       case "unknown":
         throw requestId === undefined ? v1Errors.noResponse() : v1Errors.unknownRequest(requestId);
       case "pending": {
-        const left = secondsLeft(result.deadlineAt, clock.now());
+        const left = secondsLeft(result.remainingMs);
         const out: Record<string, unknown> = { status: "pending", request_deadline_remaining_seconds: left, request_ttl_seconds: left };
         if (result.progress) out.encrypted_progress = result.progress;
         return json(202, out);

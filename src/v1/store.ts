@@ -2,8 +2,9 @@
  * The API v1 relay's state as named atomic transitions (token.place API v1 relay spec §7-8).
  *
  * Each method is one transition that either happens whole or not at all, so a shared backend
- * (Valkey/Redis, one Lua script per method) can implement it without touching a handler. Times
- * come from the store's injected clock; every value is an opaque string the relay never parses.
+ * (Valkey/Redis, one Lua script per method) can implement it without touching a handler. Time is
+ * the store's alone (an injected clock, or the datastore's so replicas agree): handlers pass and
+ * receive durations, never instants. Every value is an opaque string the relay never parses.
  * Credentials and cancel proofs reach the store only as SHA-256 hex digests.
  */
 
@@ -55,15 +56,15 @@ export type RegisterResult = { kind: "registered"; credentialIssued: boolean } |
 export type ClaimResult =
   | { kind: "unknown_node" }
   | { kind: "empty" }
-  /** deadlineAt is absent for untracked requests (no request_id). */
-  | { kind: "work"; envelope: Envelope; deadlineAt?: number };
+  /** remainingMs (to the request's deadline) is absent for untracked requests (no request_id). */
+  | { kind: "work"; envelope: Envelope; remainingMs?: number };
 
 export type EnqueueResult = "queued" | "unknown_node" | "queue_full" | "requests_full" | "duplicate";
 
 export type ControlResult =
   | { kind: "forbidden" }
-  | { kind: "active"; deadlineAt: number }
-  | { kind: "tombstone"; status: TerminalStatus; deadlineAt: number }
+  | { kind: "active"; remainingMs: number }
+  | { kind: "tombstone"; status: TerminalStatus; remainingMs: number }
   | { kind: "completed_unavailable" };
 
 export type UnregisterResult = "removed" | "not_found" | "forbidden";
@@ -79,7 +80,7 @@ export type ProgressResult = "accepted" | "forbidden" | "not_active" | "expired"
 export type RetrieveResult =
   | { kind: "answer"; envelope: Envelope }
   | { kind: "terminal"; status: TerminalStatus; reason: string }
-  | { kind: "pending"; deadlineAt: number; progress?: ProgressUpdate }
+  | { kind: "pending"; remainingMs: number; progress?: ProgressUpdate }
   | { kind: "unknown" };
 
 export type CancelResult = { kind: "cancelled"; removedFromQueue: number } | { kind: "forbidden" };
@@ -132,15 +133,15 @@ export interface V1Store {
   register(nodeKey: string, capabilities: Capabilities, credentialDigest: string): Promise<RegisterResult>;
   /**
    * servers/poll, one attempt: renews the lease, stores capabilities when given, marks the node
-   * held until `heldUntil`, and claims the oldest live request (dropping expired heads).
+   * held for `holdMs` more, and claims the oldest live request (dropping expired heads).
    */
-  claim(nodeKey: string, capabilities: Capabilities | undefined, heldUntil: number): Promise<ClaimResult>;
+  claim(nodeKey: string, capabilities: Capabilities | undefined, holdMs: number): Promise<ClaimResult>;
   /** Undoes a claim whose hand-over failed (the poller left): the request goes back to the queue head. */
   release(nodeKey: string, envelope: Envelope): Promise<void>;
   /** servers/next: best_fit_smallest_capable_least_loaded_v1 over live nodes (spec §6.5). */
   select(query: SelectQuery): Promise<SelectResult>;
   /** requests: admits the request with its absolute deadline and wakes the node. */
-  enqueue(nodeKey: string, envelope: Envelope, cancelDigest: string | undefined, deadlineAt: number, maxQueueDepth: number): Promise<EnqueueResult>;
+  enqueue(nodeKey: string, envelope: Envelope, cancelDigest: string | undefined, deadlineMs: number, maxQueueDepth: number): Promise<EnqueueResult>;
   /** servers/control: owner view of one request; renews the in-flight lease while active. */
   control(nodeKey: string, requestId: string, credentialDigest: string | undefined, acknowledge: boolean): Promise<ControlResult>;
   /** servers/unregister (credential), or operator unregister (`"operator"`). */

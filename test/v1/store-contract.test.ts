@@ -37,7 +37,7 @@ for (const backend of BACKENDS) {
     });
     /** null: admitted without a cancel proof. */
     const admit = async (node: string, client: string, rid: string, proof: string | null = PROOF) =>
-      expect(await store.enqueue(node, env(client, rid), proof ?? undefined, clock.now() + DEADLINE_MS, DEPTH)).toBe("queued");
+      expect(await store.enqueue(node, env(client, rid), proof ?? undefined, DEADLINE_MS, DEPTH)).toBe("queued");
     const registered = async (caps = CAPS, cred = CRED) => {
       const n = key("node");
       expect(await store.register(n, caps, cred)).toEqual({ kind: "registered", credentialIssued: true });
@@ -79,7 +79,7 @@ for (const backend of BACKENDS) {
           const r = await store.claim(n, undefined, 0);
           if (r.kind !== "work") throw new Error(`expected work, got ${r.kind}`);
           got.push(r.envelope.request_id!);
-          expect(r.deadlineAt).toBe(clock.now() + DEADLINE_MS);
+          expect(r.remainingMs).toBe(DEADLINE_MS);
         }
         expect(got).toEqual(["r1", "r2", "r3"]);
         expect(await store.claim(n, undefined, 0)).toEqual({ kind: "empty" });
@@ -87,7 +87,7 @@ for (const backend of BACKENDS) {
       });
 
       test("unknown node: enqueue and claim say so", async () => {
-        expect(await store.enqueue(key("ghost"), env(key("c"), "r"), undefined, clock.now() + 1000, DEPTH)).toBe("unknown_node");
+        expect(await store.enqueue(key("ghost"), env(key("c"), "r"), undefined, 1000, DEPTH)).toBe("unknown_node");
         expect(await store.claim(key("ghost"), undefined, 0)).toEqual({ kind: "unknown_node" });
       });
 
@@ -96,7 +96,7 @@ for (const backend of BACKENDS) {
         const n = key("node");
         await small.register(n, CAPS, CRED);
         const c = key("c");
-        const put = (rid: string, depth = DEPTH) => small.enqueue(n, env(c, rid), undefined, clock.now() + 1000, depth);
+        const put = (rid: string, depth = DEPTH) => small.enqueue(n, env(c, rid), undefined, 1000, depth);
         expect(await put("a", 1)).toBe("queued");
         expect(await put("b", 1)).toBe("queue_full");
         expect(await put("a")).toBe("duplicate");
@@ -108,7 +108,7 @@ for (const backend of BACKENDS) {
       test("a dead request at the queue head is expired and the claim goes on", async () => {
         const n = await registered();
         const c = key("c");
-        await store.enqueue(n, env(c, "old"), PROOF, clock.now() + 1000, DEPTH);
+        await store.enqueue(n, env(c, "old"), PROOF, 1000, DEPTH);
         clock.advance(500);
         await admit(n, c, "new");
         clock.advance(600);
@@ -147,10 +147,10 @@ for (const backend of BACKENDS) {
       test("active for held work, renewing the accounting lease but never past the deadline", async () => {
         const n = await registered();
         const c = key("c");
-        await store.enqueue(n, env(c, "r"), PROOF, clock.now() + 40_000, DEPTH);
+        await store.enqueue(n, env(c, "r"), PROOF, 40_000, DEPTH);
         await store.claim(n, undefined, 0);
         clock.advance(25_000);
-        expect(await store.control(n, "r", CRED, false)).toEqual({ kind: "active", deadlineAt: clock.now() + 15_000 });
+        expect(await store.control(n, "r", CRED, false)).toEqual({ kind: "active", remainingMs: 15_000 });
         // The node stops polling while it infers: stale, but its renewed lease keeps it registered.
         clock.advance(10_000);
         await store.sweep();
@@ -168,7 +168,7 @@ for (const backend of BACKENDS) {
       test("past the deadline the request expires at control: tombstone 'expired', then acknowledged away", async () => {
         const n = await registered();
         const c = key("c");
-        await store.enqueue(n, env(c, "r"), PROOF, clock.now() + 5_000, DEPTH);
+        await store.enqueue(n, env(c, "r"), PROOF, 5_000, DEPTH);
         await store.claim(n, undefined, 0);
         clock.advance(5_000);
         expect(await store.control(n, "r", CRED, false)).toMatchObject({ kind: "tombstone", status: "expired" });
@@ -185,7 +185,7 @@ for (const backend of BACKENDS) {
         await store.cancel(c, "r", PROOF, "cancelled", "client_timeout");
         expect(await store.control(n, "r", CRED, false)).toMatchObject({ kind: "tombstone", status: "cancelled" });
         // Keep the node registered (held in a poll) while the tombstone ages.
-        await store.claim(n, undefined, clock.now() + 2 * TEST_LIMITS.tombstoneTtlMs);
+        await store.claim(n, undefined, 2 * TEST_LIMITS.tombstoneTtlMs);
         clock.advance(TEST_LIMITS.tombstoneTtlMs);
         await store.sweep();
         expect((await store.control(n, "r", CRED, false)).kind).toBe("completed_unavailable");
@@ -220,7 +220,7 @@ for (const backend of BACKENDS) {
       test("a stale node is evicted by sweep; a node held in a poll is never stale", async () => {
         const held = await registered();
         const idle = await registered();
-        await store.claim(held, undefined, clock.now() + 60_000);
+        await store.claim(held, undefined, 60_000);
         clock.advance(TEST_LIMITS.leaseMs + 1);
         await store.sweep();
         expect((await store.diagnostics()).map((d) => d.key)).toEqual([held]);
@@ -235,7 +235,7 @@ for (const backend of BACKENDS) {
         const c = key("c");
         await admit(n, c, "r");
         await store.claim(n, undefined, 0);
-        expect(await store.retrieve(c, "r")).toEqual({ kind: "pending", deadlineAt: clock.now() + DEADLINE_MS, progress: undefined });
+        expect(await store.retrieve(c, "r")).toEqual({ kind: "pending", remainingMs: DEADLINE_MS, progress: undefined });
         const answer = { ...env(c, "r"), chat_history: "YW5zd2Vy" };
         expect(await store.respond(answer)).toEqual({ kind: "accepted" });
         expect(await store.respond({ ...answer, chat_history: "c2Vjb25k" })).toEqual({ kind: "duplicate" });
@@ -295,7 +295,7 @@ for (const backend of BACKENDS) {
         const n = key("n");
         await small.register(n, CAPS, CRED);
         const c = key("c");
-        for (const rid of ["a", "b"]) await small.enqueue(n, env(c, rid), undefined, clock.now() + 10_000, DEPTH);
+        for (const rid of ["a", "b"]) await small.enqueue(n, env(c, rid), undefined, 10_000, DEPTH);
         expect(await small.respond(env(c, "a"))).toEqual({ kind: "accepted" });
         expect(await small.respond(env(c, "b"))).toEqual({ kind: "answers_full" });
         expect((await small.retrieve(c, "b")).kind).toBe("pending");

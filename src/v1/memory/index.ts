@@ -32,8 +32,8 @@ export class MemoryV1Store implements V1Store {
   async register(key: string, capabilities: Capabilities, credentialDigest: string) {
     return nodes.register(this.s, key, capabilities, credentialDigest, this.leaseMs);
   }
-  async claim(key: string, capabilities: Capabilities | undefined, heldUntil: number) {
-    return nodes.claim(this.s, key, capabilities, heldUntil);
+  async claim(key: string, capabilities: Capabilities | undefined, holdMs: number) {
+    return nodes.claim(this.s, key, capabilities, this.s.now() + holdMs);
   }
   async release(key: string, envelope: Envelope) {
     nodes.release(this.s, key, envelope);
@@ -41,8 +41,8 @@ export class MemoryV1Store implements V1Store {
   async select(query: SelectQuery) {
     return nodes.select(this.s, query);
   }
-  async enqueue(key: string, envelope: Envelope, cancelDigest: string | undefined, deadlineAt: number, maxQueueDepth: number) {
-    return requests.enqueue(this.s, key, envelope, cancelDigest, deadlineAt, maxQueueDepth);
+  async enqueue(key: string, envelope: Envelope, cancelDigest: string | undefined, deadlineMs: number, maxQueueDepth: number) {
+    return requests.enqueue(this.s, key, envelope, cancelDigest, this.s.now() + deadlineMs, maxQueueDepth);
   }
   async control(key: string, requestId: string, digest: string | undefined, acknowledge: boolean) {
     return nodes.control(this.s, key, requestId, digest, acknowledge);

@@ -75,7 +75,7 @@ export function claim(s: MemoryState, key: string, capabilities: Capabilities | 
       startedAt: now,
       leaseUntil: Math.min(now + s.limits.inFlightTtlMs, pending.deadlineAt),
     });
-    return { kind: "work", envelope: item.envelope, deadlineAt: pending.deadlineAt };
+    return { kind: "work", envelope: item.envelope, remainingMs: pending.deadlineAt - now };
   }
 }
 
@@ -143,7 +143,7 @@ export function control(s: MemoryState, key: string, requestId: string, digest: 
       if (now >= f.deadlineAt) s.endInFlight(node, f, "expired", "provider_timeout");
       else {
         f.leaseUntil = Math.min(now + s.limits.inFlightTtlMs, f.deadlineAt);
-        return { kind: "active", deadlineAt: f.deadlineAt };
+        return { kind: "active", remainingMs: f.deadlineAt - now };
       }
     }
   }
@@ -152,7 +152,7 @@ export function control(s: MemoryState, key: string, requestId: string, digest: 
   if (tomb && tomb.expiresAt > now) {
     if (!digestEquals(tomb.ownerDigest, digest)) return { kind: "forbidden" };
     if (acknowledge) s.tombstones.delete(id);
-    return { kind: "tombstone", status: tomb.status, deadlineAt: tomb.deadlineAt };
+    return { kind: "tombstone", status: tomb.status, remainingMs: Math.max(0, tomb.deadlineAt - now) };
   }
   return node ? { kind: "completed_unavailable" } : { kind: "forbidden" };
 }

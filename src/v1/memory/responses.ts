@@ -88,7 +88,7 @@ export function retrieve(s: MemoryState, clientKey: string, requestId: string | 
   }
   const update = s.progress.get(pair);
   if (update) s.progress.delete(pair);
-  return { kind: "pending", deadlineAt: pending.deadlineAt, progress: update };
+  return { kind: "pending", remainingMs: pending.deadlineAt - now, progress: update };
 }
 
 export function unretrieve(s: MemoryState, envelope: Envelope): void {
