@@ -12,8 +12,9 @@ export class RelayError extends Error {
     message: string,
     readonly body?: unknown,
     readonly headers?: Record<string, string>,
+    cause?: unknown,
   ) {
-    super(message);
+    super(message, cause === undefined ? undefined : { cause });
     this.name = "RelayError";
   }
 

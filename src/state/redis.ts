@@ -1,0 +1,96 @@
+import Redis, { type RedisOptions } from "ioredis";
+import { RelayError } from "../errors.ts";
+
+/**
+ * The connection to the shared datastore (Valkey or Redis >= 7.0).
+ *
+ * Client: ioredis. Bun's built-in RedisClient needs Redis >= 7.2 (RESP3 HELLO handling), and
+ * Debian 12 and many Pi distributions ship 7.0; ioredis speaks RESP2 to any 6.x/7.x server or
+ * Valkey, runs inside `bun build --compile` binaries (plain node:net/tls, no native addon),
+ * caches Lua scripts by SHA (EVALSHA with an automatic EVAL fallback), and re-subscribes Pub/Sub
+ * channels after a reconnect.
+ */
+
+export interface RedisSettings {
+  /** redis:// or rediss:// URL; user, password and database number come from it. */
+  url: string;
+  /** Prefix of every key and channel, so several relays or environments share one datastore. */
+  keyPrefix: string;
+  /** A command that has no answer within this fails with state_unavailable (never a hang). */
+  commandTimeoutMs: number;
+}
+
+/** Reconnect backoff: quick at first (a restarting Valkey is back in a second), capped at 2 s. */
+const MAX_RECONNECT_DELAY_MS = 2_000;
+const CONNECT_TIMEOUT_MS = 2_000;
+
+export function redisOptions(settings: RedisSettings): RedisOptions {
+  return {
+    lazyConnect: false,
+    connectTimeout: CONNECT_TIMEOUT_MS,
+    commandTimeout: settings.commandTimeoutMs,
+    // Fail fast while disconnected: a request that needs state answers 503 at once rather than
+    // queueing behind a reconnect it cannot see.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), MAX_RECONNECT_DELAY_MS),
+    // The relay reconnects forever; readiness reports the outage meanwhile.
+    reconnectOnError: () => false,
+    enableReadyCheck: true,
+  };
+}
+
+export function connectRedis(settings: RedisSettings, role: string): Redis {
+  const client = new Redis(settings.url, { ...redisOptions(settings), connectionName: `tokenplace-relay:${role}` });
+  // Errors surface through commands (state_unavailable) and readiness; an unhandled "error"
+  // event would otherwise be printed by ioredis with the URL in it.
+  client.on("error", () => {});
+  return client;
+}
+
+export const stateUnavailable = (cause?: unknown) =>
+  new RelayError(503, "state_unavailable", "The relay's state store is unavailable; retry shortly", {
+    error: { message: "The relay's state store is unavailable; retry shortly", code: 503, type: "state_unavailable" },
+  }, { "Retry-After": "1" }, cause);
+
+/** Resolves when the client is ready, or rejects after `timeoutMs` (connecting or reconnecting). */
+export function whenReady(client: Redis, timeoutMs: number): Promise<void> {
+  if (client.status === "ready") return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      client.off("ready", onReady);
+      reject(new Error("datastore not ready"));
+    }, timeoutMs);
+    const onReady = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    client.once("ready", onReady);
+  });
+}
+
+/**
+ * Runs a datastore call. While the connection is (re)established it waits at most the command
+ * timeout, so a blip costs latency, not an error; any failure of the datastore becomes a JSON
+ * 503 state_unavailable, never a hang or a 500.
+ */
+export async function guarded<T>(client: Redis, timeoutMs: number, call: () => Promise<T>): Promise<T> {
+  try {
+    await whenReady(client, timeoutMs);
+    return await call();
+  } catch (err) {
+    if (err instanceof RelayError) throw err;
+    throw stateUnavailable(err);
+  }
+}
+
+/** The URL with its password replaced, for logs and --check-config. */
+export function redactRedisUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = "redacted";
+    return u.href;
+  } catch {
+    return "(unparsable URL)";
+  }
+}
