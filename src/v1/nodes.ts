@@ -85,7 +85,9 @@ export function createNodeHandlers(deps: V1Deps) {
     }
     const nextPing =
       outcome === "draining" ? DRAIN_NEXT_PING_SECONDS
-      : outcome === "disabled" ? config.leaseSeconds
+      // Not held (holds off): come back well inside the lease. Upstream sends the lease itself, so
+      // its node arrives just as the lease lapses and is evicted with its queue (a race we avoid).
+      : outcome === "disabled" ? Math.max(1, Math.floor(config.leaseSeconds / 2))
       : outcome === "timeout" || outcome === "woken" ? 0
       : Math.min(UNHELD_NEXT_PING_SECONDS, config.leaseSeconds);
     return json(200, { message: "No requests available", next_ping_in_x_seconds: nextPing, poll_wait_seconds: config.pollWaitSeconds });

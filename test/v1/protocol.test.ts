@@ -105,11 +105,11 @@ for (const backend of BACKENDS) {
         expect(r.body).toEqual({ error: { message: "Server with the specified public key not found", code: 404 } });
       });
 
-      test("no work: the lease as next ping when holds are off", async () => {
+      test("no work, holds off: half the lease as next ping, so the node is back before its lease lapses", async () => {
         const node = await p.register();
         const r = await p.poll(node.key);
         expect(r.status).toBe(200);
-        expect(r.body).toEqual({ message: "No requests available", next_ping_in_x_seconds: 30, poll_wait_seconds: 0 });
+        expect(r.body).toEqual({ message: "No requests available", next_ping_in_x_seconds: 15, poll_wait_seconds: 0 });
       });
 
       test("the work item is the client's envelope unchanged, with deadline metadata, no cancel proof, and 'come back now'", async () => {
