@@ -23,8 +23,8 @@ describe.skipIf(skip)("chart renders every ci scenario", () => {
     for (const f of SCENARIOS) rendered[f] = renderOk({ valuesFiles: [`ci/${f}`] });
   });
 
-  test("there are scenarios for defaults, headless, everything and staging", () => {
-    expect(SCENARIOS).toEqual(["default-values.yaml", "full-values.yaml", "headless-values.yaml", "staging-values.yaml"]);
+  test("there are scenarios for defaults, everything, headless, legacy routes and staging", () => {
+    expect(SCENARIOS).toEqual(["default-values.yaml", "full-values.yaml", "headless-values.yaml", "legacy-values.yaml", "staging-values.yaml"]);
   });
 
   test("standard labels everywhere; selectors use name + instance only", () => {
@@ -130,7 +130,9 @@ describe.skipIf(skip)("chart renders every ci scenario", () => {
     const byName = Object.fromEntries(rules.map((r) => [r.alert, r.expr]));
     expect(byName.TokenplaceRelayDown).toContain("up{");
     expect(byName.TokenplaceRelayHigh5xxRatio).toContain('tokenplace_relay_http_requests_total{job="tokenplace-relay", namespace="tokenplace", status=~"5.."}');
-    expect(byName.TokenplaceRelayNoComputeNodes).toContain("tokenplace_relay_registered_nodes");
+    // API v1 nodes live in their own store: the alert counts both kinds.
+    expect(byName.TokenplaceRelayNoComputeNodes).toContain('max(tokenplace_relay_registered_nodes{job="tokenplace-relay", namespace="tokenplace"})');
+    expect(byName.TokenplaceRelayNoComputeNodes).toContain('max(tokenplace_compute_nodes_healthy{job="tokenplace-relay", namespace="tokenplace"})');
     expect(byName.TokenplaceRelayUpstreamErrors).toContain("tokenplace_relay_upstream_errors_total");
     expect(byName.TokenplaceRelayUpstreamDown).toContain("tokenplace_relay_upstream_up");
     expect(byName.TokenplaceRelayRejections).toBeDefined();
@@ -343,6 +345,120 @@ describe.skipIf(skip)("server token", () => {
   });
 });
 
+describe.skipIf(skip)("API v1 relay settings", () => {
+  const V1_NAMES = [
+    "TOKEN_PLACE_API_V1_RELAY_SERVER_LEASE_SECONDS",
+    "TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS",
+    "TOKEN_PLACE_API_V1_IN_FLIGHT_TTL_SECONDS",
+    "TOKEN_PLACE_API_V1_REQUEST_DEADLINE_SECONDS",
+    "TOKEN_PLACE_API_V1_REQUEST_DEADLINE_MIN_SECONDS",
+    "TOKEN_PLACE_API_V1_REQUEST_DEADLINE_MAX_SECONDS",
+    "TOKEN_PLACE_API_V1_CONTROL_TOMBSTONE_TTL_SECONDS",
+    "TOKENPLACE_TERMINAL_REQUEST_TTL_SECONDS",
+    "TOKENPLACE_PENDING_REQUEST_TTL_SECONDS",
+    "TOKEN_PLACE_API_V1_MAX_QUEUE_DEPTH_PER_NODE",
+    "RELAY_V1_RETRIEVE_HOLD_MS",
+    "RELAY_V1_MAX_REQUESTS",
+  ];
+
+  test("defaults: null keeps every relay default (no variable rendered); legacy routes off", () => {
+    const cm = get(renderOk(withMinimal({})), "ConfigMap").data;
+    for (const name of V1_NAMES) expect(cm[name]).toBeUndefined();
+    expect(cm.TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES).toBe("false");
+  });
+
+  test("every value renders under its own name; fractions stay decimals, large integers never 1e+06", () => {
+    const cm = get(renderOk({ valuesFiles: ["ci/full-values.yaml"] }), "ConfigMap").data;
+    expect(Object.fromEntries(V1_NAMES.map((n) => [n, cm[n]]))).toEqual({
+      TOKEN_PLACE_API_V1_RELAY_SERVER_LEASE_SECONDS: "45",
+      TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS: "12.5",
+      TOKEN_PLACE_API_V1_IN_FLIGHT_TTL_SECONDS: "60",
+      TOKEN_PLACE_API_V1_REQUEST_DEADLINE_SECONDS: "600",
+      TOKEN_PLACE_API_V1_REQUEST_DEADLINE_MIN_SECONDS: "30",
+      TOKEN_PLACE_API_V1_REQUEST_DEADLINE_MAX_SECONDS: "1800",
+      TOKEN_PLACE_API_V1_CONTROL_TOMBSTONE_TTL_SECONDS: "90",
+      TOKENPLACE_TERMINAL_REQUEST_TTL_SECONDS: "900",
+      TOKENPLACE_PENDING_REQUEST_TTL_SECONDS: "600",
+      TOKEN_PLACE_API_V1_MAX_QUEUE_DEPTH_PER_NODE: "256",
+      RELAY_V1_RETRIEVE_HOLD_MS: "7000",
+      RELAY_V1_MAX_REQUESTS: "1000000",
+    });
+  });
+
+  test("0 is a value, not unset (retrieve hold off, no poll hold)", () => {
+    const cm = get(renderOk({ valuesFiles: ["ci/legacy-values.yaml"] }), "ConfigMap").data;
+    expect(cm.RELAY_V1_RETRIEVE_HOLD_MS).toBe("0");
+    expect(cm.TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS).toBe("0");
+    expect(cm.TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES).toBe("true");
+  });
+
+  test("a deadline without min/max only has to fit the relay's defaults (1..3600); unset deadline is clamped by the relay", () => {
+    expect(get(renderOk(withMinimal({ set: { "relay.apiV1.requestDeadlineSeconds": 3600 } })), "ConfigMap").data.TOKEN_PLACE_API_V1_REQUEST_DEADLINE_SECONDS).toBe("3600");
+    const clamp = get(renderOk(withMinimal({ set: { "relay.apiV1.requestDeadlineMaxSeconds": 300 } })), "ConfigMap").data;
+    expect(clamp.TOKEN_PLACE_API_V1_REQUEST_DEADLINE_MAX_SECONDS).toBe("300");
+    expect(clamp.TOKEN_PLACE_API_V1_REQUEST_DEADLINE_SECONDS).toBeUndefined();
+    const equal = get(renderOk(withMinimal({ setJson: { "relay.apiV1": { requestDeadlineMinSeconds: 90.5, requestDeadlineSeconds: 90.5, requestDeadlineMaxSeconds: 90.5 } } })), "ConfigMap").data;
+    expect(equal.TOKEN_PLACE_API_V1_REQUEST_DEADLINE_SECONDS).toBe("90.5");
+  });
+
+  test("retrieveHoldMs accepts 0, 1000 and 9000", () => {
+    for (const ms of [0, 1000, 9000]) {
+      expect(get(renderOk(withMinimal({ set: { "relay.apiV1.retrieveHoldMs": ms } })), "ConfigMap").data.RELAY_V1_RETRIEVE_HOLD_MS).toBe(String(ms));
+    }
+  });
+});
+
+describe.skipIf(skip)("operator token", () => {
+  const relayEnv = (docs: K8sObject[]) => get(docs, "Deployment").spec.template.spec.containers[0].env as { name: string; valueFrom?: any }[];
+
+  test("not set: no variable, the unregister route stays off (503)", () => {
+    const docs = renderOk(withMinimal({}));
+    expect(relayEnv(docs).map((e) => e.name)).not.toContain("TOKEN_PLACE_OPERATOR_TOKEN");
+    expect(find(docs, "Secret")).toBeUndefined();
+  });
+
+  test("from an existing Secret, after the server token(s)", () => {
+    const env = relayEnv(renderOk({ valuesFiles: ["ci/full-values.yaml"] }));
+    expect(env.map((e) => e.name).slice(0, 3)).toEqual(["TOKEN_PLACE_RELAY_SERVER_TOKEN", "TOKEN_PLACE_RELAY_SERVER_TOKENS", "TOKEN_PLACE_OPERATOR_TOKEN"]);
+    expect(env[2]).toEqual({ name: "TOKEN_PLACE_OPERATOR_TOKEN", valueFrom: { secretKeyRef: { name: "tokenplace-relay-operator", key: "operator-token" } } });
+  });
+
+  test("optional key of the server token's Secret (staging style)", () => {
+    const env = relayEnv(
+      renderOk(withMinimal({ set: { "relay.operatorToken.existingSecret": "tokenplace-relay-secrets", "relay.operatorToken.optional": true } })),
+    );
+    expect(env.find((e) => e.name === "TOKEN_PLACE_OPERATOR_TOKEN")).toEqual({
+      name: "TOKEN_PLACE_OPERATOR_TOKEN",
+      valueFrom: { secretKeyRef: { name: "tokenplace-relay-secrets", key: "operator-token", optional: true } },
+    });
+  });
+
+  test("created from a value next to the server token in the chart's Secret, never in the ConfigMap", () => {
+    const docs = renderOk({ valuesFiles: ["ci/legacy-values.yaml"] });
+    const secret = get(docs, "Secret");
+    expect(Object.keys(secret.data).sort()).toEqual(["operator-token", "token"]);
+    expect(Buffer.from(secret.data["operator-token"], "base64").toString()).toBe("ci-only-operator-token-0123456789");
+    expect(Buffer.from(secret.data.token, "base64").toString()).toBe("ci-only-server-token-0123456789");
+    const env = relayEnv(docs);
+    expect(env.find((e) => e.name === "TOKEN_PLACE_OPERATOR_TOKEN")!.valueFrom.secretKeyRef).toEqual({ name: secret.metadata.name, key: "operator-token" });
+    const cm = get(docs, "ConfigMap");
+    expect(JSON.stringify(cm)).not.toContain("ci-only-operator-token");
+    expect(JSON.stringify(cm)).not.toContain("TOKEN_PLACE_OPERATOR_TOKEN");
+    const dep = get(docs, "Deployment");
+    expect(dep.spec.template.metadata.annotations["checksum/secret"]).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  test("an operator token value alone also creates the chart's Secret (server token from an existing one)", () => {
+    const docs = renderOk(withMinimal({ set: { "relay.operatorToken.value": "operator-token-0123456789abcdef" } }));
+    const secret = get(docs, "Secret");
+    expect(Object.keys(secret.data)).toEqual(["operator-token"]);
+    const env = relayEnv(docs);
+    expect(env[0]!.valueFrom.secretKeyRef).toEqual({ name: "tokenplace-relay-secrets", key: "token" });
+    expect(env.find((e) => e.name === "TOKEN_PLACE_OPERATOR_TOKEN")!.valueFrom.secretKeyRef).toEqual({ name: "tokenplace-relay", key: "operator-token" });
+    expect(get(docs, "Deployment").spec.template.metadata.annotations["checksum/secret"]).toMatch(/^[0-9a-f]{64}$/);
+  });
+});
+
 describe.skipIf(skip)("cross-field rules fail with a clear message", () => {
   const cases: [string, Parameters<typeof render>[0], string][] = [
     ["no GPU host", { set: { "relay.serverToken.existingSecret": "s", "networkPolicy.enabled": false } }, "gpuExternalName.host is required"],
@@ -361,6 +477,35 @@ describe.skipIf(skip)("cross-field rules fail with a clear message", () => {
     ["ingress without hosts", withMinimal({ set: { "ingress.enabled": true } }), "set ingress.hosts"],
     ["ServiceMonitor without the API", withMinimal({ set: { "metrics.serviceMonitor.enabled": true }, apiVersions: [] }), "no monitoring.coreos.com/v1 ServiceMonitor API"],
     ["PDB that blocks drains", withMinimal({ set: { "podDisruptionBudget.enabled": true, "podDisruptionBudget.minAvailable": 1 } }), "would block every node drain"],
+    // API v1: bounds in the schema, cross-field rules in the template.
+    ["v1 deadline min above max", withMinimal({ set: { "relay.apiV1.requestDeadlineMinSeconds": 600, "relay.apiV1.requestDeadlineMaxSeconds": 300 } }), "requestDeadlineMinSeconds (600) must not exceed requestDeadlineMaxSeconds (300"],
+    ["v1 deadline below min", withMinimal({ set: { "relay.apiV1.requestDeadlineMinSeconds": 60, "relay.apiV1.requestDeadlineSeconds": 30 } }), "requestDeadlineSeconds (30) must lie within"],
+    ["v1 deadline above max", withMinimal({ set: { "relay.apiV1.requestDeadlineMaxSeconds": 300, "relay.apiV1.requestDeadlineSeconds": 480 } }), "requestDeadlineSeconds (480) must lie within requestDeadlineMinSeconds..requestDeadlineMaxSeconds (1..300"],
+    ["v1 deadline above the relay's ceiling (schema)", withMinimal({ set: { "relay.apiV1.requestDeadlineSeconds": 3601 } }), "apiV1/requestDeadlineSeconds"],
+    ["v1 lease 0 (schema)", withMinimal({ set: { "relay.apiV1.leaseSeconds": 0 } }), "apiV1/leaseSeconds"],
+    ["v1 lease not an integer (schema)", withMinimal({ setJson: { "relay.apiV1.leaseSeconds": 2.5 } }), "apiV1/leaseSeconds"],
+    ["v1 lease above 3600 (schema)", withMinimal({ set: { "relay.apiV1.leaseSeconds": 3601 } }), "apiV1/leaseSeconds"],
+    ["v1 poll wait above 120 (schema)", withMinimal({ set: { "relay.apiV1.pollWaitSeconds": 121 } }), "apiV1/pollWaitSeconds"],
+    ["v1 poll wait negative (schema)", withMinimal({ set: { "relay.apiV1.pollWaitSeconds": -1 } }), "apiV1/pollWaitSeconds"],
+    ["v1 poll wait as a string (schema)", withMinimal({ set: { "relay.apiV1.pollWaitSeconds": "10" } }), "apiV1/pollWaitSeconds"],
+    ["v1 poll wait in exponent notation", withMinimal({ setJson: { "relay.apiV1.pollWaitSeconds": 0.00001 } }), "exponent notation"],
+    ["v1 in-flight TTL 0 (schema)", withMinimal({ set: { "relay.apiV1.inFlightTtlSeconds": 0 } }), "apiV1/inFlightTtlSeconds"],
+    ["v1 tombstone TTL above 300 (schema)", withMinimal({ set: { "relay.apiV1.tombstoneTtlSeconds": 301 } }), "apiV1/tombstoneTtlSeconds"],
+    ["v1 terminal TTL above a day (schema)", withMinimal({ set: { "relay.apiV1.terminalTtlSeconds": 86401 } }), "apiV1/terminalTtlSeconds"],
+    ["v1 pending TTL 0 (schema)", withMinimal({ set: { "relay.apiV1.pendingTtlSeconds": 0 } }), "apiV1/pendingTtlSeconds"],
+    ["v1 queue depth above 100000 (schema)", withMinimal({ set: { "relay.apiV1.maxQueueDepthPerNode": 100001 } }), "apiV1/maxQueueDepthPerNode"],
+    ["v1 max requests 0 (schema)", withMinimal({ set: { "relay.apiV1.maxRequests": 0 } }), "apiV1/maxRequests"],
+    ["v1 retrieve hold between 0 and 1000 (schema)", withMinimal({ set: { "relay.apiV1.retrieveHoldMs": 500 } }), "apiV1/retrieveHoldMs"],
+    ["v1 retrieve hold above 9000 (schema)", withMinimal({ set: { "relay.apiV1.retrieveHoldMs": 9001 } }), "apiV1/retrieveHoldMs"],
+    ["v1 unknown key (schema)", withMinimal({ set: { "relay.apiV1.leaseSecs": 30 } }), "additional properties 'leaseSecs' not allowed"],
+    ["legacyRoutes not a boolean (schema)", withMinimal({ set: { "relay.legacyRoutes": "yes" } }), "legacyRoutes"],
+    ["operator token: existingSecret and value", withMinimal({ set: { "relay.operatorToken.existingSecret": "op", "relay.operatorToken.value": "operator-token-0123456789" } }), "relay.operatorToken: set existingSecret or value, not both"],
+    ["operator token too short (schema)", withMinimal({ set: { "relay.operatorToken.value": "short" } }), "operatorToken/value"],
+    ["operator token under the server token's key", withMinimal({ set: { "relay.operatorToken.existingSecret": "tokenplace-relay-secrets", "relay.operatorToken.key": "token" } }), "compute nodes would hold the operator token"],
+    ["operator token under the rotation key", withMinimal({ set: { "relay.serverToken.rotationKey": "tokens", "relay.operatorToken.existingSecret": "tokenplace-relay-secrets", "relay.operatorToken.key": "tokens" } }), "is relay.serverToken.rotationKey"],
+    ["operator and server token values under one key", { valuesFiles: ["ci/legacy-values.yaml"], set: { "relay.operatorToken.key": "token" } }, "compute nodes would hold the operator token"],
+    ["operator token equal to the server token", { valuesFiles: ["ci/legacy-values.yaml"], set: { "relay.operatorToken.value": "ci-only-server-token-0123456789" } }, "equals relay.serverToken.value"],
+    ["operator token optional without existingSecret", withMinimal({ set: { "relay.operatorToken.optional": true } }), "relay.operatorToken.optional only applies"],
   ];
   for (const [name, opts, message] of cases) {
     test(name, () => {

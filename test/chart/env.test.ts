@@ -4,7 +4,7 @@ import { describe, expect, test } from "bun:test";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { loadConfig } from "../../src/config/index.ts";
-import { CHART, get, renderOk, skipWithoutHelm, type K8sObject } from "./helm.ts";
+import { CHART, get, MINIMAL, render, renderOk, skipWithoutHelm, type K8sObject } from "./helm.ts";
 
 const skip = skipWithoutHelm("test/chart/env.test.ts");
 
@@ -16,6 +16,10 @@ const BUN_RUNTIME = new Set(["BUN_CONFIG_MAX_HTTP_REQUESTS"]);
  * When the Redis store lands, this refusal disappears and the scenario must pass as it stands.
  */
 const isRedisRefusal = (p: string) => p.startsWith("TOKENPLACE_RELAY_STATE_BACKEND: the redis backend is not available");
+/** Stand-ins for values the chart takes from Secrets (a Redis URL must look like one). */
+const SECRET_STANDINS: Record<string, string> = { TOKENPLACE_RELAY_REDIS_URL: "redis://redis.tokenplace.svc:6379/0" };
+/** Whether this relay build still refuses the Redis backend (it stops doing so once the store lands). */
+const relayRefusesRedis = loadConfig({ TOKENPLACE_RELAY_STATE_BACKEND: "redis", TOKENPLACE_RELAY_REDIS_URL: SECRET_STANDINS.TOKENPLACE_RELAY_REDIS_URL! }).problems.some(isRedisRefusal);
 
 const SCENARIOS = readdirSync(join(CHART, "ci")).filter((f) => f.endsWith("-values.yaml")).sort();
 
@@ -28,7 +32,7 @@ function relayEnv(docs: K8sObject[]): Record<string, string> {
     const cm = get(docs, "ConfigMap", from.configMapRef.name);
     Object.assign(env, cm.data);
   }
-  for (const e of c.env ?? []) env[e.name] = e.value ?? (e.valueFrom?.secretKeyRef ? "secret-from-kubernetes-0123456789" : "");
+  for (const e of c.env ?? []) env[e.name] = e.value ?? (e.valueFrom?.secretKeyRef ? (SECRET_STANDINS[e.name] ?? "secret-from-kubernetes-0123456789") : "");
   return env;
 }
 
@@ -52,7 +56,7 @@ describe.skipIf(skip)("Deployment env matches the relay's config names", () => {
       expect(env.RELAY_PORT).toBe("5010");
 
       const result = loadConfig(env);
-      if (env.TOKENPLACE_RELAY_STATE_BACKEND === "redis") {
+      if (env.TOKENPLACE_RELAY_STATE_BACKEND === "redis" && relayRefusesRedis) {
         expect(result.problems.filter(isRedisRefusal)).toHaveLength(1);
         expect(result.problems.filter((p) => !isRedisRefusal(p))).toEqual([]);
       } else {
@@ -80,6 +84,29 @@ describe.skipIf(skip)("Deployment env matches the relay's config names", () => {
     expect(config.proxy).toMatchObject({ trustForwarded: true, requireUpstreamHealth: true, firstByteTimeoutMs: 120000, idleTimeoutMs: 600000, prefixes: ["/api/", "/v1/"] });
     expect(config.proxy.upstreams.map((u) => u.href)).toEqual(["http://gpu-server:3000/", "http://gpu-server-2:3000/"]);
     expect(config.serverTokens.length).toBe(1);
+    expect(config.v1).toMatchObject({
+      leaseSeconds: 45,
+      pollWaitSeconds: 12.5,
+      inFlightTtlSeconds: 60,
+      requestDeadlineSeconds: 600,
+      tombstoneTtlSeconds: 90,
+      terminalTtlSeconds: 900,
+      pendingTtlSeconds: 600,
+      maxQueueDepthPerNode: 256,
+      retrieveHoldMs: 7000,
+      maxRequests: 1000000,
+      legacyRoutes: false,
+    });
+    expect(config.v1.operatorTokens.length).toBe(1);
+  });
+
+  test("legacy routes and the operator token reach the relay (legacy scenario); defaults keep them off", () => {
+    const legacy = loadConfig(relayEnv(renderOk({ valuesFiles: ["ci/legacy-values.yaml"] }))).config.v1;
+    expect(legacy).toMatchObject({ legacyRoutes: true, retrieveHoldMs: 0, pollWaitSeconds: 0 });
+    expect(legacy.operatorTokens.length).toBe(1);
+    const defaults = loadConfig(relayEnv(renderOk({ valuesFiles: ["ci/default-values.yaml"] }))).config.v1;
+    expect(defaults).toMatchObject({ legacyRoutes: false, operatorTokens: [] });
+    expect(defaults).toEqual(loadConfig({}).config.v1);
   });
 
   test("relayOnly renders a config the relay accepts", () => {
@@ -90,3 +117,43 @@ describe.skipIf(skip)("Deployment env matches the relay's config names", () => {
     expect(result.config.serverTokens).toEqual([]);
   });
 });
+
+/**
+ * The chart's bounds for relay.apiV1.* are the relay's: each value's smallest and largest allowed
+ * setting renders and the relay accepts it; one step outside, the chart refuses the render.
+ */
+describe.skipIf(skip)("relay.apiV1 bounds match the relay's", () => {
+  const BOUNDS: [key: string, env: string, min: number, max: number, step: number][] = [
+    ["leaseSeconds", "TOKEN_PLACE_API_V1_RELAY_SERVER_LEASE_SECONDS", 1, 3600, 1],
+    ["pollWaitSeconds", "TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS", 0, 120, 0.5],
+    ["inFlightTtlSeconds", "TOKEN_PLACE_API_V1_IN_FLIGHT_TTL_SECONDS", 1, 3600, 0.5],
+    ["requestDeadlineSeconds", "TOKEN_PLACE_API_V1_REQUEST_DEADLINE_SECONDS", 1, 3600, 0.5],
+    ["requestDeadlineMinSeconds", "TOKEN_PLACE_API_V1_REQUEST_DEADLINE_MIN_SECONDS", 1, 3600, 0.5],
+    ["requestDeadlineMaxSeconds", "TOKEN_PLACE_API_V1_REQUEST_DEADLINE_MAX_SECONDS", 1, 3600, 0.5],
+    ["tombstoneTtlSeconds", "TOKEN_PLACE_API_V1_CONTROL_TOMBSTONE_TTL_SECONDS", 1, 300, 0.5],
+    ["terminalTtlSeconds", "TOKENPLACE_TERMINAL_REQUEST_TTL_SECONDS", 1, 86400, 0.5],
+    ["pendingTtlSeconds", "TOKENPLACE_PENDING_REQUEST_TTL_SECONDS", 1, 86400, 0.5],
+    ["maxQueueDepthPerNode", "TOKEN_PLACE_API_V1_MAX_QUEUE_DEPTH_PER_NODE", 1, 100000, 1],
+    ["retrieveHoldMs", "RELAY_V1_RETRIEVE_HOLD_MS", 1000, 9000, 1],
+    ["maxRequests", "RELAY_V1_MAX_REQUESTS", 1, 1000000, 1],
+  ];
+  const values = (key: string, v: number) => ({ valuesFiles: ["ci/default-values.yaml"], setJson: { [`relay.apiV1.${key}`]: v } });
+
+  for (const [key, env, min, max, step] of BOUNDS) {
+    test(`${key} (${env}): ${min} and ${max} accepted by chart and relay, ${min - step} and ${max + step} refused`, () => {
+      for (const v of [min, max]) {
+        const rendered = relayEnv(renderOk(values(key, v)));
+        expect(rendered[env]).toBe(String(v));
+        expect(loadConfig(rendered).problems).toEqual([]);
+      }
+      for (const v of [min - step, max + step]) {
+        // retrieveHoldMs: 999 is inside 0..9000 but neither 0 (off) nor >= 1000.
+        const r = render(values(key, v));
+        expect(r.ok).toBe(false);
+        expect(r.stderr).toContain(key);
+        expect(loadConfig({ ...relayEnv(renderOk(MINIMAL)), [env]: String(v) }).problems.join("\n")).toContain(env);
+      }
+    });
+  }
+});
+

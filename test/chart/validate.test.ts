@@ -5,7 +5,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { get, helm, helmArgs, helmfile, kubeconform, parseDocs, ROOT, skipWithoutHelm, withMinimal } from "./helm.ts";
+import { loadConfig } from "../../src/config/index.ts";
+import { get, helm, helmArgs, helmfile, kubeconform, parseDocs, ROOT, skipWithoutHelm, withMinimal, type K8sObject } from "./helm.ts";
 
 const venv = join(ROOT, ".tools", "venv", "bin", "python");
 const haveTools = Boolean(helm && helmfile && kubeconform && existsSync(venv));
@@ -76,7 +77,7 @@ describe.skipIf(skip)("offline manifest validation", () => {
     const r = validateFiles(bad);
     expect(r.code).not.toBe(0);
     expect(r.out).toContain("Deployment tokenplace-relay is invalid");
-  });
+  }, 30_000); // kubeconform runs four times; a loaded 2-core machine needs more than bun's 5 s default
 });
 
 describe.skipIf(skip)("Helmfile environments", () => {
@@ -102,9 +103,37 @@ describe.skipIf(skip)("Helmfile environments", () => {
     const c = get(docs, "Deployment").spec.template.spec.containers[0];
     expect(c.image).toMatch(/^ghcr\.io\/tokenplace\/tokenplace-relay:(sha-[0-9a-f]{7,}|\d+\.\d+\.\d+)$/);
     expect(c.env[0].valueFrom.secretKeyRef).toEqual({ name: "tokenplace-relay-secrets", key: "token" });
+    // The operator token is an optional key of the same Secret: without it the relay starts with
+    // POST /api/v1/relay/unregister off (503).
+    expect(c.env.find((e: { name: string }) => e.name === "TOKEN_PLACE_OPERATOR_TOKEN").valueFrom.secretKeyRef).toEqual({
+      name: "tokenplace-relay-secrets",
+      key: "operator-token",
+      optional: true,
+    });
+    const cm = get(docs, "ConfigMap").data;
+    expect(cm.TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES).toBe("false");
+    expect(cm.TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS).toBe("10");
+    expect(Number(cm.RELAY_V1_RETRIEVE_HOLD_MS)).toBeLessThan(10000);
     expect(docs.find((d) => d.kind === "Secret")).toBeUndefined();
     expect(get(docs, "ServiceMonitor")).toBeDefined();
     expect(get(docs, "PrometheusRule")).toBeDefined();
+  });
+
+  /** The relay container's environment (secret refs become a stand-in token) as the relay parses it. */
+  function relayConfig(docs: K8sObject[]) {
+    const c = get(docs, "Deployment").spec.template.spec.containers[0];
+    const env: Record<string, string> = { ...get(docs, "ConfigMap").data };
+    for (const e of c.env ?? []) env[e.name] = e.value ?? "secret-from-kubernetes-0123456789";
+    return loadConfig(env);
+  }
+
+  test("both environments: the relay accepts the settings; API v1 only (legacy routes off)", () => {
+    for (const env of ["dev", "staging"]) {
+      const r = relayConfig(template(env));
+      expect(r.problems).toEqual([]);
+      expect(r.unknown).toEqual([]);
+      expect(r.config.v1.legacyRoutes).toBe(false);
+    }
   });
 
   test("dev: local host, no TLS, small resources", () => {
@@ -116,5 +145,8 @@ describe.skipIf(skip)("Helmfile environments", () => {
     const c = get(docs, "Deployment").spec.template.spec.containers[0];
     expect(c.resources.limits.memory).toBe("256Mi");
     expect(c.resources.requests.cpu).toBe("50m");
+    const cm = get(docs, "ConfigMap").data;
+    expect(cm.TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES).toBe("false");
+    expect((c.env ?? []).map((e: { name: string }) => e.name)).not.toContain("TOKEN_PLACE_OPERATOR_TOKEN");
   });
 });

@@ -105,6 +105,44 @@ Name of the Secret holding the server token(s), or "" when registration is open.
 {{- end }}
 
 {{/*
+Name of the Secret holding the operator token(s), or "" when the operator route is off.
+*/}}
+{{- define "tokenplace-relay.operatorSecretName" -}}
+{{- if .Values.relay.operatorToken.existingSecret }}
+{{- .Values.relay.operatorToken.existingSecret }}
+{{- else if .Values.relay.operatorToken.value }}
+{{- include "tokenplace-relay.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the chart renders its own Secret (a token given as a value rather than existingSecret).
+*/}}
+{{- define "tokenplace-relay.chartSecret" -}}
+{{- $t := .Values.relay.serverToken }}
+{{- $o := .Values.relay.operatorToken }}
+{{- if or (and $t.value (not $t.existingSecret)) (and $o.value (not $o.existingSecret)) }}true{{ end }}
+{{- end }}
+
+{{/*
+An environment value from a number: whole numbers as integers (never 1e+06), fractions as plain
+decimals. Argument: (list ENV_NAME number).
+*/}}
+{{- define "tokenplace-relay.envNumber" -}}
+{{- $name := index . 0 }}
+{{- $n := index . 1 }}
+{{- if eq (float64 $n) (float64 (int64 $n)) }}
+{{- int64 $n }}
+{{- else }}
+{{- $s := toString $n }}
+{{- if contains "e" $s }}
+{{- fail (printf "%s: %s would render in exponent notation, which the relay refuses; use a plain decimal (0.0001 or more)" $name $s) }}
+{{- end }}
+{{- $s }}
+{{- end }}
+{{- end }}
+
+{{/*
 Upstream: the host and port the relay connects to, and the full URL.
 */}}
 {{- define "tokenplace-relay.upstreamHost" -}}
@@ -251,6 +289,37 @@ Cross-field rules. Included from the Deployment so every render checks them.
 {{- end }}
 {{- if and $v.relay.serverToken.existingSecret $v.relay.serverToken.value }}
 {{- fail "relay.serverToken: set existingSecret or value, not both" }}
+{{- end }}
+{{- $op := $v.relay.operatorToken }}
+{{- if and $op.existingSecret $op.value }}
+{{- fail "relay.operatorToken: set existingSecret or value, not both" }}
+{{- end }}
+{{- if and $op.optional (not $op.existingSecret) }}
+{{- fail "relay.operatorToken.optional only applies to relay.operatorToken.existingSecret (a Secret made out of band that may lack the key)" }}
+{{- end }}
+{{- $opSecret := include "tokenplace-relay.operatorSecretName" . }}
+{{- if and $opSecret (eq $opSecret (include "tokenplace-relay.secretName" .)) }}
+{{- if eq $op.key $v.relay.serverToken.key }}
+{{- fail (printf "relay.operatorToken.key=%q is the server token's key in the same Secret %s: compute nodes would hold the operator token. Use another key (default operator-token)" $op.key $opSecret) }}
+{{- end }}
+{{- if and $v.relay.serverToken.rotationKey (eq $op.key $v.relay.serverToken.rotationKey) }}
+{{- fail (printf "relay.operatorToken.key=%q is relay.serverToken.rotationKey in the same Secret %s: compute nodes would hold the operator token. Use another key (default operator-token)" $op.key $opSecret) }}
+{{- end }}
+{{- end }}
+{{- if and $op.value (eq $op.value $v.relay.serverToken.value) }}
+{{- fail "relay.operatorToken.value equals relay.serverToken.value: compute nodes would hold the operator token; use a separate token" }}
+{{- end }}
+{{- $api := $v.relay.apiV1 }}
+{{- $dlMin := ternary 1.0 (float64 (default 0 $api.requestDeadlineMinSeconds)) (kindIs "invalid" $api.requestDeadlineMinSeconds) }}
+{{- $dlMax := ternary 3600.0 (float64 (default 0 $api.requestDeadlineMaxSeconds)) (kindIs "invalid" $api.requestDeadlineMaxSeconds) }}
+{{- if gt $dlMin $dlMax }}
+{{- fail (printf "relay.apiV1.requestDeadlineMinSeconds (%v) must not exceed requestDeadlineMaxSeconds (%v)" $dlMin $dlMax) }}
+{{- end }}
+{{- if not (kindIs "invalid" $api.requestDeadlineSeconds) }}
+{{- $dl := float64 $api.requestDeadlineSeconds }}
+{{- if or (lt $dl $dlMin) (gt $dl $dlMax) }}
+{{- fail (printf "relay.apiV1.requestDeadlineSeconds (%v) must lie within requestDeadlineMinSeconds..requestDeadlineMaxSeconds (%v..%v; relay defaults 1..3600)" $dl $dlMin $dlMax) }}
+{{- end }}
 {{- end }}
 {{- if $v.podDisruptionBudget.enabled }}
 {{- if and (not (kindIs "invalid" $v.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" $v.podDisruptionBudget.maxUnavailable)) }}
