@@ -5,6 +5,9 @@
 #   /usr/aarch64-linux-gnu   libc6-arm64-cross: the arm64 glibc for `qemu-aarch64 -L`
 #   ldd, setpriv     libc-bin, util-linux (always present on Debian)
 #   (shellcheck)     lints the workflows' run: scripts through actionlint (scripts/lint-workflows.sh)
+#   redis-server     the shared-state tests run a private one on a loopback port (Debian 12: 7.0)
+#   nginx            a round-robin front for the two-replica interop test
+#   python3-venv     the token.place peers' interop tests build a venv from PyPI
 # Idempotent: does nothing (and touches no network) when everything is already installed.
 # Runs as root on a fresh Debian machine (CI); elsewhere it uses sudo if available.
 set -euo pipefail
@@ -16,9 +19,12 @@ command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
 command -v ldd >/dev/null 2>&1 || need+=(libc-bin)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "install-system-deps: bubblewrap, qemu-user, libc6-arm64-cross, shellcheck already installed"
+  echo "install-system-deps: bubblewrap, qemu-user, libc6-arm64-cross, shellcheck, redis-server, nginx, python3-venv already installed"
   exit 0
 fi
 
@@ -34,6 +40,6 @@ echo "install-system-deps: installing ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-command -v bwrap qemu-aarch64 >/dev/null
+command -v bwrap qemu-aarch64 redis-server >/dev/null
 ls /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 >/dev/null
 echo "install-system-deps: done"

@@ -59,13 +59,19 @@ const PREFLIGHT_HEADERS = {
 
 export function createApp(deps: AppDeps) {
   const { config, metrics, logger } = deps;
-  const longPoll = createLongPoll({
-    notifier: deps.notifier,
-    metrics,
-    holdMs: config.broker.longPollMs,
-    maxWaiting: config.broker.maxLongPolls,
-    drainSignal: deps.lifecycle.drainSignal,
-  });
+  // Two hold budgets: anonymous clients holding retrieves can never take the slots compute nodes
+  // need for their polls (spec §13 item 13: one concurrent long poll per node).
+  const holds = (side: "node" | "client") =>
+    createLongPoll({
+      notifier: deps.notifier,
+      metrics,
+      side,
+      holdMs: config.broker.longPollMs,
+      maxWaiting: config.broker.maxLongPolls,
+      drainSignal: deps.lifecycle.drainSignal,
+    });
+  const longPoll = holds("node");
+  const clientLongPoll = holds("client");
   const health = createHealthHandlers({
     lifecycle: deps.lifecycle,
     store: deps.store,
@@ -82,6 +88,7 @@ export function createApp(deps: AppDeps) {
       store: deps.v1Store,
       notifier: deps.notifier,
       longPoll,
+      clientLongPoll,
       metrics: deps.v1Metrics,
       config: config.v1,
       clock: deps.clock,
@@ -95,7 +102,7 @@ export function createApp(deps: AppDeps) {
     }),
     mount(
       brokerRoutes,
-      createBrokerHandlers({ store: deps.store, notifier: deps.notifier, longPoll, metrics, limits: config.broker, maxBodyBytes: config.maxBodyBytes }),
+      createBrokerHandlers({ store: deps.store, notifier: deps.notifier, longPoll, clientLongPoll, metrics, limits: config.broker, maxBodyBytes: config.maxBodyBytes }),
     ),
   ];
 
@@ -199,7 +206,16 @@ export function createApp(deps: AppDeps) {
     return json(500, { error: { message: "Internal relay error", code: 500, type: "internal_error" } });
   }
 
-  return { fetch, longPoll, routes: router.paths() };
+  return {
+    fetch,
+    /** Requests held right now, both budgets together. */
+    holds: {
+      get waiting() {
+        return longPoll.waiting + clientLongPoll.waiting;
+      },
+    },
+    routes: router.paths(),
+  };
 }
 
 export type App = ReturnType<typeof createApp>;

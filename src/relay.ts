@@ -2,9 +2,7 @@ import type { Server } from "bun";
 import type { Logger } from "pino";
 import { Registry } from "prom-client";
 import { createApp, type App, type ProxyRoute } from "./app.ts";
-import { MemoryStore } from "./broker/memory-store.ts";
-import { MemoryNotifier } from "./common/notifier.ts";
-import type { BrokerStore, Notifier, StoreStats } from "./broker/types.ts";
+import type { BrokerStore, ExpiredKind, Notifier, StoreStats } from "./broker/types.ts";
 import { systemClock, type Clock } from "./clock.ts";
 import type { Config } from "./config/index.ts";
 import { createLogger, lifecycleLogger } from "./log.ts";
@@ -12,7 +10,8 @@ import { gpuHostCheck, resolveWithDns, type ReadinessCheck, type ResolveHost } f
 import { Lifecycle } from "./ops/lifecycle.ts";
 import { createMetrics, type Metrics } from "./ops/metrics.ts";
 import { serve } from "./server.ts";
-import { MemoryV1Store, createV1Metrics } from "./v1/index.ts";
+import { createStateBackend } from "./state/backend.ts";
+import { createV1Metrics } from "./v1/index.ts";
 import type { V1Events, V1Store } from "./v1/store.ts";
 
 export interface RelayOverrides {
@@ -49,32 +48,18 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
   const logger = o.logger ?? createLogger(config.logLevel);
   const metrics = createMetrics(o.registry ?? new Registry(), { processMetrics: o.processMetrics });
   const lifecycle = new Lifecycle();
-  const store = o.store ?? new MemoryStore(config.broker, clock, (kind, n) => metrics.expired.labels(kind).inc(n));
-  const notifier = o.notifier ?? new MemoryNotifier();
   // The metrics read the store and the store reports to the metrics: tie the knot through a closure.
   let storeRef: V1Store | undefined;
   const v1Metrics = createV1Metrics(metrics.registry, () => storeRef!.stats());
-  const v1 = config.v1;
-  const v1Store: V1Store =
-    o.v1Store?.(v1Metrics.events) ??
-    new MemoryV1Store(
-      {
-        leaseMs: v1.leaseSeconds * 1000,
-        maxNodes: config.broker.maxNodes,
-        maxRequests: v1.maxRequests,
-        maxAnswers: config.broker.maxAnswers,
-        inFlightTtlMs: v1.inFlightTtlSeconds * 1000,
-        tombstoneTtlMs: v1.tombstoneTtlSeconds * 1000,
-        terminalTtlMs: v1.terminalTtlSeconds * 1000,
-        pendingTtlMs: v1.pendingTtlSeconds * 1000,
-        answerTtlMs: config.broker.answerTtlMs,
-      },
-      clock,
-      v1Metrics.events,
-    );
+  const onExpire = (kind: ExpiredKind, n: number) => metrics.expired.labels(kind).inc(n);
+  const backend = createStateBackend(config, { clock: o.clock, systemClock, v1Events: v1Metrics.events, onExpire });
+  const store = o.store ?? backend.store;
+  const notifier = o.notifier ?? backend.notifier;
+  const v1Store: V1Store = o.v1Store?.(v1Metrics.events) ?? backend.v1Store;
   storeRef = v1Store;
 
   const checks: ReadinessCheck[] = [];
+  if (backend.readiness) checks.push(backend.readiness);
   if (!config.relayOnly) {
     const hosts = [...new Set(config.proxy.upstreams.map((u) => u.hostname.replace(/^\[|\]$/g, "")))];
     checks.push(gpuHostCheck(hosts, o.resolveHost ?? resolveWithDns, clock, config.dnsCacheMs));
@@ -126,15 +111,20 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
     clearInterval(sweeper);
     proxy?.close?.();
     // In-memory state ends with the process: say what was still waiting, so it is not lost silently.
-    const left = await store.stats().catch(() => undefined);
-    if (left && left.queuedJobs + left.answers + left.streams > 0) {
-      events.warn({ queuedJobs: left.queuedJobs, pendingAnswers: left.answers, streamSessions: left.streams }, "state discarded at stop");
+    // In Valkey it stays for the other replicas (and this one's successor).
+    if (backend.losesStateAtStop) {
+      const left = await store.stats().catch(() => undefined);
+      if (left && left.queuedJobs + left.answers + left.streams > 0) {
+        events.warn({ queuedJobs: left.queuedJobs, pendingAnswers: left.answers, streamSessions: left.streams }, "state discarded at stop");
+      }
+      const v1Left = await v1Store.stats().catch(() => undefined);
+      if (v1Left && v1Left.queued + v1Left.inFlight + v1Left.answers > 0) {
+        events.warn({ v1Queued: v1Left.queued, v1InFlight: v1Left.inFlight, v1StoredAnswers: v1Left.answers }, "API v1 state discarded at stop");
+      }
     }
     await store.close();
-    const v1Left = await v1Store.close().catch(() => undefined);
-    if (v1Left && v1Left.queued + v1Left.inFlight + v1Left.answers > 0) {
-      events.warn({ v1Queued: v1Left.queued, v1InFlight: v1Left.inFlight, v1StoredAnswers: v1Left.answers }, "API v1 state discarded at stop");
-    }
+    await v1Store.close().catch(() => undefined);
+    await backend.close();
     events.info({ durationMs: Math.round(performance.now() - t0) }, "stopped");
   }
 

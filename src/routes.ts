@@ -16,5 +16,26 @@ export const RELAY_ROUTES: readonly string[] = [...new Set(RELAY_ROUTE_SPECS.map
 /** Path prefixes that belong to the relay as a whole: nothing under them is ever proxied. */
 export const RESERVED_PREFIXES: readonly string[] = [V1_RESERVED_PREFIX, "/api/v1/meta/", "/api/v1/version/"];
 
-/** Whether a path is the relay's own (a route, or under a reserved prefix). */
-export const isReservedPath = (pathname: string) => RELAY_ROUTES.includes(pathname) || RESERVED_PREFIXES.some((p) => pathname.startsWith(p));
+/**
+ * Whether a path is the relay's own (a route, or under a reserved prefix), also in disguise: the
+ * upstream (Werkzeug) percent-decodes, ignores case in no part of the path but its own routing may,
+ * and merges or tolerates `//` and `;params`, so `/api/v1/%72elay/...`, `/api/v1//relay/...`,
+ * `/api/v1/relay;x/...` and `/API/V1/RELAY/...` are the relay's too and are never forwarded.
+ */
+export function isReservedPath(pathname: string): boolean {
+  const candidates = [pathname, normalise(pathname)];
+  return candidates.some((p) => RELAY_ROUTES.includes(p) || RESERVED_PREFIXES.some((r) => p.startsWith(r) || p === r.slice(0, -1)));
+}
+
+function normalise(pathname: string): string {
+  let p = pathname;
+  try {
+    p = decodeURIComponent(p);
+  } catch {
+    // Malformed escapes: compare the raw form.
+  }
+  return p
+    .replace(/;[^/]*/g, "")
+    .replace(/\/{2,}/g, "/")
+    .toLowerCase();
+}

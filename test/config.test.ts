@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { DEFAULT_PORT, loadConfig } from "../src/config/index.ts";
+import { DEFAULT_PORT, describeConfig, loadConfig } from "../src/config/index.ts";
 
 describe("config defaults", () => {
   test("an empty environment is valid and uses the embedded defaults", () => {
@@ -121,11 +121,34 @@ describe("unknown settings", () => {
 });
 
 describe("state backend", () => {
-  test("memory is the default and the only backend of this version; redis is refused loudly", () => {
+  test("memory is the default; redis needs a well-formed URL, and Redis settings without it are refused", () => {
     expect(loadConfig({ TOKENPLACE_RELAY_STATE_BACKEND: "memory" }).problems).toEqual([]);
-    const redis = loadConfig({ TOKENPLACE_RELAY_STATE_BACKEND: "redis", TOKENPLACE_RELAY_REDIS_URL: "redis://r:6379" });
-    expect(redis.problems.join()).toContain("redis backend is not available");
+    const redis = loadConfig({ TOKENPLACE_RELAY_STATE_BACKEND: "redis", TOKENPLACE_RELAY_REDIS_URL: "rediss://relay:s3cret@valkey:6379/2" });
+    expect(redis.problems).toEqual([]);
+    expect(redis.config.state).toEqual({ backend: "redis", redis: { url: "rediss://relay:s3cret@valkey:6379/2", keyPrefix: "tokenplace-relay:", commandTimeoutMs: 2000 } });
     expect(loadConfig({ TOKENPLACE_RELAY_REDIS_URL: "redis://r:6379" }).problems.join()).toContain("not redis");
+    expect(loadConfig({ TOKENPLACE_RELAY_STATE_BACKEND: "redis" }).problems.join()).toContain("TOKENPLACE_RELAY_REDIS_URL: required");
+  });
+
+  test.each([
+    ["http://valkey:6379", "scheme must be redis:// or rediss://"],
+    ["redis://valkey:6379/x", "database must be a number"],
+    ["redis://:pw@", "not a valid URL"],
+    ["redis://valkey:6379/0?timeout=1", "must not carry a query"],
+  ])("a malformed URL %s is refused without echoing it", (url, problem) => {
+    const { problems } = loadConfig({ TOKENPLACE_RELAY_STATE_BACKEND: "redis", TOKENPLACE_RELAY_REDIS_URL: url });
+    expect(problems.join()).toContain(problem);
+    if (url.includes("pw")) expect(problems.join()).not.toContain("pw");
+  });
+
+  test("key prefix and command timeout are validated; the password never shows in the printable config", () => {
+    const bad = loadConfig({ TOKENPLACE_RELAY_STATE_BACKEND: "redis", TOKENPLACE_RELAY_REDIS_URL: "redis://valkey", TOKENPLACE_RELAY_REDIS_KEY_PREFIX: "{tp}", RELAY_REDIS_COMMAND_TIMEOUT_MS: "10" });
+    expect(bad.problems.join("\n")).toContain("TOKENPLACE_RELAY_REDIS_KEY_PREFIX");
+    expect(bad.problems.join("\n")).toContain("RELAY_REDIS_COMMAND_TIMEOUT_MS");
+    const good = loadConfig({ TOKENPLACE_RELAY_STATE_BACKEND: "redis", TOKENPLACE_RELAY_REDIS_URL: "redis://relay:hunter2-secret@valkey:6379/0" });
+    const text = JSON.stringify(describeConfig(good.config));
+    expect(text).not.toContain("hunter2-secret");
+    expect(text).toContain("redis://relay:redacted@valkey:6379/0");
   });
 });
 

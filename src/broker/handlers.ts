@@ -10,7 +10,10 @@ import { hasCiphertext, isKey, isOptionalBool, limitErrors, protocolErrors, with
 export interface BrokerDeps {
   store: BrokerStore;
   notifier: Notifier;
+  /** Holds of compute nodes (/sink). */
   longPoll: LongPoll;
+  /** Holds of clients (/retrieve, /stream/retrieve): a budget of their own. */
+  clientLongPoll: LongPoll;
   metrics: Metrics;
   limits: BrokerLimits;
   maxBodyBytes: number;
@@ -42,7 +45,7 @@ export const brokerRoutes = {
 } as const satisfies RouteTable;
 
 export function createBrokerHandlers(deps: BrokerDeps) {
-  const { store, notifier, longPoll, limits } = deps;
+  const { store, notifier, longPoll, clientLongPoll, limits } = deps;
   const newId = deps.newId ?? (() => crypto.randomUUID());
   const read = (req: Request) => readJsonObject(req, deps.maxBodyBytes);
 
@@ -130,7 +133,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     const body = await read(req);
     if (!body || !isKey(body.client_public_key)) throw protocolErrors.invalidData();
     const key = body.client_public_key;
-    const { value } = await longPoll.hold(req, ctx, topics.answer(key), () => store.takeAnswer(key));
+    const { value } = await clientLongPoll.hold(req, ctx, topics.answer(key), () => store.takeAnswer(key));
     if (!value) return json(200, { error: "No response available for the given public key" });
     return json(200, { chat_history: value.chat_history, cipherkey: value.cipherkey, iv: value.iv });
   }
@@ -160,7 +163,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     if (!body || !isKey(body.client_public_key)) throw protocolErrors.invalidData();
     const key = body.client_public_key;
     let empty: StreamDrain | undefined;
-    const { value } = await longPoll.hold(req, ctx, topics.stream(key), async () => {
+    const { value } = await clientLongPoll.hold(req, ctx, topics.stream(key), async () => {
       const drained = await store.drainStream(key);
       if (drained && (drained.chunks.length > 0 || drained.final)) return drained;
       empty = drained ?? empty;

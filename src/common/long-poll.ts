@@ -8,6 +8,8 @@ export type HoldOutcome = "immediate" | "woken" | "timeout" | "aborted" | "drain
 export interface LongPollDeps {
   notifier: Notifier;
   metrics: Metrics;
+  /** Which hold budget this is ("node" or "client"): a label of the capacity rejection. */
+  side: string;
   /** Default hold; a route may ask for its own (API v1 holds for poll_wait_seconds). */
   holdMs: number;
   /** Requests held at once across every route; beyond, polls answer at once ("overflow"). */
@@ -77,7 +79,7 @@ export function createLongPoll(deps: LongPollDeps): LongPoll {
   }
 
   function finish<T>(route: string, value: T | undefined, outcome: HoldOutcome) {
-    if (outcome === "overflow") deps.metrics.rejections.labels("long_poll_capacity").inc();
+    if (outcome === "overflow") deps.metrics.rejections.labels(deps.side === "node" ? "long_poll_capacity" : "long_poll_capacity_client").inc();
     deps.metrics.longPollOutcomes.labels(route, outcome).inc();
     return { value, outcome };
   }

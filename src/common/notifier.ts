@@ -37,6 +37,11 @@ export class MemoryNotifier implements Notifier {
     for (const wake of set) wake();
   }
 
+  /** Wakes every waiter of every topic (they re-check their state). */
+  notifyAll(): void {
+    for (const topic of [...this.waiters.keys()]) this.notify(topic);
+  }
+
   /** Topics with at least one waiter (tests and leak checks). */
   get size(): number {
     return this.waiters.size;

@@ -13,6 +13,7 @@ export interface ApiV1Config {
   maxQueueDepthPerNode: number;
   retrieveHoldMs: number;
   maxRequests: number;
+  maxStoredBytes: number;
   /** Operator tokens for POST /api/v1/relay/unregister; empty = the route answers 503. */
   operatorTokens: string[];
   /** Serve the legacy /sink protocol (upstream: off, answering 410). */
@@ -59,6 +60,7 @@ export function loadApiV1Config(r: EnvReader): ApiV1Config {
     maxQueueDepthPerNode: r.int("TOKEN_PLACE_API_V1_MAX_QUEUE_DEPTH_PER_NODE", D.DEFAULT_V1_MAX_QUEUE_DEPTH_PER_NODE, { min: 1, max: 100_000 }),
     retrieveHoldMs,
     maxRequests: r.int("RELAY_V1_MAX_REQUESTS", D.DEFAULT_V1_MAX_REQUESTS, { min: 1, max: 1_000_000 }),
+    maxStoredBytes: r.int("RELAY_V1_MAX_STORED_BYTES", D.DEFAULT_V1_MAX_STORED_BYTES, { min: 1024 * 1024, max: 64 * 1024 ** 3 }),
     operatorTokens,
     legacyRoutes: r.bool("TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES", false),
   };

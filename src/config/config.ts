@@ -1,6 +1,8 @@
 import * as D from "./defaults.ts";
 import { RELAY_ROUTES, RESERVED_PREFIXES } from "../routes.ts";
 import { loadApiV1Config, type ApiV1Config } from "./api-v1.ts";
+import { loadStateConfig, type StateConfig } from "./state.ts";
+import { redactRedisUrl } from "../state/redis.ts";
 import { EnvReader, parseHttpUrl, type Env } from "./env-reader.ts";
 
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -58,6 +60,8 @@ export interface Config {
   dnsCacheMs: number;
   broker: BrokerLimits;
   v1: ApiV1Config;
+  /** Where relay state lives: this process, or a shared Valkey/Redis. */
+  state: StateConfig;
   proxy: ProxyConfig;
 }
 
@@ -153,16 +157,7 @@ export function loadConfig(env: Env): ConfigResult {
     r.problem("RELAY_IDLE_TIMEOUT_SECONDS must be longer than RELAY_LONG_POLL_MS");
   }
 
-  // The chart passes these for state.backend=redis. This build only has the in-memory store, so
-  // asking for Redis must stop the relay: running several replicas on private memory would
-  // silently split nodes and clients between pods.
-  const stateBackend = r.oneOf("TOKENPLACE_RELAY_STATE_BACKEND", ["memory", "redis"], "memory");
-  const redisUrl = r.raw("TOKENPLACE_RELAY_REDIS_URL");
-  if (stateBackend === "redis") {
-    r.problem("TOKENPLACE_RELAY_STATE_BACKEND: the redis backend is not available in this version (only memory); run one replica with state.backend=memory");
-  } else if (redisUrl !== undefined) {
-    r.problem("TOKENPLACE_RELAY_REDIS_URL is set but TOKENPLACE_RELAY_STATE_BACKEND is not redis");
-  }
+  const state = loadStateConfig(r);
 
   const v1 = loadApiV1Config(r);
   const proxy = loadProxyConfig(r, upstreamUrl);
@@ -180,7 +175,7 @@ export function loadConfig(env: Env): ConfigResult {
   return {
     config: {
       host, port, logLevel, relayOnly, upstreamUrl, gpuHost, gpuPort, serverTokens,
-      maxBodyBytes, idleTimeoutSeconds, shutdownDelayMs, shutdownGraceMs, dnsCacheMs, broker, v1, proxy,
+      maxBodyBytes, idleTimeoutSeconds, shutdownDelayMs, shutdownGraceMs, dnsCacheMs, broker, v1, state, proxy,
     },
     problems: r.problems,
     unknown,
@@ -242,6 +237,7 @@ export function describeConfig(c: Config): Record<string, unknown> {
     shutdownGraceMs: c.shutdownGraceMs,
     broker: c.broker,
     v1: { ...c.v1, operatorTokens: c.v1.operatorTokens.length === 0 ? "none (operator unregister off)" : `${c.v1.operatorTokens.length} configured (redacted)` },
+    state: c.state.backend === "memory" ? c.state : { ...c.state, redis: { ...c.state.redis!, url: redactRedisUrl(c.state.redis!.url) } },
     proxy: { ...c.proxy, upstreams: c.proxy.upstreams.map((u) => u.href) },
   };
 }

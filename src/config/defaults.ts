@@ -66,5 +66,18 @@ export const DEFAULT_V1_MAX_QUEUE_DEPTH_PER_NODE = 1_024;
  * timeout per retrieve is 10 s: answer 2 s before it so the answer never goes to a closed socket.
  */
 export const DEFAULT_V1_RETRIEVE_HOLD_MS = 8_000;
+/**
+ * Ciphertext the API v1 state may hold at once (queued requests, answers, progress): without it,
+ * 10,000 requests of 4 MiB would be 40 GB. JavaScript strings take up to twice this in memory;
+ * 128 MiB fits the chart's 512 Mi limit on a Pi with room for everything else.
+ */
+export const DEFAULT_V1_MAX_STORED_BYTES = 128 * 1024 * 1024;
 /** Live tracked requests (queued or in flight) across all nodes; beyond: 503 requests_full. */
 export const DEFAULT_V1_MAX_REQUESTS = 10_000;
+
+// Shared state (Valkey/Redis).
+
+/** Prefix of every key and channel: several relays or environments can share one Valkey. */
+export const DEFAULT_REDIS_KEY_PREFIX = "tokenplace-relay:";
+/** A datastore call without an answer this long fails with 503 state_unavailable (never a hang). */
+export const DEFAULT_REDIS_COMMAND_TIMEOUT_MS = 2_000;

@@ -11,7 +11,10 @@ import type { V1Store } from "./store.ts";
 export interface V1Deps {
   store: V1Store;
   notifier: Notifier;
+  /** Holds of compute nodes (servers/poll). */
   longPoll: LongPoll;
+  /** Holds of clients (responses/retrieve): a budget of their own. */
+  clientLongPoll: LongPoll;
   metrics: V1Metrics;
   config: ApiV1Config;
   clock: Clock;

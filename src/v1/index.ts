@@ -22,4 +22,5 @@ export function createV1Mounts(deps: V1Deps & { relayFacts: Record<string, unkno
 
 export type { V1Deps };
 export { MemoryV1Store } from "./memory/index.ts";
+export { RedisV1Store, type RedisV1StoreOptions } from "./redis/index.ts";
 export { createV1Metrics } from "./metrics.ts";

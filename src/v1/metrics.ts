@@ -41,6 +41,7 @@ export function createV1Metrics(registry: Registry, readStats: () => Promise<V1S
   gauge("tokenplace_compute_node_lease_age_seconds", "Oldest compute-node lease age without node identity.", (s) => s.oldestLeaseAgeSeconds);
   gauge("tokenplace_relay_in_flight_requests", "Current encrypted relay requests dispatched to compute nodes.", (s) => s.inFlight);
   gauge("tokenplace_relay_oldest_in_flight_age_seconds", "Age of the oldest in-flight encrypted relay request.", (s) => s.oldestInFlightAgeSeconds);
+  gauge("tokenplace_relay_v1_stored_bytes", "Ciphertext bytes the API v1 state holds (bounded by RELAY_V1_MAX_STORED_BYTES).", (s) => s.storedBytes);
   gauge("tokenplace_relay_v1_stored_answers", "Encrypted answers waiting for their client (they expire after RELAY_ANSWER_TTL_MS).", (s) => s.answers);
 
   const evictions = new Counter({ name: "tokenplace_compute_node_evictions_total", help: "Compute node evictions by fixed reason.", labelNames: ["reason"], registers: [registry] });

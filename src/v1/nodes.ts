@@ -20,8 +20,6 @@ export const nodeRoutes = {
 
 /** While draining, polls answer at once and nodes come back in a second (to another pod). */
 export const DRAIN_NEXT_PING_SECONDS = 1;
-/** A poll that could not be held (hold capacity full, client gone) must not invite a tight loop. */
-const UNHELD_NEXT_PING_SECONDS = 5;
 /** Upper bound of control's next_poll_seconds (spec §6.3). */
 const CONTROL_POLL_CEILING_SECONDS = 10;
 
@@ -85,11 +83,11 @@ export function createNodeHandlers(deps: V1Deps) {
     }
     const nextPing =
       outcome === "draining" ? DRAIN_NEXT_PING_SECONDS
-      // Not held (holds off): come back well inside the lease. Upstream sends the lease itself, so
-      // its node arrives just as the lease lapses and is evicted with its queue (a race we avoid).
-      : outcome === "disabled" ? Math.max(1, Math.floor(config.leaseSeconds / 2))
       : outcome === "timeout" || outcome === "woken" ? 0
-      : Math.min(UNHELD_NEXT_PING_SECONDS, config.leaseSeconds);
+      // Not held (holds off, or every hold slot taken): come back well inside the lease, never in a
+      // tight loop. Upstream sends the lease itself, so its node arrives just as the lease lapses
+      // and is evicted with its queue. The node adopts a positive value as its lease (spec §6.2).
+      : Math.max(1, Math.floor(config.leaseSeconds / 2));
     return json(200, { message: "No requests available", next_ping_in_x_seconds: nextPing, poll_wait_seconds: config.pollWaitSeconds });
   }
 

@@ -7,7 +7,7 @@ import { fingerprint, reader, type V1Deps } from "./deps.ts";
 import { v1Errors } from "./errors.ts";
 import { CONTEXT_TIERS, v1Topics, type ContextTier, type Envelope, type NodeLoad, type TerminalStatus } from "./store.ts";
 import {
-  DEFAULT_MODEL, MAX_ID_CHARS, MAX_KEY_CHARS, MAX_MODEL_CHARS, MAX_SECRET_CHARS, checkEnvelopeKeys, isContextTier, nonEmptyString,
+  DEFAULT_MODEL, MAX_ID_CHARS, MAX_KEY_CHARS, MAX_MODEL_CHARS, MAX_SECRET_CHARS, checkCipherFields, checkEnvelopeKeys, isContextTier, nonEmptyString,
   optionalString, present, resolveModel, routingString,
 } from "./validate.ts";
 
@@ -100,6 +100,7 @@ export function createRequestHandlers(deps: V1Deps) {
     }
     const serverKey = routingString(body, "server_public_key", MAX_KEY_CHARS, v1Errors.invalidData);
     const clientKey = routingString(body, "client_public_key", MAX_KEY_CHARS, v1Errors.missingClientKey);
+    checkCipherFields(body.cipherkey, body.iv);
     const envelope: Envelope = { client_public_key: clientKey, chat_history: ciphertext, cipherkey: body.cipherkey, iv: body.iv };
     const requestId = optionalString(body, "request_id", MAX_ID_CHARS);
     const protocol = optionalString(body, "protocol", MAX_PROTOCOL_CHARS);
@@ -119,6 +120,8 @@ export function createRequestHandlers(deps: V1Deps) {
         throw v1Errors.queueFull();
       case "requests_full":
         throw v1Errors.requestsFull();
+      case "storage_full":
+        throw v1Errors.storageFull();
       case "duplicate":
         throw v1Errors.duplicateRequest();
       case "queued":

@@ -6,7 +6,7 @@ import { sha256Hex } from "../common/tokens.ts";
 import { fingerprint, reader, secondsLeft, type V1Deps } from "./deps.ts";
 import { v1Errors } from "./errors.ts";
 import { PROTOCOL, v1Topics, type Envelope, type ProgressUpdate, type RetrieveResult } from "./store.ts";
-import { MAX_ID_CHARS, MAX_KEY_CHARS, MAX_SECRET_CHARS, checkEnvelopeKeys, nonEmptyString, optionalString, present, routingString } from "./validate.ts";
+import { MAX_ID_CHARS, MAX_KEY_CHARS, MAX_SECRET_CHARS, checkCipherFields, checkEnvelopeKeys, nonEmptyString, optionalString, present, routingString } from "./validate.ts";
 
 /** Progress bodies are small by design; upstream refuses larger ones before anything else (spec §6.9). */
 export const PROGRESS_MAX_BYTES = 16_384;
@@ -39,6 +39,7 @@ export function createResponseHandlers(deps: V1Deps) {
     const ciphertext = present(body.ciphertext) ? body.ciphertext : body.chat_history;
     if (!nonEmptyString(ciphertext) || !nonEmptyString(body.cipherkey) || !nonEmptyString(body.iv)) throw v1Errors.invalidData();
     const clientKey = routingString(body, "client_public_key", MAX_KEY_CHARS, v1Errors.invalidData);
+    checkCipherFields(body.cipherkey, body.iv);
     const envelope: Envelope = { client_public_key: clientKey, chat_history: ciphertext, cipherkey: body.cipherkey, iv: body.iv };
     const requestId = optionalString(body, "request_id", MAX_ID_CHARS);
     const protocol = optionalString(body, "protocol", 64);
@@ -54,6 +55,8 @@ export function createResponseHandlers(deps: V1Deps) {
         throw v1Errors.noLongerWaiting(result.status);
       case "answers_full":
         throw v1Errors.answersFull();
+      case "storage_full":
+        throw v1Errors.storageFull();
       case "duplicate":
         return json(200, { message: "Response already queued for client" });
       case "accepted":
@@ -104,6 +107,8 @@ export function createResponseHandlers(deps: V1Deps) {
         throw v1Errors.progressNotActive();
       case "expired":
         throw v1Errors.progressExpired();
+      case "storage_full":
+        throw v1Errors.storageFull();
       case "accepted":
         deps.notifier.notify(v1Topics.request(update.client_public_key, update.request_id));
         return json(202, { message: "Encrypted progress accepted" });
@@ -118,7 +123,7 @@ export function createResponseHandlers(deps: V1Deps) {
     let pending: Extract<RetrieveResult, { kind: "pending" }> | undefined;
     // Held until the answer, a progress update or the end (cancel/expiry) arrives, or until just
     // before client.py's 10 s timeout (spec §4): it would otherwise sleep 2 s between polls.
-    const { value } = await deps.longPoll.hold<RetrieveResult>(
+    const { value } = await deps.clientLongPoll.hold<RetrieveResult>(
       req,
       ctx,
       v1Topics.request(clientKey, requestId),

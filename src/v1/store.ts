@@ -59,7 +59,7 @@ export type ClaimResult =
   /** remainingMs (to the request's deadline) is absent for untracked requests (no request_id). */
   | { kind: "work"; envelope: Envelope; remainingMs?: number };
 
-export type EnqueueResult = "queued" | "unknown_node" | "queue_full" | "requests_full" | "duplicate";
+export type EnqueueResult = "queued" | "unknown_node" | "queue_full" | "requests_full" | "storage_full" | "duplicate";
 
 export type ControlResult =
   | { kind: "forbidden" }
@@ -73,9 +73,10 @@ export type RespondResult =
   | { kind: "accepted" }
   | { kind: "duplicate" }
   | { kind: "gone"; status: TerminalStatus | "completed" | "gone" }
-  | { kind: "answers_full" };
+  | { kind: "answers_full" }
+  | { kind: "storage_full" };
 
-export type ProgressResult = "accepted" | "forbidden" | "not_active" | "expired";
+export type ProgressResult = "accepted" | "forbidden" | "not_active" | "expired" | "storage_full";
 
 export type RetrieveResult =
   | { kind: "answer"; envelope: Envelope }
@@ -118,6 +119,8 @@ export interface V1Stats {
   oldestInFlightAgeSeconds: number;
   oldestLeaseAgeSeconds: number;
   answers: number;
+  /** Ciphertext bytes held (queued, in flight, answers, progress). */
+  storedBytes: number;
 }
 
 /** What a transition did beyond its answer, for metrics (bounded enums only, never identities). */

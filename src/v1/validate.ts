@@ -11,6 +11,19 @@ export const MAX_KEY_CHARS = 8_192;
 export const MAX_ID_CHARS = 256;
 export const MAX_SECRET_CHARS = 512;
 export const MAX_MODEL_CHARS = 128;
+/**
+ * The wrapped AES key is RSA ciphertext in base64 (344 characters for RSA-2048, 684 for 4096) and
+ * the IV 24: bounding them keeps every envelope's overhead small; the ciphertext itself is bounded
+ * by the body limit and the store's byte budget.
+ */
+export const MAX_CIPHERKEY_CHARS = 2_048;
+export const MAX_IV_CHARS = 64;
+
+/** Checks the two small ciphertext fields of an envelope. */
+export function checkCipherFields(cipherkey: string, iv: string): void {
+  if (cipherkey.length > MAX_CIPHERKEY_CHARS) throw v1Errors.fieldTooLong("cipherkey", MAX_CIPHERKEY_CHARS);
+  if (iv.length > MAX_IV_CHARS) throw v1Errors.fieldTooLong("iv", MAX_IV_CHARS);
+}
 
 /** Keys that would carry plaintext: refused on requests and responses (spec §10). */
 export const PLAINTEXT_KEYS = ["messages", "prompt", "input", "content", "response", "text"] as const;
@@ -143,13 +156,14 @@ export function parseCapabilities(raw: unknown): Capabilities | undefined {
 
 /** Model names upstream maps onto the default model (spec §6.5). */
 export const DEFAULT_MODEL = "qwen3-8b-instruct";
-const MODEL_ALIASES: Record<string, string> = {
-  "llama-3.1-8b-instruct": DEFAULT_MODEL,
-  "llama-3-8b-instruct": DEFAULT_MODEL,
-  "gpt-3.5-turbo": DEFAULT_MODEL,
-  "gpt-5-chat-latest": DEFAULT_MODEL,
-};
+/** A Map, not an object literal: a model named "constructor" must not resolve through the prototype. */
+const MODEL_ALIASES = new Map<string, string>([
+  ["llama-3.1-8b-instruct", DEFAULT_MODEL],
+  ["llama-3-8b-instruct", DEFAULT_MODEL],
+  ["gpt-3.5-turbo", DEFAULT_MODEL],
+  ["gpt-5-chat-latest", DEFAULT_MODEL],
+]);
 export const resolveModel = (requested: string) => {
   const m = requested.trim().toLowerCase();
-  return MODEL_ALIASES[m] ?? m;
+  return MODEL_ALIASES.get(m) ?? m;
 };

@@ -18,6 +18,7 @@ describe("API v1 settings", () => {
       maxQueueDepthPerNode: 1024,
       retrieveHoldMs: 8000,
       maxRequests: 10000,
+      maxStoredBytes: 128 * 1024 * 1024,
       operatorTokens: [],
       legacyRoutes: false,
     });

@@ -1,6 +1,7 @@
 import type { RelayOverrides } from "../../src/relay.ts";
 import { ManualClock } from "../../src/clock.ts";
-import { fakeKey, startTestRelay, type TestRelay } from "../helpers/relay.ts";
+import { v1Limits } from "../../src/state/backend.ts";
+import { fakeKey, startTestRelay, testConfig, type TestRelay } from "../helpers/relay.ts";
 import { BACKENDS, type Backend } from "./backends.ts";
 
 export const PROTOCOL = "tokenplace_api_v1_relay_e2ee";
@@ -20,10 +21,10 @@ export type Json = Record<string, any>;
 /** A relay with the API v1 store of `backend` and a clock the test moves. */
 export function startV1Relay(env: Record<string, string> = {}, backend: Backend = BACKENDS[0]!, o: RelayOverrides = {}): TestRelay & { clock: ManualClock } {
   const clock = new ManualClock();
-  const relay = startTestRelay(
-    { TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS: "0", RELAY_V1_RETRIEVE_HOLD_MS: "0", ...env },
-    { clock, v1Store: (events) => backend.make(clock, events, {}), ...o },
-  );
+  const fullEnv = { TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS: "0", RELAY_V1_RETRIEVE_HOLD_MS: "0", ...env };
+  // The backend gets the bounds the relay's settings ask for, as in production.
+  const limits = v1Limits(testConfig(fullEnv));
+  const relay = startTestRelay(fullEnv, { clock, v1Store: (events) => backend.make(clock, events, limits), ...o });
   return Object.assign(relay, { clock });
 }
 

@@ -106,7 +106,7 @@ for (const backend of BACKENDS) {
       expect((await p.poll(node.key)).body.request_id).toBe(id);
     });
 
-    test("the hold capacity is shared: beyond it a poll answers at once without inviting a tight loop", async () => {
+    test("beyond the hold capacity a poll answers at once, with half the lease rather than a tight loop", async () => {
       relay = startV1Relay({ ...HOLD, RELAY_MAX_LONG_POLLS: "1" }, backend);
       const p = v1Peers(relay);
       const a = await p.register();
@@ -114,8 +114,28 @@ for (const backend of BACKENDS) {
       const held = p.poll(a.key);
       await sleep(50);
       const r = await p.poll(b.key);
-      expect(r.body).toEqual({ message: "No requests available", next_ping_in_x_seconds: 5, poll_wait_seconds: 5 });
+      expect(r.body).toEqual({ message: "No requests available", next_ping_in_x_seconds: 15, poll_wait_seconds: 5 });
       expect(await peek(held)).toBe("pending");
+    });
+
+    test("clients holding retrieves never take the hold slots of compute nodes", async () => {
+      relay = startV1Relay({ ...HOLD, RELAY_MAX_LONG_POLLS: "2" }, backend);
+      const p = v1Peers(relay);
+      const node = await p.register();
+      const client = fakeKey("c");
+      const ids = [rid(), rid(), rid()];
+      for (const id of ids) await p.request(node.key, client, id);
+      const retrieves = ids.map((id) => p.retrieve(client, id));
+      await sleep(100);
+      // The third retrieve found the client budget full and answered at once; the node still holds.
+      const held = p.poll(node.key, { capabilities: null });
+      const idle = await p.register();
+      const idlePoll = p.poll(idle.key);
+      await sleep(100);
+      expect((await held).body.request_id).toBe(ids[0]);
+      expect(await peek(idlePoll)).toBe("pending");
+      for (const id of ids) await p.cancel(client, id);
+      await Promise.all(retrieves);
     });
 
     test("draining answers held polls at once with next ping 1", async () => {

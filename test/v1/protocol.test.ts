@@ -224,6 +224,17 @@ for (const backend of BACKENDS) {
         }
       });
 
+      test("model names never resolve through the object prototype", async () => {
+        const fresh = startV1Relay({}, backend);
+        const q = v1Peers(fresh);
+        try {
+          const node = await q.register(fakeKey("n"), { ...NODE_CAPS, supported_model_ids: ["constructor"] });
+          expect((await q.next("?model=constructor")).body.server_public_key).toBe(node.key);
+        } finally {
+          await fresh.shutdown();
+        }
+      });
+
       test("selection metadata, model aliases, tier errors and spillover", async () => {
         const fresh = startV1Relay({}, backend);
         const q = v1Peers(fresh);
@@ -296,6 +307,29 @@ for (const backend of BACKENDS) {
         await p.request(node.key, client, id);
         expect(await p.request(node.key, client, id)).toMatchObject({ status: 409, body: { error: { code: "duplicate_request_id" } } });
         expect(await p.request(node.key, "k".repeat(8193), rid())).toMatchObject({ status: 400, body: { error: { code: "field_too_long", field: "client_public_key" } } });
+      });
+
+      test("oversized wrapped keys and IVs are refused; the byte budget answers 503 storage_full and frees on completion", async () => {
+        const node = await p.register();
+        expect(await p.request(node.key, fakeKey("c"), rid(), { cipherkey: "k".repeat(2049) })).toMatchObject({ status: 400, body: { error: { code: "field_too_long", field: "cipherkey" } } });
+        expect(await p.request(node.key, fakeKey("c"), rid(), { iv: "i".repeat(65) })).toMatchObject({ status: 400, body: { error: { code: "field_too_long", field: "iv" } } });
+        const small = startV1Relay({ RELAY_V1_MAX_STORED_BYTES: String(1024 * 1024) }, backend);
+        const q = v1Peers(small);
+        try {
+          const n = await q.register();
+          const client = fakeKey("c");
+          const big = "A".repeat(400 * 1024);
+          const first = rid();
+          expect((await q.request(n.key, client, first, { chat_history: big })).status).toBe(200);
+          expect((await q.request(n.key, client, rid(), { chat_history: big })).status).toBe(200);
+          expect(await q.request(n.key, client, rid(), { chat_history: big })).toMatchObject({ status: 503, body: { error: { code: "storage_full" } } });
+          await q.poll(n.key, { capabilities: null });
+          await q.respond(client, first, { chat_history: "c21hbGw=" });
+          expect((await q.retrieve(client, first)).status).toBe(200);
+          expect((await q.request(n.key, client, rid(), { chat_history: big })).status).toBe(200);
+        } finally {
+          await small.shutdown();
+        }
       });
 
       test("the per-node queue bound answers 429 queue_full", async () => {
@@ -404,6 +438,13 @@ for (const backend of BACKENDS) {
         await p.respond(client, undefined, { request_id: undefined });
         expect((await p.retrieve(client)).status).toBe(200);
         expect(await p.retrieve(client)).toMatchObject({ status: 404, body: { error: { message: "No response available for the given public key", code: 404 } } });
+      });
+
+      test("without request_id nobody can take an answer to a tracked request (the client key is public)", async () => {
+        const { client, id } = await inFlight();
+        await p.respond(client, id);
+        expect((await p.retrieve(client)).status).toBe(404);
+        expect((await p.retrieve(client, id)).status).toBe(200);
       });
 
       test("400 for bodies without a client key (a bare string included)", async () => {

@@ -96,3 +96,29 @@ describe("relay routes win over proxy prefixes", () => {
     expect(seen).toEqual(["/api/v1/models"]);
   });
 });
+
+describe("the relay's namespace in disguise is not forwarded either", () => {
+  let upstream: Server<undefined>;
+  const seen: string[] = [];
+  let relay: TestRelay;
+  beforeAll(() => {
+    upstream = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: (req) => (seen.push(new URL(req.url).pathname), Response.json({ from: "upstream" })) });
+    relay = startTestRelay(
+      { TOKENPLACE_RELAY_ONLY: "false", TOKENPLACE_RELAY_UPSTREAM_URL: `http://127.0.0.1:${upstream.port}` },
+      { proxy: (d) => createProxyRoute({ ...d, probe: false, env: {} }) },
+    );
+  });
+  afterAll(async () => {
+    await relay.shutdown();
+    upstream.stop(true);
+  });
+
+  test.each(["/api/v1/%72elay/servers/next", "/api/v1//relay/servers/next", "/api/v1/relay;x/servers/register", "/api/v1/relay", "/API/V1/RELAY/servers/next", "/api/v1/Meta"])(
+    "%s answers from the relay",
+    async (path) => {
+      const res = await fetch(relay.url + path);
+      expect(((await res.json()) as Record<string, unknown>).from).toBeUndefined();
+      expect(seen).toEqual([]);
+    },
+  );
+});

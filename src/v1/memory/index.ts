@@ -5,7 +5,7 @@ import type {
 import * as nodes from "./nodes.ts";
 import * as requests from "./requests.ts";
 import * as responses from "./responses.ts";
-import { MemoryState, type MemoryLimits } from "./state.ts";
+import { MemoryState, envelopeBytes, type MemoryLimits } from "./state.ts";
 
 export type { MemoryLimits };
 
@@ -73,26 +73,26 @@ export class MemoryV1Store implements V1Store {
     for (const map of [s.terminal, s.outcomes, s.tombstones]) {
       for (const [id, rec] of map) if (rec.expiresAt <= now) map.delete(id);
     }
-    for (const [key, until] of s.recentlyUnregistered) if (until <= now) s.recentlyUnregistered.delete(key);
     for (const [pair, p] of s.pending) {
       if (p.deadlineAt <= now) responses.expirePending(s, pair, p.state === "queued" ? "pending_request_ttl_exceeded" : "provider_timeout");
     }
     let untracked = 0;
     for (const node of s.nodes.values()) {
-      const before = node.queue.length;
-      node.queue = node.queue.filter((q) => q.pair !== undefined || q.expiresAt > now);
-      untracked += before - node.queue.length;
+      node.queue = node.queue.filter((q) => {
+        if (q.pair !== undefined || q.expiresAt > now) return true;
+        s.dropUntracked(q);
+        untracked++;
+        return false;
+      });
     }
-    if (untracked > 0) {
-      s.untrackedQueued -= untracked;
-      s.events.dropped("untracked_request", untracked);
-    }
+    if (untracked > 0) s.events.dropped("untracked_request", untracked);
     let answers = 0;
     for (const [clientKey, byClient] of s.answers) {
       for (const [id, a] of byClient) {
         if (a.expiresAt > now) continue;
         byClient.delete(id);
         s.answerCount--;
+        s.storedBytes -= envelopeBytes(a.envelope);
         answers++;
       }
       if (byClient.size === 0) s.answers.delete(clientKey);
@@ -116,7 +116,7 @@ export class MemoryV1Store implements V1Store {
   async stats(): Promise<V1Stats> {
     const s = this.s;
     const now = s.now();
-    const st: V1Stats = { nodes: s.nodes.size, healthyNodes: 0, queued: 0, oldestQueuedAgeSeconds: 0, inFlight: 0, oldestInFlightAgeSeconds: 0, oldestLeaseAgeSeconds: 0, answers: s.answerCount };
+    const st: V1Stats = { nodes: s.nodes.size, healthyNodes: 0, queued: 0, oldestQueuedAgeSeconds: 0, inFlight: 0, oldestInFlightAgeSeconds: 0, oldestLeaseAgeSeconds: 0, answers: s.answerCount, storedBytes: s.storedBytes };
     for (const n of s.nodes.values()) {
       if (!s.isStale(n, now)) st.healthyNodes++;
       st.queued += n.queue.length;

@@ -1,5 +1,5 @@
 import { CONTEXT_TIERS, type Capabilities, type ClaimResult, type ControlResult, type Envelope, type NodeLoad, type RegisterResult, type SelectQuery, type SelectResult, type UnregisterResult } from "../store.ts";
-import { digestEquals, pairId, tombstoneId, type MemoryState, type NodeRec } from "./state.ts";
+import { digestEquals, envelopeBytes, pairId, tombstoneId, type MemoryState, type NodeRec } from "./state.ts";
 
 /** Node lifecycle: register, claim (poll), release, select, control, unregister. */
 
@@ -51,7 +51,7 @@ export function claim(s: MemoryState, key: string, capabilities: Capabilities | 
     if (!item) return { kind: "empty" };
     const rid = item.envelope.request_id;
     if (!item.pair || rid === undefined) {
-      s.untrackedQueued--;
+      s.dropUntracked(item);
       if (item.expiresAt <= now) continue;
       return { kind: "work", envelope: item.envelope };
     }
@@ -84,8 +84,10 @@ export function release(s: MemoryState, key: string, envelope: Envelope): void {
   if (!node) return;
   const rid = envelope.request_id;
   if (rid === undefined) {
-    node.queue.unshift({ envelope, enqueuedAt: s.now(), expiresAt: s.now() + s.limits.pendingTtlMs });
+    const bytes = envelopeBytes(envelope);
+    node.queue.unshift({ envelope, enqueuedAt: s.now(), expiresAt: s.now() + s.limits.pendingTtlMs, bytes });
     s.untrackedQueued++;
+    s.storedBytes += bytes;
     return;
   }
   const f = node.inFlight.get(rid);

@@ -1,5 +1,5 @@
 import type { CancelResult, EnqueueResult, Envelope, TerminalStatus } from "../store.ts";
-import { digestEquals, pairId, type MemoryState } from "./state.ts";
+import { digestEquals, envelopeBytes, pairId, type MemoryState } from "./state.ts";
 
 /** Client side of a request's life: admission and cancel. */
 
@@ -15,11 +15,14 @@ export function enqueue(
   if (!node || s.isEvictable(node)) return "unknown_node";
   if (node.queue.length >= maxQueueDepth) return "queue_full";
   if (s.pending.size + s.untrackedQueued >= s.limits.maxRequests) return "requests_full";
+  const bytes = envelopeBytes(envelope);
+  if (!s.fits(bytes)) return "storage_full";
   const now = s.now();
   const rid = envelope.request_id;
   if (rid === undefined) {
-    node.queue.push({ envelope, enqueuedAt: now, expiresAt: now + s.limits.pendingTtlMs });
+    node.queue.push({ envelope, enqueuedAt: now, expiresAt: now + s.limits.pendingTtlMs, bytes });
     s.untrackedQueued++;
+    s.storedBytes += bytes;
     return "queued";
   }
   const pair = pairId(envelope.client_public_key, rid);
@@ -30,7 +33,8 @@ export function enqueue(
   s.outcomes.delete(pair);
   node.queue.push({ envelope, pair, enqueuedAt: now, expiresAt: deadlineAt });
   node.requestIds.add(rid);
-  s.pending.set(pair, { nodeKey, clientKey: envelope.client_public_key, requestId: rid, admittedAt: now, deadlineAt, cancelDigest, state: "queued" });
+  s.pending.set(pair, { nodeKey, clientKey: envelope.client_public_key, requestId: rid, admittedAt: now, deadlineAt, cancelDigest, state: "queued", bytes });
+  s.storedBytes += bytes;
   return "queued";
 }
 

@@ -1,5 +1,5 @@
 import type { Envelope, ProgressResult, ProgressUpdate, RespondResult, RetrieveResult } from "../store.ts";
-import { digestEquals, pairId, type MemoryState } from "./state.ts";
+import { digestEquals, envelopeBytes, pairId, type MemoryState } from "./state.ts";
 
 /** Node answers, progress and the client's retrieval. */
 
@@ -8,6 +8,7 @@ export function respond(s: MemoryState, envelope: Envelope): RespondResult {
   const rid = envelope.request_id;
   if (rid === undefined) {
     if (s.answerCount >= s.limits.maxAnswers) return { kind: "answers_full" };
+    if (!s.fits(envelopeBytes(envelope))) return { kind: "storage_full" };
     s.storeAnswer(envelope, now + s.limits.answerTtlMs);
     return { kind: "accepted" };
   }
@@ -26,6 +27,8 @@ export function respond(s: MemoryState, envelope: Envelope): RespondResult {
     return { kind: "gone", status: "expired" };
   }
   if (s.answerCount >= s.limits.maxAnswers) return { kind: "answers_full" };
+  // The request's own bytes are released below, so only the difference must fit.
+  if (!s.fits(envelopeBytes(envelope) - pending.bytes)) return { kind: "storage_full" };
   // Owned: whether queued or in flight, the request ends here (spec §6.8 step 4).
   if (node) {
     if (pending.state === "queued") s.dequeue(node, pair);
@@ -33,8 +36,8 @@ export function respond(s: MemoryState, envelope: Envelope): RespondResult {
     if (f?.pair === pair) node.inFlight.delete(rid);
     node.requestIds.delete(rid);
   }
-  s.pending.delete(pair);
-  s.progress.delete(pair);
+  s.dropPending(pair);
+  s.dropProgress(pair);
   s.countOutcome(pair, "completed");
   s.storeAnswer(envelope, now + s.limits.answerTtlMs);
   return { kind: "accepted" };
@@ -59,7 +62,9 @@ export function progress(s: MemoryState, nodeKey: string, digest: string, update
   const f = node.inFlight.get(update.request_id);
   if (!f || f.clientKey !== update.client_public_key) return "not_active";
   if (s.now() >= f.deadlineAt) return "expired";
-  s.progress.set(f.pair, update);
+  const previous = s.progress.get(f.pair);
+  if (!s.fits(envelopeBytes(update) - (previous ? envelopeBytes(previous) : 0))) return "storage_full";
+  s.setProgress(f.pair, update);
   return "accepted";
 }
 
@@ -68,7 +73,7 @@ export function retrieve(s: MemoryState, clientKey: string, requestId: string | 
   if (requestId === undefined) {
     const taken = s.takeAnswer(clientKey, undefined);
     if (!taken) return { kind: "unknown" };
-    if (taken.pair) s.pending.delete(taken.pair);
+    if (taken.pair) s.dropPending(taken.pair);
     return { kind: "answer", envelope: taken.envelope };
   }
   const pair = pairId(clientKey, requestId);
@@ -86,8 +91,7 @@ export function retrieve(s: MemoryState, clientKey: string, requestId: string | 
     const t = s.terminal.get(pair)!;
     return { kind: "terminal", status: t.status, reason: t.reason };
   }
-  const update = s.progress.get(pair);
-  if (update) s.progress.delete(pair);
+  const update = s.dropProgress(pair);
   return { kind: "pending", remainingMs: pending.deadlineAt - now, progress: update };
 }
 

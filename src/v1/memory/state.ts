@@ -1,4 +1,4 @@
-import { timingSafeEqual } from "node:crypto";
+import { createHash, timingSafeEqual } from "node:crypto";
 import type { Clock } from "../../clock.ts";
 import type { Capabilities, Envelope, EvictionReason, ProgressUpdate, TerminalStatus, V1Events } from "../store.ts";
 
@@ -12,10 +12,16 @@ export interface MemoryLimits {
   terminalTtlMs: number;
   pendingTtlMs: number;
   answerTtlMs: number;
+  /** Ciphertext bytes held at once (queued requests, stored answers, progress); beyond: storage_full. */
+  maxStoredBytes?: number;
 }
 
-/** Upstream's fixed "recently unregistered" window (spec §4). */
-export const RECENTLY_UNREGISTERED_MS = 300_000;
+/**
+ * Terminal and outcome records outlive their request (spec §7.5) and cost a client nothing to
+ * create, so their number is capped too: past this many, the oldest are forgotten first (a late
+ * retrieve then sees 404 instead of 410, and client.py stops polling either way).
+ */
+export const MAX_TERMINAL_RECORDS_PER_REQUEST_SLOT = 10;
 
 export interface QueueItem {
   envelope: Envelope;
@@ -24,6 +30,8 @@ export interface QueueItem {
   enqueuedAt: number;
   /** The request's deadline, or the pending TTL for untracked requests. */
   expiresAt: number;
+  /** Untracked requests only: the bytes they hold while queued (tracked ones count in Pending). */
+  bytes?: number;
 }
 
 export interface InFlight {
@@ -61,6 +69,8 @@ export interface Pending {
   deadlineAt: number;
   cancelDigest?: string;
   state: "queued" | "in_flight";
+  /** Bytes of its envelope, counted against the store's byte budget. */
+  bytes: number;
 }
 
 interface Expiring {
@@ -81,9 +91,17 @@ export interface StoredAnswer extends Expiring {
   pair?: string;
 }
 
-/** Unambiguous id of a (client key, request_id) pair: requests are identified by both (spec §2). */
-export const pairId = (clientKey: string, requestId: string) => `${clientKey.length}:${clientKey}${requestId}`;
-export const tombstoneId = (nodeKey: string, requestId: string) => `${nodeKey.length}:${nodeKey}${requestId}`;
+/**
+ * Id of a (client key, request_id) pair, which identifies a request (spec §2): a fixed-size digest,
+ * so records that outlive the request do not keep a kilobyte-long key alive.
+ */
+export const pairId = (clientKey: string, requestId: string) =>
+  createHash("sha256").update(`${clientKey.length}:${clientKey}${requestId}`).digest("base64");
+export const tombstoneId = pairId;
+
+/** Bytes a stored envelope costs (its strings; JS keeps them as UTF-16, so this undercounts at most 2x). */
+export const envelopeBytes = (e: { client_public_key: string; chat_history?: string; ciphertext?: string; cipherkey: string; iv: string; request_id?: string }) =>
+  e.client_public_key.length + (e.chat_history?.length ?? 0) + (e.ciphertext?.length ?? 0) + e.cipherkey.length + e.iv.length + (e.request_id?.length ?? 0);
 
 /** Digests are equal-length hex; compared in constant time anyway (spec §3.2). */
 export function digestEquals(a: string | undefined, b: string | undefined): boolean {
@@ -99,7 +117,8 @@ export class MemoryState {
   /** A terminal outcome was counted for the pair: completion counts once, late answers say "completed". */
   readonly outcomes = new Map<string, Expiring & { outcome: "completed" | TerminalStatus }>();
   readonly tombstones = new Map<string, Tombstone>();
-  readonly recentlyUnregistered = new Map<string, number>();
+  /** Ciphertext bytes held now (queued, in flight, stored answers, progress). */
+  storedBytes = 0;
   /** Answers by client key, oldest first (retrieve without request_id takes the oldest). */
   readonly answers = new Map<string, Map<string, StoredAnswer>>();
   answerCount = 0;
@@ -143,7 +162,10 @@ export class MemoryState {
     let byClient = this.answers.get(envelope.client_public_key);
     if (!byClient) this.answers.set(envelope.client_public_key, (byClient = new Map()));
     const id = this.answerId(envelope);
-    if (!byClient.has(id)) this.answerCount++;
+    const previous = byClient.get(id);
+    if (previous) this.storedBytes -= envelopeBytes(previous.envelope);
+    else this.answerCount++;
+    this.storedBytes += envelopeBytes(envelope);
     byClient.set(id, {
       envelope,
       expiresAt,
@@ -155,33 +177,84 @@ export class MemoryState {
     return this.answers.get(clientKey)?.has(`r:${requestId}`) ?? false;
   }
 
-  /** Removes and returns one answer: the one for requestId, or the client's oldest. */
+  /**
+   * Removes and returns one answer: the one for requestId, or without one the client's oldest
+   * answer to a request that had no id. Answers to tracked requests are only ever handed to a
+   * retrieve that names the id: the client key is public, the request id is not (spec §3.4).
+   */
   takeAnswer(clientKey: string, requestId: string | undefined): StoredAnswer | undefined {
     const byClient = this.answers.get(clientKey);
     if (!byClient) return undefined;
-    const id = requestId !== undefined ? `r:${requestId}` : byClient.keys().next().value;
+    let id: string | undefined = requestId !== undefined ? `r:${requestId}` : undefined;
+    if (requestId === undefined) for (const k of byClient.keys()) if (k.startsWith("u:")) {
+      id = k;
+      break;
+    }
     if (id === undefined) return undefined;
     const found = byClient.get(id);
     if (!found) return undefined;
     byClient.delete(id);
     this.answerCount--;
+    this.storedBytes -= envelopeBytes(found.envelope);
     if (byClient.size === 0) this.answers.delete(clientKey);
     return found;
   }
 
-  /** Marks a pair terminal and counts its outcome once. */
+  /** Whether `bytes` more ciphertext fits the budget. */
+  fits(bytes: number): boolean {
+    return this.limits.maxStoredBytes === undefined || this.storedBytes + bytes <= this.limits.maxStoredBytes;
+  }
+
+  /** Marks a pair terminal and counts its outcome once; the request's bytes are released. */
   makeTerminal(pair: string, status: TerminalStatus, reason: string): void {
     const now = this.now();
+    this.capRecords(this.terminal);
     this.terminal.set(pair, { status, reason, expiresAt: now + this.limits.terminalTtlMs });
     this.countOutcome(pair, status);
-    this.progress.delete(pair);
-    this.pending.delete(pair);
+    this.dropProgress(pair);
+    this.dropPending(pair);
   }
 
   countOutcome(pair: string, outcome: "completed" | TerminalStatus): void {
     if (this.outcomes.has(pair)) return;
+    this.capRecords(this.outcomes);
     this.outcomes.set(pair, { outcome, expiresAt: this.now() + this.limits.terminalTtlMs });
     this.events.outcome(outcome);
+  }
+
+  /** Forgets the oldest records (Map order is insertion order) once the cap is reached. */
+  private capRecords(map: Map<string, unknown>): void {
+    const cap = this.limits.maxRequests * MAX_TERMINAL_RECORDS_PER_REQUEST_SLOT;
+    while (map.size >= cap) map.delete(map.keys().next().value!);
+  }
+
+  /** An untracked request left the queue (claimed, expired or its node gone). */
+  dropUntracked(item: QueueItem): void {
+    this.untrackedQueued--;
+    this.storedBytes -= item.bytes ?? 0;
+  }
+
+  /** Removes a live request's record and releases the bytes of its envelope. */
+  dropPending(pair: string): void {
+    const p = this.pending.get(pair);
+    if (!p) return;
+    this.pending.delete(pair);
+    this.storedBytes -= p.bytes;
+  }
+
+  setProgress(pair: string, update: ProgressUpdate): void {
+    this.dropProgress(pair);
+    this.progress.set(pair, update);
+    this.storedBytes += envelopeBytes(update);
+  }
+
+  /** Removes and returns the buffered progress of a request. */
+  dropProgress(pair: string): ProgressUpdate | undefined {
+    const u = this.progress.get(pair);
+    if (!u) return undefined;
+    this.progress.delete(pair);
+    this.storedBytes -= envelopeBytes(u);
+    return u;
   }
 
   /** Leaves the owner a "stop" signal for work it held (spec §7.5). */
@@ -219,7 +292,7 @@ export class MemoryState {
     const now = this.now();
     // A deadline that already passed wins: housekeeping expires requests before it evicts (spec §7.7).
     for (const item of node.queue) {
-      if (!item.pair) this.untrackedQueued--;
+      if (!item.pair) this.dropUntracked(item);
       else if (item.expiresAt <= now) this.makeTerminal(item.pair, "expired", "pending_request_ttl_exceeded");
       else this.makeTerminal(item.pair, "cancelled", "server_unregistered");
     }
@@ -228,7 +301,6 @@ export class MemoryState {
       if (f.deadlineAt <= now) this.endInFlight(node, f, "expired", "provider_timeout");
       else this.endInFlight(node, f, "cancelled", "server_unregistered");
     }
-    if (reason === "unregistered") this.recentlyUnregistered.set(node.key, this.now() + RECENTLY_UNREGISTERED_MS);
     this.events.evicted(reason);
   }
 }

@@ -1,0 +1,125 @@
+import type Redis from "ioredis";
+import type { Clock } from "../../clock.ts";
+import { sha256Hex } from "../../common/tokens.ts";
+import type { BrokerLimits } from "../../config/index.ts";
+import { guarded } from "../../state/redis.ts";
+import type { ExpiredKind } from "../types.ts";
+
+/**
+ * What the operation groups of RedisBrokerStore share: the key layout, the Lua prelude every
+ * script starts with, and the way a script is registered and called.
+ *
+ * Key layout (P = `${keyPrefix}{legacy}:`; one hash tag, so every key of the legacy protocol is
+ * in one cluster slot and a script may touch any of them). Public keys and session ids can be
+ * kilobytes: records are named by the SHA-256 hex of the key (`<id>`, `<sh>`, `<ch>`) and keep the
+ * full key inside.
+ *
+ *   P nodes           zset  node id -> last seen (ms)              pickNode, capacity, freshness
+ *   P nodes:due       zset  node id -> when it next needs pruning  the nodes' expiry index:
+ *                           earliest job expiry if anything is queued, else the first instant the
+ *                           node is stale (last seen + nodeStaleMs + 1)
+ *   P node:<id>       hash  key                                    the full public key
+ *   P q:<id>          list  job JSON, oldest first                 FIFO per node
+ *   P qx:<id>         list  job expiry (ms), parallel to q:<id>    part of the expiry index
+ *   P answers         zset  client id -> answer expiry (ms)        capacity and expiry index
+ *   P answer:<id>     hash  key, answer (JSON)
+ *   P streams         zset  session hash -> last touched (ms)      capacity and expiry index
+ *   P session:<sh>    hash  sid, client, ch, final ("0"/"1")
+ *   P chunks:<sh>     list  chunk JSON, oldest first
+ *   P client:<ch>     hash  key, sh                                the client's current session
+ *
+ * Time: ARGV[1] is the injected clock's now, or "" to use the datastore's TIME (so replicas with
+ * skewed clocks agree). Expiry is decided by that time, exactly as the memory store decides it by
+ * its clock. Every record key also carries a native TTL (PEXPIRE, a relative duration) of at least
+ * its logical lifetime plus BACKSTOP_GRACE_MS: if no replica sweeps, the records still go. The
+ * expiry index (the four zsets and the qx:<id> lists) has no TTL: it holds at most one entry per
+ * bounded record (maxNodes, maxQueueDepth per node, maxAnswers, the stream sessions) and prunes
+ * and sweep() drain it, so an item whose record already expired natively is still counted once.
+ *
+ * Bounds: each check and its write are one script (maxNodes, maxQueueDepth, maxAnswers,
+ * maxStreamChunks; maxStreamSessions when a streaming job is accepted, as in memory). At capacity
+ * the store runs one sweep (bounded: at most `sweepBatch` due entries of each kind) and asks again,
+ * as the memory store sweeps and rechecks.
+ */
+
+export type BrokerStoreLimits = Pick<
+  BrokerLimits,
+  | "maxQueueDepth" | "maxNodes" | "maxAnswers" | "maxStreamSessions" | "maxStreamChunks"
+  | "nodeStaleMs" | "jobTtlMs" | "answerTtlMs" | "streamTtlMs"
+>;
+
+/** Native TTLs outlive the logical deadline by this much, so a sweep normally does the counting. */
+export const BACKSTOP_GRACE_MS = 1_000;
+/** Most records of each kind one sweep prunes: bounded work per call (replicas each sweep every second). */
+export const DEFAULT_SWEEP_BATCH = 256;
+
+/**
+ * Every script begins with this. ARGV[1] = now ("" for the datastore's clock), ARGV[2] = P.
+ * Numbers stay below 2^53 and print exactly (ms since the epoch have 13 digits).
+ */
+export const PRELUDE_LUA = `
+local P = ARGV[2]
+local NOW
+if ARGV[1] ~= '' then
+  NOW = tonumber(ARGV[1])
+else
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local GRACE = ${BACKSTOP_GRACE_MS}
+-- Lengthens a key's native TTL to at least ms (never shortens it; a missing key is left alone).
+local function extend(key, ms)
+  local cur = redis.call('PTTL', key)
+  if cur < ms then redis.call('PEXPIRE', key, ms) end
+end
+`;
+
+export type Script = (keys: string[], args: (string | number)[]) => Promise<unknown>;
+
+/** What each operation group gets from the store. */
+export interface StoreContext {
+  readonly client: Redis;
+  /** `${keyPrefix}{legacy}:` */
+  readonly prefix: string;
+  readonly limits: BrokerStoreLimits;
+  readonly sweepBatch: number;
+  /** ARGV[1] and ARGV[2] of every script: the injected clock's now (or "") and the prefix. */
+  base(): [string, string];
+  key(name: string): string;
+  /** Registers a script (PRELUDE_LUA + body) on the client under a name unique to this store. */
+  script(name: string, numberOfKeys: number, lua: string): Script;
+  /** Runs a datastore call; failures become 503 state_unavailable. */
+  run<T>(call: () => Promise<T>): Promise<T>;
+  expired(kind: ExpiredKind, count: unknown): void;
+}
+
+export const hashKey = sha256Hex;
+
+export function createContext(
+  client: Redis,
+  opts: { keyPrefix: string; limits: BrokerStoreLimits; clock?: Clock; commandTimeoutMs: number; sweepBatch?: number },
+  onExpire: (kind: ExpiredKind, count: number) => void,
+): StoreContext {
+  const prefix = `${opts.keyPrefix}{legacy}:`;
+  const clock = opts.clock;
+  return {
+    client,
+    prefix,
+    limits: opts.limits,
+    sweepBatch: opts.sweepBatch ?? DEFAULT_SWEEP_BATCH,
+    base: () => [clock ? String(Math.floor(clock.now())) : "", prefix],
+    key: (name) => prefix + name,
+    script(name, numberOfKeys, lua) {
+      // The scripts take the prefix as an argument, so stores sharing a client share the definitions.
+      const command = `tokenplaceLegacy${name}`;
+      client.defineCommand(command, { numberOfKeys, lua: PRELUDE_LUA + lua });
+      const fn = (client as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>)[command]!;
+      return (keys, args) => fn.call(client, ...keys, ...args);
+    },
+    run: (call) => guarded(client, opts.commandTimeoutMs, call),
+    expired(kind, count) {
+      const n = Number(count);
+      if (n > 0) onExpire(kind, n);
+    },
+  };
+}

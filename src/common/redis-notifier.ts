@@ -1,0 +1,47 @@
+import { createHash } from "node:crypto";
+import type Redis from "ioredis";
+import { MemoryNotifier, type Notifier, type Subscription } from "./notifier.ts";
+
+/**
+ * Wakes held requests across replicas: a request posted on replica B wakes the poll held on
+ * replica A. Every replica subscribes once, at start, to one channel; a notification publishes
+ * the SHA-256 of its topic there (topics contain public keys, kilobytes long; the hash also keeps
+ * keys out of the datastore's monitoring). Pub/Sub is only a wake-up (the store is the truth):
+ * a lost message costs latency until the hold's final re-check, never correctness, and after a
+ * reconnect every local waiter is woken to re-check at once, since messages may have been missed.
+ */
+export class RedisNotifier implements Notifier {
+  private readonly local = new MemoryNotifier();
+  private readonly channel: string;
+
+  constructor(
+    private readonly publisher: Redis,
+    private readonly subscriber: Redis,
+    keyPrefix: string,
+  ) {
+    this.channel = `${keyPrefix}wake`;
+    subscriber.on("message", (channel: string, digest: string) => {
+      if (channel === this.channel) this.local.notify(digest);
+    });
+    // ioredis re-subscribes on reconnect; whatever was published meanwhile is gone, so re-check all.
+    subscriber.on("ready", () => this.local.notifyAll());
+    subscriber.subscribe(this.channel).catch(() => {});
+  }
+
+  subscribe(topic: string): Subscription {
+    return this.local.subscribe(digest(topic));
+  }
+
+  notify(topic: string): void {
+    const d = digest(topic);
+    this.local.notify(d);
+    // Fire and forget: a failed publish costs other replicas latency, not correctness.
+    if (this.publisher.status === "ready") this.publisher.publish(this.channel, d).catch(() => {});
+  }
+
+  close(): void {
+    this.subscriber.disconnect();
+  }
+}
+
+const digest = (topic: string) => createHash("sha256").update(topic).digest("hex");

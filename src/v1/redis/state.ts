@@ -1,0 +1,354 @@
+import { createHash } from "node:crypto";
+import type Redis from "ioredis";
+import type { Clock } from "../../clock.ts";
+import { guarded } from "../../state/redis.ts";
+import { MAX_TERMINAL_RECORDS_PER_REQUEST_SLOT, envelopeBytes, type MemoryLimits } from "../memory/state.ts";
+import type { EvictionReason, Outcome, V1Events } from "../store.ts";
+
+/**
+ * API v1 state in Valkey/Redis: the key layout, the Lua helpers every transition shares, and
+ * the runner that sends one script per transition (spec §7.8: one script is atomic, so exactly
+ * one terminal transition wins across every relay replica).
+ *
+ * Keys (P = `${keyPrefix}{v1}:`; the one hash tag puts every key in one cluster slot, so a script
+ * may touch any of them). Public keys are up to 8 KB, so records are named by the SHA-256 hex of
+ * a key (nh: node key, ch: client key, ph: pair id of spec §2) and keep the full key inside:
+ *
+ *   P nodes            zset nh -> registration seq (registration order, spec §7.6)
+ *   P seq              counter of registrations
+ *   P node:{nh}        hash key, seq, caps (JSON), cred (digest), ls (last seen), lease, held
+ *   P q:{nh}           list: the node's FIFO queue of ph, or u:{id} for untracked requests
+ *   P fl:{nh}          zset ph -> accounting lease end: in flight at the node (spec §7.3)
+ *   P rids:{nh}        hash request_id -> ph for work queued or in flight at the node
+ *   P req:{ph}         hash (pending record, spec §7.2): node, rid, adm, dl, cd, st (q|f),
+ *                      env (envelope JSON), b (its bytes), started, prog (latest progress JSON), pb
+ *   P ureq:{id}        hash env, b, enq, exp, node: a queued request without request_id
+ *   P term:{ph}        hash st, rs, exp, m: terminal record (spec §7.5); m = its x:terminal member
+ *   P out:{ph}         hash o, exp, m: outcome record
+ *   P tomb:{tid}       hash st, rs, dl, own, exp: control tombstone, tid = sha1(nh, request_id)
+ *   P ansv:{ch}        hash answer id -> envelope JSON; answer id = ph, or u:{id} when untracked
+ *   P ansb:{ch}        hash answer id -> its bytes
+ *   P ansu:{ch}        zset untracked answer id -> arrival order (retrieve without request_id)
+ *   P rr, P rrg        round-robin cursors: per tie set (capped hash), and the global one
+ *   P rseq             counter ordering terminal and outcome records created in the same ms
+ *   P bytes            ciphertext bytes held (absent = 0)
+ *   P x:deadline       zset ph -> deadline: every pending record (its size counts live requests)
+ *   P x:untracked      zset id -> expiry: every queued untracked request (counted with the above)
+ *   P x:answers        zset ch:aid -> expiry: every stored answer (its size is the answer count)
+ *   P x:terminal, P x:outcome   zset seq:ph -> expiry (oldest first: the cap forgets them first)
+ *   P x:tombstone      zset tid -> expiry
+ *   P x:evict          zset nh -> earliest time the node can be evictable (spec §7.1)
+ *
+ * Records expire by the store's clock, not by Redis TTLs: an injected clock (tests) and the
+ * datastore clock must both hold, so every record that ends by time sits in an x: index that
+ * sweep drains a bounded batch at a time, and every read checks the expiry itself. Counts are the
+ * sizes of those indexes; the one counter, bytes, moves with the records that carry their own
+ * size (b, pb, ansb), so what is released is always what was added.
+ */
+
+/** The bounds and lifetimes the store enforces (milliseconds), as for the memory store. */
+export type RedisLimits = MemoryLimits & { leaseMs: number };
+
+export { envelopeBytes };
+export const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest("hex");
+/** Name of the records of one (client key, request_id) pair: the pair identifies a request (spec §2). */
+export const pairHash = (clientKey: string, requestId: string) => sha256(`${clientKey.length}:${clientKey}${requestId}`);
+
+export interface Script {
+  name: string;
+  lua: string;
+}
+
+/**
+ * Helpers shared by every script, mirroring MemoryState (memory/state.ts). ARGV[1] is the key
+ * prefix, ARGV[2] the injected clock's now ('' = the datastore's TIME, so replicas with skewed
+ * clocks agree), ARGV[3] the limits as JSON; a script's own arguments start at ARGV[4]. Times are
+ * whole milliseconds. A script returns out(result): its answer plus what it did, for metrics.
+ */
+const PRELUDE = `
+local P = ARGV[1]
+local NOW
+if ARGV[2] ~= '' then
+  NOW = tonumber(ARGV[2])
+else
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local LIM = cjson.decode(ARGV[3])
+local EV = {}
+local function ev(e) EV[#EV + 1] = e end
+local function out(r) return cjson.encode({ r = r, e = table.concat(EV, ';') }) end
+local function num(x) return string.format('%.17g', x) end
+
+local KN, KSEQ, KRR, KRRG, KRSEQ, KBYTES = P .. 'nodes', P .. 'seq', P .. 'rr', P .. 'rrg', P .. 'rseq', P .. 'bytes'
+local XEVICT, XDL, XUNT, XANS = P .. 'x:evict', P .. 'x:deadline', P .. 'x:untracked', P .. 'x:answers'
+local XTERM, XOUT, XTOMB = P .. 'x:terminal', P .. 'x:outcome', P .. 'x:tombstone'
+local function kNode(nh) return P .. 'node:' .. nh end
+local function kQ(nh) return P .. 'q:' .. nh end
+local function kFl(nh) return P .. 'fl:' .. nh end
+local function kRids(nh) return P .. 'rids:' .. nh end
+local function kReq(ph) return P .. 'req:' .. ph end
+local function kUreq(id) return P .. 'ureq:' .. id end
+local function kTerm(ph) return P .. 'term:' .. ph end
+local function kOut(ph) return P .. 'out:' .. ph end
+local function kTomb(tid) return P .. 'tomb:' .. tid end
+local function kAnsV(ch) return P .. 'ansv:' .. ch end
+local function kAnsB(ch) return P .. 'ansb:' .. ch end
+local function kAnsU(ch) return P .. 'ansu:' .. ch end
+local function isUntracked(item) return string.sub(item, 1, 2) == 'u:' end
+
+-- The byte budget: ciphertext held in queued and in-flight requests, progress and answers.
+local function addBytes(n)
+  if n ~= 0 and redis.call('INCRBY', KBYTES, n) == 0 then redis.call('DEL', KBYTES) end
+end
+local function fits(n)
+  return LIM.maxStoredBytes == nil or tonumber(redis.call('GET', KBYTES) or 0) + n <= LIM.maxStoredBytes
+end
+
+-- Terminal and outcome records: x: members are seq:ph, so equal expiries keep creation order.
+local function recMember(ph) return string.format('%016d', redis.call('INCR', KRSEQ)) .. ':' .. ph end
+local function recPair(member) return string.sub(member, 18) end
+local function dropRecord(index, key)
+  local m = redis.call('HGET', key, 'm')
+  if m then redis.call('ZREM', index, m) end
+  redis.call('DEL', key)
+end
+-- Past the cap the oldest records are forgotten first (they cost a client nothing to create).
+local function capRecords(index, keyOf)
+  while redis.call('ZCARD', index) >= LIM.maxTerminalRecords do
+    redis.call('DEL', keyOf(recPair(redis.call('ZPOPMIN', index)[1])))
+  end
+end
+
+-- Digests are SHA-256 hex; an absent one ('') never matches (spec §3.2).
+local function digestEquals(a, b) return a ~= nil and a ~= false and b ~= '' and a == b end
+
+-- Node liveness (spec §7.1): ls = last seen, lease = its lease, held = end of its long poll.
+local function nodeTimes(nh)
+  local f = redis.call('HMGET', kNode(nh), 'ls', 'lease', 'held')
+  if not f[1] then return nil end
+  return tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
+end
+local function isStale(ls, lease, held) return NOW - ls > lease and held <= NOW end
+local function liveInFlight(nh) return redis.call('ZCOUNT', kFl(nh), '(' .. num(NOW), '+inf') end
+local function isEvictable(nh, ls, lease, held) return isStale(ls, lease, held) and liveInFlight(nh) == 0 end
+-- The first whole millisecond at which the node is stale.
+local function staleAt(ls, lease, held) return math.max(math.floor(ls + lease) + 1, math.ceil(held)) end
+-- x:evict holds a lower bound of when the node may be evictable; sweep raises it when it is not.
+local function lowerEvict(nh)
+  local ls, lease, held = nodeTimes(nh)
+  if ls then redis.call('ZADD', XEVICT, staleAt(ls, lease, held), nh) end
+end
+
+local function getTerminal(ph)
+  local t = redis.call('HMGET', kTerm(ph), 'st', 'rs', 'exp')
+  if t[1] and tonumber(t[3]) > NOW then return t[1], t[2] end
+  return nil
+end
+
+-- The pending record (and its buffered progress) ends and releases its bytes; callers dequeue it first.
+local function dropPending(ph)
+  local r = redis.call('HMGET', kReq(ph), 'b', 'pb')
+  redis.call('DEL', kReq(ph))
+  redis.call('ZREM', XDL, ph)
+  addBytes(-(tonumber(r[1]) or 0) - (tonumber(r[2]) or 0))
+end
+
+-- A terminal outcome is counted once per pair (an expired but unswept record still counts).
+local function countOutcome(ph, outcome)
+  if redis.call('EXISTS', kOut(ph)) == 1 then return end
+  capRecords(XOUT, kOut)
+  local exp, m = NOW + LIM.terminalTtlMs, recMember(ph)
+  redis.call('HSET', kOut(ph), 'o', outcome, 'exp', exp, 'm', m)
+  redis.call('ZADD', XOUT, exp, m)
+  ev('outcome:' .. outcome)
+end
+
+local function makeTerminal(ph, status, reason)
+  capRecords(XTERM, kTerm)
+  dropRecord(XTERM, kTerm(ph))
+  local exp, m = NOW + LIM.terminalTtlMs, recMember(ph)
+  redis.call('HSET', kTerm(ph), 'st', status, 'rs', reason, 'exp', exp, 'm', m)
+  redis.call('ZADD', XTERM, exp, m)
+  countOutcome(ph, status)
+  dropPending(ph)
+end
+
+-- request_id ids are unique per node while queued or in flight (spec §6.6).
+local function forgetRid(nh, rid, ph)
+  if rid and redis.call('HGET', kRids(nh), rid) == ph then redis.call('HDEL', kRids(nh), rid) end
+end
+
+-- Removes a queued request from its node's queue; true when it was there.
+local function dequeue(nh, ph)
+  if redis.call('LREM', kQ(nh), 1, ph) == 0 then return false end
+  forgetRid(nh, redis.call('HGET', kReq(ph), 'rid'), ph)
+  return true
+end
+
+-- Leaves the owner a "stop" signal for work it held (spec §7.5).
+local function tombstone(nh, rid, owner, deadline, status, reason)
+  local tid = redis.sha1hex(nh .. '\\n' .. rid)
+  local exp = NOW + LIM.tombstoneTtlMs
+  redis.call('HSET', kTomb(tid), 'st', status, 'rs', reason, 'dl', deadline, 'own', owner, 'exp', exp)
+  redis.call('ZADD', XTOMB, exp, tid)
+end
+
+-- Ends a request in flight at nh: tombstone for the owner, terminal for the client.
+local function endInFlight(nh, cred, ph, status, reason)
+  local r = redis.call('HMGET', kReq(ph), 'rid', 'dl')
+  redis.call('ZREM', kFl(nh), ph)
+  if r[1] then
+    forgetRid(nh, r[1], ph)
+    tombstone(nh, r[1], cred, tonumber(r[2]), status, reason)
+  end
+  makeTerminal(ph, status, reason)
+  lowerEvict(nh)
+end
+
+-- Unregister and eviction share their effects (spec §6.4, §7.1).
+local function removeNode(nh, reason)
+  local cred = redis.call('HGET', kNode(nh), 'cred')
+  for _, item in ipairs(redis.call('LRANGE', kQ(nh), 0, -1)) do
+    if isUntracked(item) then
+      local id = string.sub(item, 3)
+      addBytes(-(tonumber(redis.call('HGET', kUreq(id), 'b')) or 0))
+      redis.call('DEL', kUreq(id))
+      redis.call('ZREM', XUNT, id)
+    else
+      local dl = tonumber(redis.call('HGET', kReq(item), 'dl'))
+      -- A deadline that already passed wins: housekeeping expires requests before it evicts (spec §7.7).
+      if dl and dl <= NOW then makeTerminal(item, 'expired', 'pending_request_ttl_exceeded')
+      elseif dl then makeTerminal(item, 'cancelled', 'server_unregistered') end
+    end
+  end
+  for _, ph in ipairs(redis.call('ZRANGE', kFl(nh), 0, -1)) do
+    local dl = tonumber(redis.call('HGET', kReq(ph), 'dl'))
+    if dl and dl <= NOW then endInFlight(nh, cred, ph, 'expired', 'provider_timeout')
+    else endInFlight(nh, cred, ph, 'cancelled', 'server_unregistered') end
+  end
+  redis.call('DEL', kNode(nh), kQ(nh), kFl(nh), kRids(nh))
+  redis.call('ZREM', KN, nh)
+  redis.call('ZREM', XEVICT, nh)
+  ev('evicted:' .. reason)
+end
+
+-- Deadline passed: the request ends as expired wherever it is (queued, or in flight with a tombstone).
+local function expirePending(ph, reason)
+  local nh = redis.call('HGET', kReq(ph), 'node')
+  if not nh then return end
+  local cred = redis.call('HGET', kNode(nh), 'cred')
+  if cred then
+    if redis.call('ZSCORE', kFl(nh), ph) then return endInFlight(nh, cred, ph, 'expired', reason) end
+    dequeue(nh, ph)
+  end
+  makeTerminal(ph, 'expired', reason)
+end
+
+-- Answers by client; untracked ones also in arrival order (retrieve without request_id).
+local function hasAnswer(ch, aid) return redis.call('HEXISTS', kAnsV(ch), aid) == 1 end
+local function storeAnswer(ch, aid, envelope, bytes, exp)
+  local previous = redis.call('HGET', kAnsB(ch), aid)
+  if previous then
+    addBytes(-tonumber(previous))
+  elseif isUntracked(aid) then
+    local last = redis.call('ZRANGE', kAnsU(ch), -1, -1, 'WITHSCORES')
+    redis.call('ZADD', kAnsU(ch), last[2] and (tonumber(last[2]) + 1) or 0, aid)
+  end
+  redis.call('HSET', kAnsV(ch), aid, envelope)
+  redis.call('HSET', kAnsB(ch), aid, bytes)
+  addBytes(bytes)
+  redis.call('ZADD', XANS, exp, ch .. ':' .. aid)
+end
+local function dropAnswer(ch, aid)
+  addBytes(-(tonumber(redis.call('HGET', kAnsB(ch), aid)) or 0))
+  redis.call('HDEL', kAnsV(ch), aid)
+  redis.call('HDEL', kAnsB(ch), aid)
+  redis.call('ZREM', kAnsU(ch), aid)
+  redis.call('ZREM', XANS, ch .. ':' .. aid)
+end
+-- Removes and returns one answer: the one named aid, or (aid nil) the client's oldest answer to
+-- a request without request_id. A tracked answer goes only to a retrieve that names its id: the
+-- client key is public, the request id is not (spec §3.4).
+local function takeAnswer(ch, aid)
+  if aid == nil then
+    aid = redis.call('ZRANGE', kAnsU(ch), 0, 0)[1]
+    if not aid then return nil end
+  elseif not hasAnswer(ch, aid) then
+    return nil
+  end
+  local envelope = redis.call('HGET', kAnsV(ch), aid)
+  dropAnswer(ch, aid)
+  return envelope
+end
+`;
+
+/** One transition: the shared helpers, then its own body. */
+export const script = (name: string, body: string): Script => ({ name: `tokenplaceV1${name}`, lua: PRELUDE + body });
+
+type Command = (...args: (string | number)[]) => Promise<string>;
+
+/** What every operation group receives: the connection, the key prefix, the limits and the clock. */
+export class RedisState {
+  readonly prefix: string;
+  private readonly nodesKey: string;
+  private readonly limitsJson: string;
+
+  constructor(
+    readonly client: Redis,
+    keyPrefix: string,
+    readonly limits: RedisLimits,
+    private readonly clock: Clock | undefined,
+    private readonly timeoutMs: number,
+    private readonly events: V1Events,
+  ) {
+    this.prefix = `${keyPrefix}{v1}:`;
+    this.nodesKey = `${this.prefix}nodes`;
+    // Whole milliseconds: the scripts compare and store integers (Lua prints 14 significant digits).
+    const ms = (v: number) => Math.max(0, Math.ceil(v));
+    this.limitsJson = JSON.stringify({
+      maxNodes: limits.maxNodes,
+      maxRequests: limits.maxRequests,
+      maxAnswers: limits.maxAnswers,
+      inFlightTtlMs: ms(limits.inFlightTtlMs),
+      tombstoneTtlMs: ms(limits.tombstoneTtlMs),
+      terminalTtlMs: ms(limits.terminalTtlMs),
+      pendingTtlMs: ms(limits.pendingTtlMs),
+      answerTtlMs: ms(limits.answerTtlMs),
+      maxTerminalRecords: limits.maxRequests * MAX_TERMINAL_RECORDS_PER_REQUEST_SLOT,
+      ...(limits.maxStoredBytes === undefined ? {} : { maxStoredBytes: limits.maxStoredBytes }),
+    });
+  }
+
+  /** Registers the scripts on the client (ioredis then sends EVALSHA, falling back to EVAL). */
+  define(scripts: Script[]): void {
+    for (const s of scripts) this.client.defineCommand(s.name, { numberOfKeys: 1, lua: s.lua });
+  }
+
+  /** Runs one transition; any datastore failure is a 503 state_unavailable (src/state/redis.ts). */
+  async run<T>(s: Script, ...args: (string | number)[]): Promise<T> {
+    const now = this.clock ? String(Math.floor(this.clock.now())) : "";
+    const command = (this.client as unknown as Record<string, Command>)[s.name]!;
+    const raw = await guarded(this.client, this.timeoutMs, () =>
+      command.call(this.client, this.nodesKey, this.prefix, now, this.limitsJson, ...args),
+    );
+    const { r, e } = JSON.parse(raw) as { r: T; e: string };
+    if (e) this.emit(e);
+    return r;
+  }
+
+  private emit(encoded: string): void {
+    for (const e of encoded.split(";")) {
+      const [kind, what, count] = e.split(":");
+      if (kind === "evicted") this.events.evicted(what as EvictionReason);
+      else if (kind === "outcome") this.events.outcome(what as Outcome);
+      else if (kind === "dropped") this.events.dropped(what as "answer" | "untracked_request", Number(count));
+    }
+  }
+}
+
+/** cjson encodes an empty Lua table as {}: read lists through this. */
+export const list = <T>(v: T[] | Record<string, never> | undefined): T[] => (Array.isArray(v) ? v : []);
+
+/** Whole milliseconds (see RedisState). */
+export const wholeMs = (v: number) => Math.max(0, Math.ceil(v));

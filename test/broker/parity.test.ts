@@ -1,0 +1,164 @@
+// The Redis store has the memory store's semantics: the same random sequences of operations,
+// under one injected clock that jumps across every TTL boundary, give the same answers, the same
+// stats and the same expiry counts.
+import { afterAll, describe, expect, test } from "bun:test";
+import type { BrokerStoreLimits } from "../../src/broker/redis/index.ts";
+import type { BrokerStore, ExpiredKind, Job } from "../../src/broker/types.ts";
+import { ManualClock } from "../../src/clock.ts";
+import { BROKER_BACKENDS } from "./backends.ts";
+
+const LIMITS: Partial<BrokerStoreLimits> = {
+  maxNodes: 4,
+  maxQueueDepth: 3,
+  maxAnswers: 3,
+  maxStreamSessions: 2,
+  maxStreamChunks: 3,
+  nodeStaleMs: 30_000,
+  jobTtlMs: 45_000,
+  answerTtlMs: 20_000,
+  streamTtlMs: 25_000,
+};
+// Each TTL, one below and one above it, and small steps.
+const STEPS = [0, 0, 0, 1, 999, 5_000, 19_999, 20_000, 20_001, 24_999, 25_001, 29_999, 30_000, 30_001, 44_999, 45_000];
+
+/** mulberry32: a small seeded PRNG, so a failing seed can be replayed. */
+function prng(seed: number) {
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return { next, int: (n: number) => Math.floor(next() * n), pick: <T>(xs: readonly T[]) => xs[Math.floor(next() * xs.length)]! };
+}
+
+const memory = BROKER_BACKENDS.find((b) => b.name === "memory")!;
+const others = BROKER_BACKENDS.filter((b) => b.name !== "memory");
+
+for (const backend of others) {
+  const why = backend.unavailable?.();
+  describe.skipIf(why !== undefined)(`parity with the memory store: ${backend.name}`, () => {
+    const opened: BrokerStore[] = [];
+    afterAll(async () => {
+      for (const s of opened) await s.close();
+    });
+
+    // PARITY_SEEDS=300 runs seeds 1..300 (a longer hunt for differences).
+    const seeds = process.env.PARITY_SEEDS ? Array.from({ length: Number(process.env.PARITY_SEEDS) }, (_, i) => i + 1) : [1, 2, 3, 4, 5, 6, 7, 8];
+    for (const seed of seeds) {
+      test(`random operations, seed ${seed}`, async () => {
+        const clock = new ManualClock();
+        const counts = () => ({ node: 0, job: 0, answer: 0, stream: 0 }) as Record<ExpiredKind, number>;
+        const [mc, rc] = [counts(), counts()];
+        const m = await memory.make(clock, (k, n) => (mc[k] += n), LIMITS);
+        const r = await backend.make(clock, (k, n) => (rc[k] += n), LIMITS);
+        opened.push(r);
+        const rnd = prng(seed);
+        const nodes = ["n0", "n1", "n2", "n3", "n4", "n5"];
+        const clients = ["c0", "c1", "c2", "c3"];
+        const sessions: string[] = ["never-opened"];
+        const lastTouch = new Map<string, number>();
+        let seq = 0;
+        const log: string[] = [];
+
+        const same = async <T>(what: string, op: (s: BrokerStore) => Promise<T>): Promise<T> => {
+          const a = await op(m);
+          const b = await op(r);
+          log.push(`${what} -> ${JSON.stringify(a)}`);
+          expect({ step: log.length, what, result: b }).toEqual({ step: log.length, what, result: a });
+          return a;
+        };
+        const checkpoint = async () => {
+          await m.sweep();
+          await r.sweep();
+          expect({ step: log.length, stats: await r.stats(), expired: rc }).toEqual({ step: log.length, stats: await m.stats(), expired: mc });
+        };
+
+        for (let i = 0; i < 400; i++) {
+          const node = rnd.pick(nodes);
+          const client = rnd.pick(clients);
+          switch (rnd.int(14)) {
+            case 0:
+              clock.advance(rnd.pick(STEPS));
+              break;
+            case 1: {
+              const result = await same(`touch ${node}`, (s) => s.touchNode(node));
+              if (result === "ok") lastTouch.set(node, clock.now());
+              break;
+            }
+            case 2: {
+              // Random on both sides: each picks one of the nodes touched within the stale timeout.
+              const live = nodes.filter((n) => clock.now() - (lastTouch.get(n) ?? -Infinity) <= LIMITS.nodeStaleMs!);
+              for (const s of [m, r]) {
+                const picked = await s.pickNode();
+                if (live.length === 0) expect(picked).toBeUndefined();
+                else expect(live).toContain(picked!);
+              }
+              break;
+            }
+            case 3:
+            case 4: {
+              const job: Job = { chat_history: `h${++seq}`, cipherkey: "k", iv: "v" };
+              if (rnd.next() < 0.6) job.client_public_key = client;
+              if (job.client_public_key && rnd.next() < 0.4) job.stream = true;
+              await same(`enqueue ${node} ${job.chat_history}`, (s) => s.enqueueJob(node, job));
+              break;
+            }
+            case 5: {
+              const max = 1 + rnd.int(3);
+              await same(`take ${node} ${max}`, (s) => s.takeJobs(node, max));
+              break;
+            }
+            case 6: {
+              const answer = { chat_history: `a${++seq}`, cipherkey: "k", iv: "v" };
+              await same(`put ${client}`, (s) => s.putAnswer(client, answer));
+              break;
+            }
+            case 7:
+              await same(`take answer ${client}`, (s) => s.takeAnswer(client));
+              break;
+            case 8: {
+              const fits = await same("can open", (s) => s.canOpenStream());
+              if (fits || rnd.next() < 0.2) {
+                const sid = `s${++seq}`;
+                sessions.push(sid);
+                await same(`open ${client} ${sid}`, (s) => s.openStream(client, sid));
+              }
+              break;
+            }
+            case 9:
+            case 10: {
+              const sid = rnd.pick(sessions);
+              const chunk = rnd.pick(["text", 7, null, { a: [1, "b"] }, [true]]);
+              const final = rnd.next() < 0.2;
+              await same(`push ${sid} ${final}`, (s) => s.pushChunk(sid, chunk, final));
+              break;
+            }
+            case 11:
+              await same(`drain ${client}`, (s) => s.drainStream(client));
+              break;
+            case 12: {
+              // Between sweeps only the answer and session counts may differ (memory sweeps when full).
+              const { nodes: n, queuedJobs, maxQueueDepth } = await m.stats();
+              const got = await r.stats();
+              expect({ step: log.length, nodes: got.nodes, queuedJobs: got.queuedJobs, maxQueueDepth: got.maxQueueDepth }).toEqual({
+                step: log.length, nodes: n, queuedJobs, maxQueueDepth,
+              });
+              break;
+            }
+            case 13:
+              await checkpoint();
+              break;
+          }
+          if (i % 50 === 49) await checkpoint();
+        }
+        await checkpoint();
+        clock.advance(60_000);
+        await checkpoint();
+        expect(await r.stats()).toEqual({ nodes: 0, queuedJobs: 0, maxQueueDepth: 0, answers: 0, streams: 0 });
+      });
+    }
+  });
+}

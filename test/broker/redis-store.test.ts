@@ -1,0 +1,318 @@
+// What the Redis backend guarantees beyond the shared suites: keys and TTLs in the datastore
+// itself, bounds under a flood, bounded sweeps, one transition per item across replicas.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import type Redis from "ioredis";
+import { RedisBrokerStore, type BrokerStoreLimits } from "../../src/broker/redis/index.ts";
+import { BACKSTOP_GRACE_MS } from "../../src/broker/redis/shared.ts";
+import type { ExpiredKind, Job } from "../../src/broker/types.ts";
+import { ManualClock, type Clock } from "../../src/clock.ts";
+import { RelayError } from "../../src/errors.ts";
+import { connectRedis, whenReady } from "../../src/state/redis.ts";
+import { redisSkipReason } from "../helpers/redis.ts";
+import { fakeKey, startLegacyRelay } from "../helpers/relay.ts";
+import { COMMAND_TIMEOUT_MS, TEST_LIMITS, redisClient, uniquePrefix } from "./backends.ts";
+
+const INDEXES = ["nodes", "nodes:due", "answers", "streams"];
+/** The expiry index: the four zsets and each node's list of job expiries; no native TTL, bounded. */
+const isIndex = (base: string, key: string) => INDEXES.includes(key.slice(base.length)) || key.startsWith(`${base}qx:`);
+const job = (n: number, extra: Partial<Job> = {}): Job => ({ chat_history: `h${n}`, cipherkey: "k", iv: "v", ...extra });
+const answer = (n: number) => ({ chat_history: `a${n}`, cipherkey: "k", iv: "v" });
+
+const why = redisSkipReason("RedisBrokerStore guarantees");
+describe.skipIf(why !== undefined)("RedisBrokerStore", () => {
+  let admin: Redis;
+  const clients: Redis[] = [];
+  beforeAll(async () => {
+    admin = await redisClient("test-inspect");
+    await whenReady(admin, 5_000);
+  });
+  afterAll(() => {
+    for (const c of [admin, ...clients]) c.disconnect();
+  });
+
+  interface Made {
+    store: RedisBrokerStore;
+    base: string;
+    expired: Record<ExpiredKind, number>;
+  }
+  /** A store on its own connection; `prefix` shares state with another store (a second replica). */
+  async function make(opts: { clock?: Clock; limits?: Partial<BrokerStoreLimits>; sweepBatch?: number; prefix?: string } = {}): Promise<Made> {
+    const client = await redisClient("test-store");
+    clients.push(client);
+    const keyPrefix = opts.prefix ?? uniquePrefix();
+    const expired: Record<ExpiredKind, number> = { node: 0, job: 0, answer: 0, stream: 0 };
+    const store = new RedisBrokerStore(
+      client,
+      { keyPrefix, limits: { ...TEST_LIMITS, ...opts.limits }, clock: opts.clock, commandTimeoutMs: COMMAND_TIMEOUT_MS, sweepBatch: opts.sweepBatch },
+      (kind, n) => (expired[kind] += n),
+    );
+    return { store, base: `${keyPrefix}{legacy}:`, expired };
+  }
+
+  /** The datastore's own view: every key under the store's prefix. */
+  async function keysOf(base: string): Promise<string[]> {
+    const found: string[] = [];
+    let cursor = "0";
+    do {
+      const [next, batch] = await admin.scan(cursor, "MATCH", `${base}*`, "COUNT", 1000);
+      found.push(...batch);
+      cursor = next;
+    } while (cursor !== "0");
+    return found;
+  }
+  const records = async (base: string) => (await keysOf(base)).filter((k) => !isIndex(base, k));
+
+  /** Some of everything: nodes with queues, answers, stream sessions with chunks. */
+  async function populate(store: RedisBrokerStore, n: number, keyOf: (label: string) => string = fakeKey) {
+    const sessions: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const node = keyOf("node");
+      const client = keyOf("client");
+      expect(await store.touchNode(node)).toBe("ok");
+      expect(await store.enqueueJob(node, job(i, { client_public_key: client }))).toBe("queued");
+      expect(await store.enqueueJob(node, job(i, { client_public_key: client, stream: true }))).toBe("queued");
+      expect(await store.putAnswer(client, answer(i))).toBe("stored");
+      const sid = keyOf("session");
+      await store.openStream(client, sid);
+      expect((await store.pushChunk(sid, { i, text: "x" }, false)).kind).toBe("stored");
+      sessions.push(sid);
+    }
+    return sessions;
+  }
+
+  test("keys: one {legacy} hash tag under the prefix, named by digest even for kilobyte public keys", async () => {
+    const { store, base } = await make({ clock: new ManualClock() });
+    const huge = (label: string) => `${fakeKey(label)}${"A".repeat(4096)}`;
+    await populate(store, 3, huge);
+    const keys = await keysOf(base);
+    expect(keys.length).toBeGreaterThan(INDEXES.length);
+    for (const k of keys) {
+      expect(k.startsWith(base)).toBe(true);
+      // Redis hashes the first {...}: the prefix has no braces, so every key is in the {legacy} slot.
+      expect(k.indexOf("{")).toBe(base.indexOf("{"));
+      expect(k.length).toBeLessThan(base.length + 80);
+    }
+    // The full key is kept inside, and comes back intact.
+    const picked = await store.pickNode();
+    expect(picked?.length).toBeGreaterThan(4096);
+  });
+
+  test("every record carries a native TTL no longer than its lifetime plus the grace; only the expiry index does not", async () => {
+    const limits = { nodeStaleMs: 30_000, jobTtlMs: 120_000, answerTtlMs: 60_000, streamTtlMs: 90_000 };
+    const { store, base } = await make({ clock: new ManualClock(), limits });
+    await populate(store, 4);
+    const longest = Math.max(limits.nodeStaleMs + 1, limits.jobTtlMs, limits.answerTtlMs + 1, limits.streamTtlMs + 1) + BACKSTOP_GRACE_MS;
+    for (const k of await keysOf(base)) {
+      const ttl = await admin.pttl(k);
+      if (isIndex(base, k)) {
+        expect(ttl).toBe(-1);
+      } else {
+        expect(ttl).toBeGreaterThan(0);
+        expect(ttl).toBeLessThanOrEqual(longest);
+      }
+    }
+  });
+
+  test("logical expiry (injected clock) + sweep: the key count returns to its baseline, each item counted once", async () => {
+    const clock = new ManualClock();
+    const { store, base, expired } = await make({ clock });
+    const baseline = (await keysOf(base)).length;
+    expect(baseline).toBe(0);
+    await populate(store, 5);
+    expect((await keysOf(base)).length).toBeGreaterThan(baseline);
+    clock.advance(Math.max(TEST_LIMITS.nodeStaleMs, TEST_LIMITS.jobTtlMs, TEST_LIMITS.answerTtlMs, TEST_LIMITS.streamTtlMs) + 1);
+    await store.sweep();
+    expect((await keysOf(base)).length).toBe(baseline);
+    expect(expired).toEqual({ node: 5, job: 10, answer: 5, stream: 5 });
+    expect(await store.stats()).toEqual({ nodes: 0, queuedJobs: 0, maxQueueDepth: 0, answers: 0, streams: 0 });
+    await store.sweep();
+    expect(expired).toEqual({ node: 5, job: 10, answer: 5, stream: 5 });
+  });
+
+  test("the datastore's TTLs remove the records even when nobody sweeps; a later sweep empties the indexes and counts", async () => {
+    // No injected clock: the datastore's TIME decides, and its TTLs run in real time.
+    const limits = { nodeStaleMs: 150, jobTtlMs: 250, answerTtlMs: 150, streamTtlMs: 150 };
+    const { store, base, expired } = await make({ limits });
+    await populate(store, 3);
+    expect((await records(base)).length).toBeGreaterThan(0);
+    const deadline = Date.now() + limits.jobTtlMs + BACKSTOP_GRACE_MS + 3_000;
+    while ((await records(base)).length > 0 && Date.now() < deadline) await Bun.sleep(50);
+    expect(await records(base)).toEqual([]);
+    // Only the bounded expiry index is left (the zsets and 3 nodes' job expiries), nothing counted yet.
+    const left = await keysOf(base);
+    expect(left.filter((k) => INDEXES.includes(k.slice(base.length))).sort()).toEqual(INDEXES.map((i) => base + i).sort());
+    expect(left.length).toBe(INDEXES.length + 3);
+    expect(expired).toEqual({ node: 0, job: 0, answer: 0, stream: 0 });
+    await store.sweep();
+    expect(await keysOf(base)).toEqual([]);
+    expect(expired).toEqual({ node: 3, job: 6, answer: 3, stream: 3 });
+  });
+
+  test("a flood of distinct keys stays within every configured bound", async () => {
+    const clock = new ManualClock();
+    const limits = { maxNodes: 5, maxQueueDepth: 4, maxAnswers: 6, maxStreamSessions: 3, maxStreamChunks: 3 };
+    const { store, base } = await make({ clock, limits });
+    const results = { full: 0, queueFull: 0, answersFull: 0, streamsRefused: 0, chunksFull: 0 };
+    const nodes: string[] = [];
+    for (let i = 0; i < 200; i++) {
+      const node = fakeKey("flood-node");
+      if ((await store.touchNode(node)) === "full") results.full++;
+      else nodes.push(node);
+      if ((await store.putAnswer(fakeKey("flood-client"), answer(i))) === "full") results.answersFull++;
+      // As /faucet does: a streaming job is refused once the sessions are full.
+      if (await store.canOpenStream()) await store.openStream(fakeKey("flood-stream"), `sid-${i}`);
+      else results.streamsRefused++;
+      // Keys nobody registered create nothing.
+      expect(await store.enqueueJob(fakeKey("nobody"), job(i))).toBe("unknown_node");
+      expect(await store.takeJobs(fakeKey("nobody"), 5)).toEqual([]);
+      expect(await store.takeAnswer(fakeKey("nobody"))).toBeUndefined();
+      expect(await store.drainStream(fakeKey("nobody"))).toBeUndefined();
+      expect(await store.pushChunk(`nobody-${i}`, "c", false)).toEqual({ kind: "unknown_session" });
+    }
+    for (const node of nodes) {
+      for (let j = 0; j < 20; j++) if ((await store.enqueueJob(node, job(j))) === "queue_full") results.queueFull++;
+    }
+    for (let i = 0; i < 3; i++) {
+      for (let j = 0; j < 20; j++) if ((await store.pushChunk(`sid-${i}`, j, false)).kind === "session_full") results.chunksFull++;
+    }
+    expect(results).toEqual({ full: 195, queueFull: 5 * 16, answersFull: 194, streamsRefused: 197, chunksFull: 3 * 17 });
+
+    expect(await admin.zcard(`${base}nodes`)).toBe(5);
+    expect(await admin.zcard(`${base}nodes:due`)).toBe(5);
+    expect(await admin.zcard(`${base}answers`)).toBe(6);
+    expect(await admin.zcard(`${base}streams`)).toBe(3);
+    const keys = await keysOf(base);
+    // node + q + qx per node, one hash per answer, session + chunks + client pointer per stream, the zsets.
+    expect(keys.length).toBeLessThanOrEqual(5 * 3 + 6 + 3 * 3 + INDEXES.length);
+    for (const k of keys) {
+      const kind = await admin.type(k);
+      if (kind === "list") expect(await admin.llen(k)).toBeLessThanOrEqual(4);
+    }
+    expect(await store.stats()).toEqual({ nodes: 5, queuedJobs: 20, maxQueueDepth: 4, answers: 6, streams: 3 });
+
+    // And all of it goes once its time is up.
+    clock.advance(Math.max(TEST_LIMITS.jobTtlMs, TEST_LIMITS.answerTtlMs, TEST_LIMITS.streamTtlMs, TEST_LIMITS.nodeStaleMs) + 1);
+    await store.sweep();
+    expect(await keysOf(base)).toEqual([]);
+  });
+
+  test("a full store makes room from what has expired, as the memory store's sweep-on-full does", async () => {
+    const clock = new ManualClock();
+    const { store, expired } = await make({ clock, limits: { maxNodes: 2, maxAnswers: 2, maxStreamSessions: 1, nodeStaleMs: 30_000, answerTtlMs: 60_000, streamTtlMs: 60_000 } });
+    await store.touchNode("a");
+    await store.touchNode("b");
+    await store.putAnswer("x", answer(1));
+    await store.putAnswer("y", answer(2));
+    await store.openStream("s", "sid");
+    expect(await store.touchNode("c")).toBe("full");
+    expect(await store.putAnswer("z", answer(3))).toBe("full");
+    expect(await store.canOpenStream()).toBe(false);
+    clock.advance(60_001);
+    expect(await store.touchNode("c")).toBe("ok");
+    expect(await store.putAnswer("z", answer(3))).toBe("stored");
+    expect(await store.canOpenStream()).toBe(true);
+    expect(expired).toEqual({ node: 2, job: 0, answer: 2, stream: 1 });
+  });
+
+  test("each sweep does bounded work; repeated sweeps drain the backlog, counting each item once", async () => {
+    const clock = new ManualClock();
+    const { store, expired } = await make({ clock, sweepBatch: 10, limits: { answerTtlMs: 1_000 } });
+    for (let i = 0; i < 25; i++) await store.putAnswer(`client-${i}`, answer(i));
+    clock.advance(1_001);
+    await store.sweep();
+    expect((await store.stats()).answers).toBe(15);
+    await store.sweep();
+    await store.sweep();
+    expect((await store.stats()).answers).toBe(0);
+    expect(expired.answer).toBe(25);
+  });
+
+  test("two replicas on one prefix: every job, answer and chunk is delivered exactly once, jobs in order", async () => {
+    const a = await make({ limits: { maxQueueDepth: 200 } });
+    const prefix = a.base.slice(0, -"{legacy}:".length);
+    const b = await make({ prefix, limits: { maxQueueDepth: 200 } });
+    const node = fakeKey("node");
+    expect(await a.store.touchNode(node)).toBe("ok");
+    expect(await b.store.pickNode()).toBe(node);
+    const total = 150;
+    const enqueued = Promise.all(Array.from({ length: total }, (_, i) => a.store.enqueueJob(node, job(i))));
+    // FIFO per node: enqueue strictly in order, take concurrently from both replicas.
+    await enqueued;
+    const takers = [a.store, b.store, a.store, b.store].map(async (s) => {
+      const got: number[] = [];
+      for (;;) {
+        const jobs = await s.takeJobs(node, 3);
+        if (jobs.length === 0) return got;
+        got.push(...jobs.map((j) => Number(j.chat_history.slice(1))));
+      }
+    });
+    const taken = await Promise.all(takers);
+    for (const got of taken) expect(got).toEqual([...got].sort((x, y) => x - y));
+    expect(taken.flat().sort((x, y) => x - y)).toEqual(Array.from({ length: total }, (_, i) => i));
+
+    const client = fakeKey("client");
+    await a.store.putAnswer(client, answer(7));
+    const answers = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).store.takeAnswer(client)));
+    expect(answers.filter((x) => x !== undefined)).toEqual([answer(7)]);
+
+    await a.store.openStream(client, "sid-shared");
+    const drained: unknown[] = [];
+    let done = false;
+    const drainer = (async () => {
+      while (!done) {
+        const d = await b.store.drainStream(client);
+        if (!d) break;
+        drained.push(...d.chunks);
+        done = d.final;
+      }
+    })();
+    for (let i = 0; i < 60; i++) expect((await a.store.pushChunk("sid-shared", { i }, i === 59)).kind).toBe("stored");
+    await drainer;
+    expect(drained).toEqual(Array.from({ length: 60 }, (_, i) => ({ i })));
+  });
+
+  test("pickNode is uniform among fresh nodes and never returns a stale one", async () => {
+    const clock = new ManualClock();
+    const { store } = await make({ clock, limits: { nodeStaleMs: 30_000 } });
+    for (const k of ["stale-1", "stale-2"]) await store.touchNode(k);
+    clock.advance(30_001);
+    const fresh = ["fresh-1", "fresh-2", "fresh-3", "fresh-4"];
+    for (const k of fresh) await store.touchNode(k);
+    const seen = new Map<string, number>();
+    for (let i = 0; i < 800; i++) {
+      const k = (await store.pickNode())!;
+      seen.set(k, (seen.get(k) ?? 0) + 1);
+    }
+    expect([...seen.keys()].sort()).toEqual(fresh);
+    // Expected 200 each; 120 is more than 6 standard deviations away.
+    for (const k of fresh) expect(seen.get(k)!).toBeGreaterThan(120);
+  });
+
+  test("an unreachable datastore answers 503 state_unavailable within the command timeout, never hangs", async () => {
+    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = probe.port;
+    probe.stop(true);
+    const client = connectRedis({ url: `redis://127.0.0.1:${port}`, keyPrefix: "", commandTimeoutMs: 300 }, "test-down");
+    clients.push(client);
+    const store = new RedisBrokerStore(client, { keyPrefix: "down:", limits: TEST_LIMITS, commandTimeoutMs: 300 });
+    const t0 = performance.now();
+    const err = await store.touchNode("k").catch((e: unknown) => e);
+    expect(performance.now() - t0).toBeLessThan(2_000);
+    expect(err).toBeInstanceOf(RelayError);
+    expect((err as RelayError).status).toBe(503);
+    expect((err as RelayError).code).toBe("state_unavailable");
+    await expect(store.sweep()).rejects.toBeInstanceOf(RelayError);
+
+    // Over HTTP: the relay's JSON 503 with Retry-After, for a node and for a client.
+    const relay = startLegacyRelay({ RELAY_LONG_POLL_MS: "0" }, { store });
+    try {
+      for (const res of [await relay.post("/sink", { server_public_key: fakeKey() }), await relay.get("/next_server")]) {
+        expect(res.status).toBe(503);
+        expect(res.headers.get("retry-after")).toBe("1");
+        expect(((await res.json()) as { error: { type: string } }).error.type).toBe("state_unavailable");
+      }
+    } finally {
+      await relay.shutdown();
+    }
+  });
+});
