@@ -23,9 +23,17 @@ export class RedisNotifier implements Notifier {
     subscriber.on("message", (channel: string, digest: string) => {
       if (channel === this.channel) this.local.notify(digest);
     });
-    // ioredis re-subscribes on reconnect; whatever was published meanwhile is gone, so re-check all.
-    subscriber.on("ready", () => this.local.notifyAll());
-    subscriber.subscribe(this.channel).catch(() => {});
+    // Subscribe whenever the connection becomes ready: at start (commands are not queued while
+    // connecting, see src/state/redis.ts) and after every reconnect. Whatever was published while
+    // unsubscribed is gone, so every local waiter re-checks the store at once.
+    const onReady = () => {
+      subscriber.subscribe(this.channel).then(
+        () => this.local.notifyAll(),
+        () => {},
+      );
+    };
+    subscriber.on("ready", onReady);
+    if (subscriber.status === "ready") onReady();
   }
 
   subscribe(topic: string): Subscription {
