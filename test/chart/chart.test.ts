@@ -23,8 +23,16 @@ describe.skipIf(skip)("chart renders every ci scenario", () => {
     for (const f of SCENARIOS) rendered[f] = renderOk({ valuesFiles: [`ci/${f}`] });
   });
 
-  test("there are scenarios for defaults, everything, headless, legacy routes and staging", () => {
-    expect(SCENARIOS).toEqual(["default-values.yaml", "full-values.yaml", "headless-values.yaml", "legacy-values.yaml", "staging-values.yaml"]);
+  test("there are scenarios for defaults, everything, headless, legacy routes, staging, bundled Valkey and an external datastore", () => {
+    expect(SCENARIOS).toEqual([
+      "default-values.yaml",
+      "full-values.yaml",
+      "headless-values.yaml",
+      "legacy-values.yaml",
+      "redis-external-values.yaml",
+      "staging-values.yaml",
+      "valkey-values.yaml",
+    ]);
   });
 
   test("standard labels everywhere; selectors use name + instance only", () => {
@@ -141,7 +149,7 @@ describe.skipIf(skip)("chart renders every ci scenario", () => {
     expect(find(rendered["default-values.yaml"]!, "PrometheusRule")).toBeUndefined();
   });
 
-  test("HPA, PDB and Redis state only in the everything-enabled scenario", () => {
+  test("HPA only in the everything-enabled scenario; PDB wherever several replicas share state", () => {
     const full = rendered["full-values.yaml"]!;
     const hpa = get(full, "HorizontalPodAutoscaler");
     expect(hpa.spec).toMatchObject({ minReplicas: 2, maxReplicas: 4, scaleTargetRef: { kind: "Deployment", name: "tokenplace-relay" } });
@@ -149,6 +157,15 @@ describe.skipIf(skip)("chart renders every ci scenario", () => {
     expect(get(full, "PodDisruptionBudget").spec.minAvailable).toBe(1);
     expect(find(rendered["default-values.yaml"]!, "HorizontalPodAutoscaler")).toBeUndefined();
     expect(get(rendered["default-values.yaml"]!, "Deployment").spec.replicas).toBe(1);
+    for (const f of SCENARIOS) {
+      const cm = get(rendered[f]!, "ConfigMap", "tokenplace-relay").data;
+      const dep = get(rendered[f]!, "Deployment");
+      const replicas = dep.spec.replicas ?? get(rendered[f]!, "HorizontalPodAutoscaler").spec.minReplicas;
+      if (replicas > 1) expect(cm.TOKENPLACE_RELAY_STATE_BACKEND).toBe("redis");
+      expect(find(rendered[f]!, "PodDisruptionBudget") !== undefined).toBe(replicas > 1);
+      // memory: Recreate, never two pods on private state; redis: rolling without downtime.
+      expect(dep.spec.strategy.type).toBe(cm.TOKENPLACE_RELAY_STATE_BACKEND === "redis" ? "RollingUpdate" : "Recreate");
+    }
   });
 
   test("image: tag, digest, never latest", () => {
@@ -466,7 +483,7 @@ describe.skipIf(skip)("cross-field rules fail with a clear message", () => {
     ["no server token", { set: { "gpuExternalName.host": "gpu.lan", "networkPolicy.enabled": false } }, "no server token"],
     ["two replicas with in-memory state", withMinimal({ set: { replicaCount: 2 } }), "needs shared state"],
     ["HPA with in-memory state", withMinimal({ set: { "autoscaling.enabled": true } }), "autoscaling.enabled needs shared state"],
-    ["redis without a URL", withMinimal({ set: { "state.backend": "redis", replicaCount: 2 } }), "state.redis.url or state.redis.existingSecret"],
+    ["redis without a datastore", withMinimal({ set: { "state.backend": "redis", replicaCount: 2 } }), "state.backend=redis needs a datastore: valkey.enabled=true"],
     ["headless without addresses", { set: { "gpuExternalName.headless.enabled": true, "relay.serverToken.existingSecret": "s", "networkPolicy.enabled": false } }, "requires gpuExternalName.headless.addresses"],
     ["headless and host", { valuesFiles: ["ci/headless-values.yaml"], set: { "gpuExternalName.host": "gpu.lan" } }, "exclusive"],
     ["grace period shorter than the drain", withMinimal({ set: { terminationGracePeriodSeconds: 20 } }), "must be longer than the relay's drain"],
@@ -518,5 +535,273 @@ describe.skipIf(skip)("cross-field rules fail with a clear message", () => {
   test("redis backend lifts the single-replica rule", () => {
     const docs = renderOk(withMinimal({ set: { "state.backend": "redis", "state.redis.existingSecret": "redis", replicaCount: 2 } }));
     expect(get(docs, "Deployment").spec.replicas).toBe(2);
+  });
+});
+
+describe.skipIf(skip)("shared state: rules", () => {
+  const valkey = (o: { set?: Record<string, string | number | boolean>; setJson?: Record<string, unknown> } = {}) => ({ valuesFiles: ["ci/valkey-values.yaml"], ...o });
+  const cases: [string, Parameters<typeof render>[0], string][] = [
+    ["valkey with memory state", withMinimal({ set: { "valkey.enabled": true } }), "valkey.enabled=true with state.backend=memory"],
+    ["valkey and an existing Secret", valkey({ set: { "state.redis.existingSecret": "redis" } }), "are exclusive"],
+    ["valkey and a URL value", valkey({ set: { "state.redis.url": "redis://r:6379/0" } }), "are exclusive"],
+    ["URL value and existing Secret", withMinimal({ set: { "state.backend": "redis", "state.redis.url": "redis://r:6379/0", "state.redis.existingSecret": "redis" } }), "set url or existingSecret, not both"],
+    ["existing Secret with memory state", withMinimal({ set: { "state.redis.existingSecret": "redis" } }), "state.redis.existingSecret is set but state.backend=memory"],
+    ["URL value with memory state", withMinimal({ set: { "state.redis.url": "redis://r:6379/0" } }), "state.redis.url is set but state.backend=memory"],
+    ["key prefix with memory state", withMinimal({ set: { "state.redis.keyPrefix": "p:" } }), "state.redis.keyPrefix is set but state.backend=memory"],
+    ["command timeout with memory state", withMinimal({ set: { "state.redis.commandTimeoutMs": 500 } }), "state.redis.commandTimeoutMs is set but state.backend=memory"],
+    ["RollingUpdate with memory state", withMinimal({ set: { "strategy.type": "RollingUpdate" } }), "strategy.type=RollingUpdate with state.backend=memory"],
+    ["rollingUpdate settings with Recreate", withMinimal({ set: { "strategy.type": "Recreate", "strategy.rollingUpdate.maxSurge": 1 } }), "strategy.rollingUpdate only applies"],
+    ["relay cap above 3/4 of Valkey's memory", valkey({ set: { "relay.apiV1.maxStoredBytes": 134217728 } }), "relay.apiV1.maxStoredBytes (134217728, relay default 134217728) must stay within 3/4 of valkey.maxmemory (128mb"],
+    ["relay default cap with a small Valkey", valkey({ set: { "relay.apiV1.maxStoredBytes": null as unknown as number } }), "must stay within 3/4 of valkey.maxmemory"],
+    ["Valkey memory limit below 1.5 x maxmemory", valkey({ set: { "valkey.resources.limits.memory": "160Mi" } }), "valkey.resources.limits.memory (160Mi) must be at least 1.5 x valkey.maxmemory (128mb)"],
+    ["password and URL under one key", valkey({ set: { "valkey.auth.existingSecret": "vk", "valkey.auth.urlKey": "password" } }), "must differ"],
+    ["egress CIDR /0", { valuesFiles: ["ci/redis-external-values.yaml"], setJson: { "state.redis.egress.cidrs": ["0.0.0.0/0"] } }, "egress/cidrs"],
+    ["maxmemory without a unit (schema)", valkey({ set: { "valkey.maxmemory": "128" } }), "valkey/maxmemory"],
+    ["maxmemory in kubernetes units (schema)", valkey({ set: { "valkey.maxmemory": "128Mi" } }), "valkey/maxmemory"],
+    ["appendfsync no (schema)", valkey({ set: { "valkey.appendfsync": "no" } }), "valkey/appendfsync"],
+    ["unknown Valkey key (schema)", valkey({ set: { "valkey.maxMemory": "128mb" } }), "additional properties 'maxMemory' not allowed"],
+    ["unknown state.redis key (schema)", valkey({ set: { "state.redis.prefix": "x" } }), "additional properties 'prefix' not allowed"],
+    ["Valkey image latest (schema)", valkey({ set: { "valkey.image.tag": "latest" } }), "valkey/image/tag"],
+    ["Valkey digest malformed (schema)", valkey({ set: { "valkey.image.digest": "sha256:abc" } }), "valkey/image/digest"],
+    ["privileged Valkey (schema)", valkey({ set: { "valkey.securityContext.privileged": true } }), "privileged"],
+    ["Valkey as root (schema)", valkey({ set: { "valkey.podSecurityContext.runAsNonRoot": false } }), "runAsNonRoot"],
+    ["Valkey writable root (schema)", valkey({ set: { "valkey.securityContext.readOnlyRootFilesystem": false } }), "readOnlyRootFilesystem"],
+    ["maxStoredBytes below 1 MiB (schema)", withMinimal({ set: { "relay.apiV1.maxStoredBytes": 1048575 } }), "apiV1/maxStoredBytes"],
+    ["PDB enabled not a boolean (schema)", withMinimal({ set: { "podDisruptionBudget.enabled": "yes" } }), "podDisruptionBudget/enabled"],
+  ];
+  for (const [name, opts, message] of cases) {
+    test(name, () => {
+      const r = render(opts);
+      expect(r.ok).toBe(false);
+      expect(r.stderr).toContain(message);
+    });
+  }
+});
+
+describe.skipIf(skip)("Deployment strategy and PodDisruptionBudget", () => {
+  const redis = (set: Record<string, string | number | boolean> = {}) => withMinimal({ set: { "state.backend": "redis", "state.redis.existingSecret": "redis", ...set } });
+
+  test("memory: Recreate by default; an explicit Recreate is accepted", () => {
+    expect(get(renderOk(withMinimal({})), "Deployment").spec.strategy).toEqual({ type: "Recreate" });
+    expect(get(renderOk(withMinimal({ set: { "strategy.type": "Recreate" } })), "Deployment").spec.strategy).toEqual({ type: "Recreate" });
+  });
+
+  test("redis: RollingUpdate with one extra pod and none taken away; an explicit strategy wins", () => {
+    expect(get(renderOk(redis()), "Deployment").spec.strategy).toEqual({ type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+    const custom = get(renderOk(redis({ "strategy.type": "RollingUpdate", "strategy.rollingUpdate.maxSurge": "50%", "strategy.rollingUpdate.maxUnavailable": 1 })), "Deployment");
+    expect(custom.spec.strategy).toEqual({ type: "RollingUpdate", rollingUpdate: { maxSurge: "50%", maxUnavailable: 1 } });
+  });
+
+  test("PDB: automatic with shared state and several replicas (maxUnavailable 1), never for one replica or memory state", () => {
+    expect(get(renderOk(redis({ replicaCount: 2 })), "PodDisruptionBudget").spec).toEqual({
+      maxUnavailable: 1,
+      selector: { matchLabels: { "app.kubernetes.io/name": "tokenplace-relay", "app.kubernetes.io/instance": "tokenplace-relay" } },
+    });
+    expect(find(renderOk(redis({ "autoscaling.enabled": true })), "PodDisruptionBudget")).toBeDefined();
+    expect(find(renderOk(redis()), "PodDisruptionBudget")).toBeUndefined();
+    expect(find(renderOk(withMinimal({})), "PodDisruptionBudget")).toBeUndefined();
+    expect(find(renderOk(redis({ replicaCount: 2, "podDisruptionBudget.enabled": false })), "PodDisruptionBudget")).toBeUndefined();
+    // Forced on with one replica (maxUnavailable 1 never blocks a drain).
+    expect(get(renderOk(withMinimal({ set: { "podDisruptionBudget.enabled": true } })), "PodDisruptionBudget").spec.maxUnavailable).toBe(1);
+    // minAvailable from values; the drain rule still applies to the automatic PDB.
+    expect(get(renderOk({ valuesFiles: ["ci/redis-external-values.yaml"] }), "PodDisruptionBudget").spec.minAvailable).toBe(2);
+    const blocked = render(redis({ replicaCount: 2, "podDisruptionBudget.minAvailable": 2 }));
+    expect(blocked.ok).toBe(false);
+    expect(blocked.stderr).toContain("would block every node drain");
+  });
+});
+
+describe.skipIf(skip)("shared state: the relay's datastore URL and settings", () => {
+  const relayEnv = (docs: K8sObject[]) => get(docs, "Deployment").spec.template.spec.containers[0].env as { name: string; value?: string; valueFrom?: any }[];
+
+  test("external datastore: URL from the existing Secret's key, egress to its CIDRs on its port, no Valkey objects", () => {
+    const docs = renderOk({ valuesFiles: ["ci/redis-external-values.yaml"] });
+    expect(relayEnv(docs).find((e) => e.name === "TOKENPLACE_RELAY_REDIS_URL")).toEqual({
+      name: "TOKENPLACE_RELAY_REDIS_URL",
+      valueFrom: { secretKeyRef: { name: "tokenplace-redis", key: "redis-url" } },
+    });
+    const cm = get(docs, "ConfigMap").data;
+    expect(cm.TOKENPLACE_RELAY_STATE_BACKEND).toBe("redis");
+    expect(cm.TOKENPLACE_RELAY_REDIS_URL).toBeUndefined();
+    // null keeps the relay's defaults.
+    expect(cm.TOKENPLACE_RELAY_REDIS_KEY_PREFIX).toBeUndefined();
+    expect(cm.RELAY_REDIS_COMMAND_TIMEOUT_MS).toBeUndefined();
+    const np = get(docs, "NetworkPolicy", "tokenplace-relay");
+    expect(np.spec.egress).toContainEqual({ to: [{ ipBlock: { cidr: "192.168.1.20/32" } }], ports: [{ port: 6380, protocol: "TCP" }] });
+    for (const kind of ["StatefulSet", "Secret"]) expect(find(docs, kind)).toBeUndefined();
+    expect(find(docs, "Service", "tokenplace-relay-valkey")).toBeUndefined();
+    expect(get(docs, "Deployment").spec.replicas).toBe(3);
+  });
+
+  test("a URL given as a value goes into the chart's Secret (key redis-url), never the ConfigMap or the pod spec", () => {
+    const url = "redis://:ci-only-password@valkey.example.svc:6379/2";
+    const docs = renderOk(withMinimal({ set: { "state.backend": "redis", "state.redis.url": url } }));
+    const secret = get(docs, "Secret", "tokenplace-relay");
+    expect(Buffer.from(secret.data["redis-url"], "base64").toString()).toBe(url);
+    expect(relayEnv(docs).find((e) => e.name === "TOKENPLACE_RELAY_REDIS_URL")!.valueFrom.secretKeyRef).toEqual({ name: "tokenplace-relay", key: "redis-url" });
+    expect(JSON.stringify(get(docs, "ConfigMap"))).not.toContain("ci-only-password");
+    expect(JSON.stringify(get(docs, "Deployment"))).not.toContain("ci-only-password");
+    expect(get(docs, "Deployment").spec.template.metadata.annotations["checksum/secret"]).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  test("bundled Valkey: the relay's URL from the generated Secret, egress to the Valkey pods only, restarts when it changes", () => {
+    const docs = renderOk({ valuesFiles: ["ci/valkey-values.yaml"] });
+    expect(relayEnv(docs).find((e) => e.name === "TOKENPLACE_RELAY_REDIS_URL")!.valueFrom.secretKeyRef).toEqual({ name: "tokenplace-relay-valkey", key: "url" });
+    const np = get(docs, "NetworkPolicy", "tokenplace-relay");
+    expect(np.spec.egress).toContainEqual({
+      to: [{ podSelector: { matchLabels: { "app.kubernetes.io/name": "tokenplace-relay-valkey", "app.kubernetes.io/instance": "tokenplace-relay" } } }],
+      ports: [{ port: 6379, protocol: "TCP" }],
+    });
+    const relayAnn = get(docs, "Deployment").spec.template.metadata.annotations;
+    const valkeyAnn = get(docs, "StatefulSet").spec.template.metadata.annotations;
+    // One password per render: the relay and Valkey carry the same checksum of the same Secret.
+    expect(relayAnn["checksum/valkey-secret"]).toMatch(/^[0-9a-f]{64}$/);
+    expect(relayAnn["checksum/valkey-secret"]).toBe(valkeyAnn["checksum/secret"]);
+    const cm = get(docs, "ConfigMap", "tokenplace-relay").data;
+    expect(cm).toMatchObject({ TOKENPLACE_RELAY_STATE_BACKEND: "redis", TOKENPLACE_RELAY_REDIS_KEY_PREFIX: "tokenplace-relay:ci:", RELAY_REDIS_COMMAND_TIMEOUT_MS: "1500", RELAY_V1_MAX_STORED_BYTES: "67108864" });
+  });
+});
+
+describe.skipIf(skip)("bundled Valkey", () => {
+  const docs = skip ? [] : renderOk({ valuesFiles: ["ci/valkey-values.yaml"] });
+  const sts = () => get(docs, "StatefulSet", "tokenplace-relay-valkey");
+  const container = () => sts().spec.template.spec.containers[0];
+  const VALKEY_SELECTOR = { "app.kubernetes.io/name": "tokenplace-relay-valkey", "app.kubernetes.io/instance": "tokenplace-relay" };
+
+  test("StatefulSet: one replica, governed by the headless Service, image pinned by digest (arm64+amd64 index)", () => {
+    expect(sts().spec).toMatchObject({ replicas: 1, serviceName: "tokenplace-relay-valkey-headless", selector: { matchLabels: VALKEY_SELECTOR } });
+    expect(container().image).toMatch(/^docker\.io\/valkey\/valkey:8\.[0-9.]+-alpine@sha256:[0-9a-f]{64}$/);
+    const noDigest = get(renderOk({ valuesFiles: ["ci/valkey-values.yaml"], set: { "valkey.image.digest": "" } }), "StatefulSet");
+    expect(noDigest.spec.template.spec.containers[0].image).toBe("docker.io/valkey/valkey:8.1.9-alpine");
+  });
+
+  test("Valkey pods never carry the relay's selector labels (relay Service, PDB and NetworkPolicy select name+instance)", () => {
+    const podLabels = sts().spec.template.metadata.labels;
+    expect(podLabels).toMatchObject({ ...VALKEY_SELECTOR, "app.kubernetes.io/component": "valkey" });
+    const relaySelector = get(docs, "Service", "tokenplace-relay").spec.selector as Record<string, string>;
+    expect(Object.entries(relaySelector).every(([k, v]) => podLabels[k] === v)).toBe(false);
+    expect(sts().metadata.labels?.["app.kubernetes.io/component"]).toBe("valkey");
+  });
+
+  test("hardened like the relay: non-root 999/1000, read-only root, no capabilities, RuntimeDefault, no token", () => {
+    const spec = sts().spec.template.spec;
+    expect(spec.automountServiceAccountToken).toBe(false);
+    expect(spec.enableServiceLinks).toBe(false);
+    expect(spec.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 999, runAsGroup: 1000, fsGroup: 1000, seccompProfile: { type: "RuntimeDefault" } });
+    expect(container().securityContext).toEqual({
+      runAsNonRoot: true,
+      runAsUser: 999,
+      runAsGroup: 1000,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      privileged: false,
+      capabilities: { drop: ["ALL"] },
+      seccompProfile: { type: "RuntimeDefault" },
+    });
+    // Writable paths: the data volume and a memory-backed emptyDir for the password file only.
+    expect(container().volumeMounts).toEqual([
+      { name: "data", mountPath: "/data" },
+      { name: "config", mountPath: "/etc/valkey", readOnly: true },
+      { name: "run", mountPath: "/run/valkey" },
+    ]);
+    expect(spec.volumes.find((v: { name: string }) => v.name === "run").emptyDir).toEqual({ medium: "Memory", sizeLimit: "1Mi" });
+    // The arm64 page-size rule applies to Valkey too (jemalloc aborts on 16 KB pages).
+    expect(JSON.stringify(spec.affinity)).toContain('"key":"tokenplace.io/page-size","operator":"In","values":["4k"]');
+    expect(container().resources.limits.memory).toBe("256Mi");
+  });
+
+  test("password from the Secret via env, written to a file (never argv); probes ping and TCP", () => {
+    const c = container();
+    expect(c.command.slice(0, 2)).toEqual(["/bin/sh", "-c"]);
+    expect(c.command[2]).toContain("exec valkey-server /etc/valkey/valkey.conf");
+    expect(c.command[2]).toContain("> /run/valkey/auth.conf");
+    expect(c.args).toBeUndefined();
+    for (const name of ["VALKEY_PASSWORD", "REDISCLI_AUTH"]) {
+      expect(c.env.find((e: { name: string }) => e.name === name).valueFrom.secretKeyRef).toEqual({ name: "tokenplace-relay-valkey", key: "password" });
+    }
+    expect(c.readinessProbe.exec.command.join(" ")).toContain("valkey-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG");
+    expect(c.livenessProbe.tcpSocket).toEqual({ port: "valkey" });
+    expect(c.ports).toEqual([{ name: "valkey", containerPort: 6379, protocol: "TCP" }]);
+  });
+
+  test("valkey.conf: AOF everysec, maxmemory with noeviction, password only by include", () => {
+    const conf: string = get(docs, "ConfigMap", "tokenplace-relay-valkey").data["valkey.conf"];
+    const lines = conf.split("\n").filter((l) => l && !l.startsWith("#"));
+    for (const l of ["appendonly yes", "appendfsync everysec", "maxmemory 128mb", "maxmemory-policy noeviction", "dir /data", 'save ""', "port 6379"]) expect(lines).toContain(l);
+    expect(lines.at(-1)).toBe("include /run/valkey/auth.conf");
+    expect(conf).not.toMatch(/requirepass/);
+    const always = get(renderOk({ valuesFiles: ["ci/valkey-values.yaml"], set: { "valkey.appendfsync": "always", "valkey.maxmemory": "1gb", "valkey.resources.limits.memory": "2Gi" } }), "ConfigMap", "tokenplace-relay-valkey");
+    expect(always.data["valkey.conf"]).toContain("appendfsync always\n");
+    expect(always.data["valkey.conf"]).toContain("maxmemory 1gb\n");
+  });
+
+  test("generated Secret: 40-character password, the relay's URL points at the ClusterIP Service with it", () => {
+    const secret = get(docs, "Secret", "tokenplace-relay-valkey");
+    const password = Buffer.from(secret.data.password, "base64").toString();
+    expect(password).toMatch(/^[A-Za-z0-9]{40}$/);
+    expect(Buffer.from(secret.data.url, "base64").toString()).toBe(`redis://:${password}@tokenplace-relay-valkey.tokenplace.svc:6379/0`);
+    const svc = get(docs, "Service", "tokenplace-relay-valkey");
+    expect(svc.spec).toMatchObject({ type: "ClusterIP", selector: VALKEY_SELECTOR, ports: [{ name: "valkey", port: 6379, targetPort: "valkey", protocol: "TCP", appProtocol: "redis" }] });
+    const headless = get(docs, "Service", "tokenplace-relay-valkey-headless");
+    expect(headless.spec).toMatchObject({ clusterIP: "None", selector: VALKEY_SELECTOR });
+  });
+
+  test("existing Secret: no generated Secret, password and URL from its keys", () => {
+    const d = renderOk({ valuesFiles: ["ci/valkey-values.yaml"], set: { "valkey.auth.existingSecret": "tokenplace-valkey", "valkey.auth.passwordKey": "valkey-password", "valkey.auth.urlKey": "relay-url" } });
+    expect(find(d, "Secret")).toBeUndefined();
+    const c = get(d, "StatefulSet").spec.template.spec.containers[0];
+    expect(c.env[0].valueFrom.secretKeyRef).toEqual({ name: "tokenplace-valkey", key: "valkey-password" });
+    const relay = get(d, "Deployment").spec.template;
+    expect(relay.spec.containers[0].env.find((e: { name: string }) => e.name === "TOKENPLACE_RELAY_REDIS_URL").valueFrom.secretKeyRef).toEqual({ name: "tokenplace-valkey", key: "relay-url" });
+    expect(relay.metadata.annotations["checksum/valkey-secret"]).toBeUndefined();
+    expect(get(d, "StatefulSet").spec.template.metadata.annotations["checksum/secret"]).toBeUndefined();
+  });
+
+  test("persistence: a retained PVC of valkey.persistence.size and storageClass; '-' means no class; disabled: an emptyDir", () => {
+    const spec = sts().spec;
+    expect(spec.persistentVolumeClaimRetentionPolicy).toEqual({ whenDeleted: "Retain", whenScaled: "Retain" });
+    expect(spec.volumeClaimTemplates).toHaveLength(1);
+    expect(spec.volumeClaimTemplates[0].metadata.name).toBe("data");
+    expect(spec.volumeClaimTemplates[0].spec).toEqual({ accessModes: ["ReadWriteOnce"], storageClassName: "local-path", resources: { requests: { storage: "2Gi" } } });
+    const dflt = get(renderOk({ valuesFiles: ["ci/staging-values.yaml"] }), "StatefulSet").spec.volumeClaimTemplates[0].spec;
+    expect(dflt.storageClassName).toBeUndefined();
+    expect(dflt.resources.requests.storage).toBe("1Gi");
+    const none = get(renderOk({ valuesFiles: ["ci/valkey-values.yaml"], set: { "valkey.persistence.storageClass": "-" } }), "StatefulSet");
+    expect(none.spec.volumeClaimTemplates[0].spec.storageClassName).toBe("");
+    const off = get(renderOk({ valuesFiles: ["ci/valkey-values.yaml"], set: { "valkey.persistence.enabled": false } }), "StatefulSet");
+    expect(off.spec.volumeClaimTemplates).toBeUndefined();
+    expect(off.spec.persistentVolumeClaimRetentionPolicy).toBeUndefined();
+    expect(off.spec.template.spec.volumes.find((v: { name: string }) => v.name === "data").emptyDir).toEqual({ sizeLimit: "2Gi" });
+  });
+
+  test("NetworkPolicy: only this release's relay pods on 6379 (plus extraIngress); no egress at all", () => {
+    const np = get(docs, "NetworkPolicy", "tokenplace-relay-valkey");
+    expect(np.spec).toEqual({
+      podSelector: { matchLabels: VALKEY_SELECTOR },
+      policyTypes: ["Ingress", "Egress"],
+      ingress: [{ from: [{ podSelector: { matchLabels: { "app.kubernetes.io/name": "tokenplace-relay", "app.kubernetes.io/instance": "tokenplace-relay" } } }], ports: [{ port: 6379, protocol: "TCP" }] }],
+      egress: [],
+    });
+    const extra = { from: [{ podSelector: { matchLabels: { app: "exporter" } } }], ports: [{ port: 6379, protocol: "TCP" }] };
+    const withExtra = get(renderOk({ valuesFiles: ["ci/valkey-values.yaml"], setJson: { "valkey.networkPolicy.extraIngress": [extra] } }), "NetworkPolicy", "tokenplace-relay-valkey");
+    expect(withExtra.spec.ingress).toHaveLength(2);
+    expect(withExtra.spec.ingress[1]).toEqual(extra);
+    const off = renderOk({ valuesFiles: ["ci/valkey-values.yaml"], set: { "networkPolicy.enabled": false } });
+    expect(find(off, "NetworkPolicy")).toBeUndefined();
+  });
+
+  test("not rendered unless valkey.enabled (memory scenarios and the external datastore)", () => {
+    for (const f of ["default-values.yaml", "headless-values.yaml", "legacy-values.yaml", "full-values.yaml", "redis-external-values.yaml"]) {
+      const d = renderOk({ valuesFiles: [`ci/${f}`] });
+      expect(d.filter((x) => x.metadata.name.includes("valkey"))).toEqual([]);
+    }
+  });
+
+  test("long release names: the StatefulSet name stays <= 52 characters, the headless Service <= 63", () => {
+    const d = renderOk({ valuesFiles: ["ci/valkey-values.yaml"], release: "relay-".repeat(10).slice(0, 53) });
+    const s = get(d, "StatefulSet");
+    expect(s.metadata.name.length).toBeLessThanOrEqual(52);
+    expect(s.spec.serviceName.length).toBeLessThanOrEqual(63);
+    expect(find(d, "Service", s.spec.serviceName)).toBeDefined();
   });
 });

@@ -10,16 +10,8 @@ const skip = skipWithoutHelm("test/chart/env.test.ts");
 
 /** Read by Bun itself, not by the relay's config. */
 const BUN_RUNTIME = new Set(["BUN_CONFIG_MAX_HTTP_REQUESTS"]);
-/**
- * state.backend=redis is reserved: the relay of this version knows the names but refuses to start
- * with them (exit 2), so a multi-replica deployment can never run on private per-pod memory.
- * When the Redis store lands, this refusal disappears and the scenario must pass as it stands.
- */
-const isRedisRefusal = (p: string) => p.startsWith("TOKENPLACE_RELAY_STATE_BACKEND: the redis backend is not available");
 /** Stand-ins for values the chart takes from Secrets (a Redis URL must look like one). */
-const SECRET_STANDINS: Record<string, string> = { TOKENPLACE_RELAY_REDIS_URL: "redis://redis.tokenplace.svc:6379/0" };
-/** Whether this relay build still refuses the Redis backend (it stops doing so once the store lands). */
-const relayRefusesRedis = loadConfig({ TOKENPLACE_RELAY_STATE_BACKEND: "redis", TOKENPLACE_RELAY_REDIS_URL: SECRET_STANDINS.TOKENPLACE_RELAY_REDIS_URL! }).problems.some(isRedisRefusal);
+const SECRET_STANDINS: Record<string, string> = { TOKENPLACE_RELAY_REDIS_URL: "redis://:secret-from-kubernetes@tokenplace-relay-valkey.tokenplace.svc:6379/0" };
 
 const SCENARIOS = readdirSync(join(CHART, "ci")).filter((f) => f.endsWith("-values.yaml")).sort();
 
@@ -55,14 +47,11 @@ describe.skipIf(skip)("Deployment env matches the relay's config names", () => {
       expect(env.BUN_CONFIG_MAX_HTTP_REQUESTS).toBe("1024");
       expect(env.RELAY_PORT).toBe("5010");
 
+      // Every scenario, the shared-state ones included, loads with zero problems.
       const result = loadConfig(env);
-      if (env.TOKENPLACE_RELAY_STATE_BACKEND === "redis" && relayRefusesRedis) {
-        expect(result.problems.filter(isRedisRefusal)).toHaveLength(1);
-        expect(result.problems.filter((p) => !isRedisRefusal(p))).toEqual([]);
-      } else {
-        expect(result.problems).toEqual([]);
-      }
+      expect(result.problems).toEqual([]);
       expect(result.unknown).toEqual([]);
+      expect(result.config.state.backend).toBe(env.TOKENPLACE_RELAY_STATE_BACKEND as "memory" | "redis");
       expect(result.config.port).toBe(5010);
       expect(result.config.shutdownDelayMs).toBeGreaterThanOrEqual(5000);
       if (!result.config.relayOnly) {
@@ -95,6 +84,7 @@ describe.skipIf(skip)("Deployment env matches the relay's config names", () => {
       maxQueueDepthPerNode: 256,
       retrieveHoldMs: 7000,
       maxRequests: 1000000,
+      maxStoredBytes: 268435456,
       legacyRoutes: false,
     });
     expect(config.v1.operatorTokens.length).toBe(1);
@@ -107,6 +97,49 @@ describe.skipIf(skip)("Deployment env matches the relay's config names", () => {
     const defaults = loadConfig(relayEnv(renderOk({ valuesFiles: ["ci/default-values.yaml"] }))).config.v1;
     expect(defaults).toMatchObject({ legacyRoutes: false, operatorTokens: [] });
     expect(defaults).toEqual(loadConfig({}).config.v1);
+  });
+
+  test("shared state reaches the relay: backend, URL from a Secret, key prefix, command timeout (valkey scenario)", () => {
+    const docs = renderOk({ valuesFiles: ["ci/valkey-values.yaml"] });
+    const env = relayEnv(docs);
+    const { config, problems } = loadConfig(env);
+    expect(problems).toEqual([]);
+    expect(config.state).toEqual({
+      backend: "redis",
+      redis: { url: SECRET_STANDINS.TOKENPLACE_RELAY_REDIS_URL!, keyPrefix: "tokenplace-relay:ci:", commandTimeoutMs: 1500 },
+    });
+    expect(config.v1.maxStoredBytes).toBe(67108864);
+    // The URL the chart generates for the bundled Valkey is one the relay accepts as it stands.
+    const secret = get(docs, "Secret", "tokenplace-relay-valkey");
+    const url = Buffer.from(secret.data.url, "base64").toString();
+    const real = loadConfig({ ...env, TOKENPLACE_RELAY_REDIS_URL: url });
+    expect(real.problems).toEqual([]);
+    expect(real.config.state.redis?.url).toBe(url);
+  });
+
+  test("memory state: the backend is explicit and no Redis setting reaches the relay (the relay would refuse a URL)", () => {
+    const env = relayEnv(renderOk({ valuesFiles: ["ci/default-values.yaml"] }));
+    expect(env.TOKENPLACE_RELAY_STATE_BACKEND).toBe("memory");
+    expect(Object.keys(env).filter((n) => n.includes("REDIS"))).toEqual([]);
+    const { config } = loadConfig(env);
+    expect(config.state).toEqual({ backend: "memory" });
+  });
+
+  test("state.redis.keyPrefix and commandTimeoutMs: the relay's bounds are the chart's", () => {
+    const base = { valuesFiles: ["ci/redis-external-values.yaml"] };
+    for (const [prefix, ok] of [["a", true], ["x".repeat(64), true], ["tp.relay_1:env-2:", true], ["x".repeat(65), false], ["{hash}", false], ["with space", false]] as const) {
+      const r = render({ ...base, set: { "state.redis.keyPrefix": prefix } });
+      expect(r.ok).toBe(ok);
+      if (!ok) expect(r.stderr).toContain("keyPrefix");
+      const relay = loadConfig({ ...relayEnv(renderOk(base)), TOKENPLACE_RELAY_REDIS_KEY_PREFIX: prefix });
+      expect(relay.problems.length === 0).toBe(ok);
+    }
+    for (const [ms, ok] of [[100, true], [30000, true], [99, false], [30001, false]] as const) {
+      const r = render({ ...base, set: { "state.redis.commandTimeoutMs": ms } });
+      expect(r.ok).toBe(ok);
+      if (ok) expect(loadConfig(relayEnv(r.docs)).problems).toEqual([]);
+      else expect(r.stderr).toContain("commandTimeoutMs");
+    }
   });
 
   test("relayOnly renders a config the relay accepts", () => {
@@ -136,6 +169,7 @@ describe.skipIf(skip)("relay.apiV1 bounds match the relay's", () => {
     ["maxQueueDepthPerNode", "TOKEN_PLACE_API_V1_MAX_QUEUE_DEPTH_PER_NODE", 1, 100000, 1],
     ["retrieveHoldMs", "RELAY_V1_RETRIEVE_HOLD_MS", 1000, 9000, 1],
     ["maxRequests", "RELAY_V1_MAX_REQUESTS", 1, 1000000, 1],
+    ["maxStoredBytes", "RELAY_V1_MAX_STORED_BYTES", 1048576, 68719476736, 1],
   ];
   const values = (key: string, v: number) => ({ valuesFiles: ["ci/default-values.yaml"], setJson: { [`relay.apiV1.${key}`]: v } });
 

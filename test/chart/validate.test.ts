@@ -110,20 +110,66 @@ describe.skipIf(skip)("Helmfile environments", () => {
       key: "operator-token",
       optional: true,
     });
-    const cm = get(docs, "ConfigMap").data;
+    const cm = get(docs, "ConfigMap", "tokenplace-relay").data;
     expect(cm.TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES).toBe("false");
     expect(cm.TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS).toBe("10");
     expect(Number(cm.RELAY_V1_RETRIEVE_HOLD_MS)).toBeLessThan(10000);
-    expect(docs.find((d) => d.kind === "Secret")).toBeUndefined();
+    // The only Secret the chart renders is the bundled Valkey's generated password/URL.
+    expect(docs.filter((d) => d.kind === "Secret").map((d) => d.metadata.name)).toEqual(["tokenplace-relay-valkey"]);
     expect(get(docs, "ServiceMonitor")).toBeDefined();
     expect(get(docs, "PrometheusRule")).toBeDefined();
   });
 
+  test("staging: two relays sharing their state in the bundled Valkey (AOF on a PVC), rolling without downtime, PDB", () => {
+    const docs = template("staging");
+    const dep = get(docs, "Deployment");
+    expect(dep.spec.replicas).toBe(2);
+    expect(dep.spec.strategy).toEqual({ type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+    expect(get(docs, "PodDisruptionBudget").spec.maxUnavailable).toBe(1);
+    expect(get(docs, "ConfigMap", "tokenplace-relay").data.TOKENPLACE_RELAY_STATE_BACKEND).toBe("redis");
+    const url = dep.spec.template.spec.containers[0].env.find((e: { name: string }) => e.name === "TOKENPLACE_RELAY_REDIS_URL");
+    expect(url.valueFrom.secretKeyRef).toEqual({ name: "tokenplace-relay-valkey", key: "url" });
+    const sts = get(docs, "StatefulSet");
+    expect(sts.spec.replicas).toBe(1);
+    expect(sts.spec.volumeClaimTemplates[0].spec.resources.requests.storage).toBe("1Gi");
+    const conf: string = get(docs, "ConfigMap", "tokenplace-relay-valkey").data["valkey.conf"];
+    for (const l of ["appendonly yes", "appendfsync everysec", "maxmemory 128mb", "maxmemory-policy noeviction"]) expect(conf).toContain(`${l}\n`);
+    expect(get(docs, "NetworkPolicy", "tokenplace-relay-valkey").spec.ingress).toHaveLength(1);
+    const r = relayConfig(docs);
+    expect(r.problems).toEqual([]);
+    expect(r.config.state.backend).toBe("redis");
+    expect(r.config.v1.maxStoredBytes).toBe(67108864);
+  });
+
+  test("the bundled Valkey's variants not in a ci scenario (existing Secret, no persistence, no storage class) pass kubeconform", () => {
+    const p = Bun.spawnSync(
+      [
+        helm!,
+        ...helmArgs({
+          valuesFiles: ["ci/valkey-values.yaml"],
+          set: { "valkey.auth.existingSecret": "tokenplace-valkey", "valkey.persistence.enabled": false, "valkey.appendfsync": "always" },
+        }),
+      ],
+      { cwd: ROOT, stdout: "pipe", stderr: "pipe" },
+    );
+    expect(p.exitCode).toBe(0);
+    const noPvc = join(dir, "valkey-variants.yaml");
+    writeFileSync(noPvc, p.stdout.toString());
+    const q = Bun.spawnSync([helm!, ...helmArgs({ valuesFiles: ["ci/valkey-values.yaml"], set: { "valkey.persistence.storageClass": "-" } })], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+    expect(q.exitCode).toBe(0);
+    const noClass = join(dir, "valkey-no-class.yaml");
+    writeFileSync(noClass, q.stdout.toString());
+    const r = validateFiles(noPvc, noClass);
+    if (r.code !== 0) console.error(r.out);
+    expect(r.code).toBe(0);
+    expect(r.out).not.toContain("could not find schema");
+  }, 30_000);
+
   /** The relay container's environment (secret refs become a stand-in token) as the relay parses it. */
   function relayConfig(docs: K8sObject[]) {
     const c = get(docs, "Deployment").spec.template.spec.containers[0];
-    const env: Record<string, string> = { ...get(docs, "ConfigMap").data };
-    for (const e of c.env ?? []) env[e.name] = e.value ?? "secret-from-kubernetes-0123456789";
+    const env: Record<string, string> = { ...get(docs, "ConfigMap", "tokenplace-relay").data };
+    for (const e of c.env ?? []) env[e.name] = e.value ?? (e.name === "TOKENPLACE_RELAY_REDIS_URL" ? "redis://:secret@tokenplace-relay-valkey.tokenplace.svc:6379/0" : "secret-from-kubernetes-0123456789");
     return loadConfig(env);
   }
 
@@ -136,8 +182,13 @@ describe.skipIf(skip)("Helmfile environments", () => {
     }
   });
 
-  test("dev: local host, no TLS, small resources", () => {
+  test("dev: local host, no TLS, small resources, one relay on in-memory state (Recreate, no Valkey)", () => {
     const docs = template("dev");
+    const dep = get(docs, "Deployment");
+    expect(dep.spec.replicas).toBe(1);
+    expect(dep.spec.strategy).toEqual({ type: "Recreate" });
+    expect(get(docs, "ConfigMap").data.TOKENPLACE_RELAY_STATE_BACKEND).toBe("memory");
+    expect(docs.filter((d) => d.kind === "StatefulSet" || d.kind === "PodDisruptionBudget")).toEqual([]);
     const ing = get(docs, "Ingress");
     expect(ing.spec.rules[0].host).toBe("relay.localhost");
     expect(ing.spec.tls).toBeUndefined();

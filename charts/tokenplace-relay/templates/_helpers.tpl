@@ -116,12 +116,13 @@ Name of the Secret holding the operator token(s), or "" when the operator route 
 {{- end }}
 
 {{/*
-Whether the chart renders its own Secret (a token given as a value rather than existingSecret).
+Whether the chart renders its own Secret (a token or state.redis.url given as a value rather than
+an existing Secret).
 */}}
 {{- define "tokenplace-relay.chartSecret" -}}
 {{- $t := .Values.relay.serverToken }}
 {{- $o := .Values.relay.operatorToken }}
-{{- if or (and $t.value (not $t.existingSecret)) (and $o.value (not $o.existingSecret)) }}true{{ end }}
+{{- if or (and $t.value (not $t.existingSecret)) (and $o.value (not $o.existingSecret)) (include "tokenplace-relay.chartRedisUrl" .) }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -190,11 +191,20 @@ arm64, or labelled as a 4 KB-page node". nodeSelectorTerms are ORed and expressi
 ANDed, so the page-size alternatives are distributed over every user term.
 */}}
 {{- define "tokenplace-relay.affinity" -}}
-{{- $aff := deepCopy (default dict .Values.affinity) }}
-{{- if .Values.arm64PageSize.enforce }}
+{{- include "tokenplace-relay.affinityFor" (list . .Values.affinity) }}
+{{- end }}
+
+{{/*
+The same for any pod of the chart. Argument: (list $root $affinityValue). The bundled Valkey needs
+the rule as much as the relay: its jemalloc aborts on 16 KB/64 KB pages too.
+*/}}
+{{- define "tokenplace-relay.affinityFor" -}}
+{{- $root := index . 0 }}
+{{- $aff := deepCopy (default dict (index . 1)) }}
+{{- if $root.Values.arm64PageSize.enforce }}
 {{- $alts := list
       (dict "key" "kubernetes.io/arch" "operator" "NotIn" "values" (list "arm64"))
-      (dict "key" .Values.arm64PageSize.nodeLabel "operator" "In" "values" (list .Values.arm64PageSize.nodeLabelValue)) }}
+      (dict "key" $root.Values.arm64PageSize.nodeLabel "operator" "In" "values" (list $root.Values.arm64PageSize.nodeLabelValue)) }}
 {{- $na := default dict (get $aff "nodeAffinity") }}
 {{- $req := default dict (get $na "requiredDuringSchedulingIgnoredDuringExecution") }}
 {{- $userTerms := default (list (dict)) (get $req "nodeSelectorTerms") }}
@@ -228,18 +238,255 @@ Pod-level and container-level security contexts shared by the relay and the test
 {{- end }}
 
 {{/*
+Shared state (state.backend=redis). The relay reads one complete URL (user, password and database
+inside) from a Secret key: state.redis.existingSecret, the chart's own Secret (state.redis.url), or
+the bundled Valkey's Secret (valkey.enabled). Never from the ConfigMap.
+*/}}
+{{- define "tokenplace-relay.redisUrlSecretName" -}}
+{{- if eq .Values.state.backend "redis" }}
+{{- if .Values.valkey.enabled }}
+{{- include "tokenplace-relay.valkey.secretName" . }}
+{{- else if .Values.state.redis.existingSecret }}
+{{- .Values.state.redis.existingSecret }}
+{{- else if .Values.state.redis.url }}
+{{- include "tokenplace-relay.fullname" . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "tokenplace-relay.redisUrlSecretKey" -}}
+{{- if .Values.valkey.enabled }}
+{{- if .Values.valkey.auth.existingSecret }}{{ .Values.valkey.auth.urlKey }}{{ else }}url{{ end }}
+{{- else if .Values.state.redis.existingSecret }}
+{{- .Values.state.redis.existingSecretKey }}
+{{- else }}
+{{- "redis-url" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Key of the chart's own Secret that holds state.redis.url (only without existingSecret/valkey).
+*/}}
+{{- define "tokenplace-relay.chartRedisUrl" -}}
+{{- $r := .Values.state.redis }}
+{{- if and (eq .Values.state.backend "redis") $r.url (not $r.existingSecret) (not .Values.valkey.enabled) }}true{{ end }}
+{{- end }}
+
+{{/*
+Several relay pods at once: a fixed replicaCount above 1, or an HPA.
+*/}}
+{{- define "tokenplace-relay.multiReplica" -}}
+{{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- end }}
+
+{{/*
+Deployment strategy. memory: Recreate (two pods must never serve from two private memories, not
+even for the seconds of a rollout). redis: RollingUpdate, one extra pod, none taken away first
+(state is shared, so old and new pods serve the same relay). An explicit .Values.strategy wins,
+except RollingUpdate with memory state, which the validate rules refuse.
+*/}}
+{{- define "tokenplace-relay.strategy" -}}
+{{- if .Values.strategy }}
+{{- toYaml .Values.strategy }}
+{{- else if eq .Values.state.backend "redis" }}
+type: RollingUpdate
+rollingUpdate:
+  maxSurge: 1
+  maxUnavailable: 0
+{{- else }}
+type: Recreate
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the PodDisruptionBudget is rendered: podDisruptionBudget.enabled, or when it is null
+(auto) with shared state and several replicas.
+*/}}
+{{- define "tokenplace-relay.pdbEnabled" -}}
+{{- $e := .Values.podDisruptionBudget.enabled }}
+{{- if kindIs "invalid" $e }}
+{{- if and (eq .Values.state.backend "redis") (include "tokenplace-relay.multiReplica" .) }}true{{ end }}
+{{- else if $e }}true{{ end }}
+{{- end }}
+
+{{/*
+Bundled Valkey: names (the StatefulSet name stays <= 52 characters so the controller-revision-hash
+label fits in 63), labels (a name of its own: the relay's Service, PDB and NetworkPolicy select
+name+instance and must never pick up a Valkey pod), image.
+*/}}
+{{- define "tokenplace-relay.valkey.fullname" -}}
+{{- printf "%s-valkey" (include "tokenplace-relay.fullname" . | trunc 45 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "tokenplace-relay.valkey.headlessName" -}}
+{{- printf "%s-headless" (include "tokenplace-relay.valkey.fullname" .) }}
+{{- end }}
+
+{{- define "tokenplace-relay.valkey.secretName" -}}
+{{- default (include "tokenplace-relay.valkey.fullname" .) .Values.valkey.auth.existingSecret }}
+{{- end }}
+
+{{- define "tokenplace-relay.valkey.passwordKey" -}}
+{{- if .Values.valkey.auth.existingSecret }}{{ .Values.valkey.auth.passwordKey }}{{ else }}password{{ end }}
+{{- end }}
+
+{{- define "tokenplace-relay.valkey.selectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-valkey" (include "tokenplace-relay.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The generated Valkey password: the one stored in the release's Secret (lookup, so upgrades keep
+it), else 40 random characters. Computed once per render and cached in the values map, so the
+Secret and the checksum annotations of the pods see the same password (a random value per include
+would restart Valkey and the relays on the upgrade after the first install).
+*/}}
+{{- define "tokenplace-relay.valkey.generatedPassword" -}}
+{{- $auth := .Values.valkey.auth }}
+{{- if not (hasKey $auth "_generatedPassword") }}
+{{- $password := "" }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "tokenplace-relay.valkey.fullname" .) }}
+{{- if and $existing $existing.data (hasKey $existing.data "password") }}
+{{- $password = index $existing.data "password" | b64dec }}
+{{- end }}
+{{- if not $password }}
+{{- $password = randAlphaNum 40 }}
+{{- end }}
+{{- $_ := set $auth "_generatedPassword" $password }}
+{{- end }}
+{{- index $auth "_generatedPassword" }}
+{{- end }}
+
+{{/*
+Labels of the Valkey objects themselves (the chart's common labels, component valkey).
+*/}}
+{{- define "tokenplace-relay.valkey.labels" -}}
+{{ include "tokenplace-relay.labels" . }}
+app.kubernetes.io/component: valkey
+{{- end }}
+
+{{/*
+Labels of the Valkey pods: the common labels with the Valkey name instead of the relay's.
+*/}}
+{{- define "tokenplace-relay.valkey.podLabels" -}}
+helm.sh/chart: {{ include "tokenplace-relay.chart" . }}
+{{ include "tokenplace-relay.valkey.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.valkey.image.tag | replace "+" "_" | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: token.place
+app.kubernetes.io/component: valkey
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Valkey image: repository:tag@digest when a digest is set (the digest is what is pulled; the tag
+stays for people reading the manifest), else repository:tag.
+*/}}
+{{- define "tokenplace-relay.valkey.image" -}}
+{{- $i := .Values.valkey.image }}
+{{- if eq (lower $i.tag) "latest" }}
+{{- fail "valkey.image.tag: `latest` is refused; pin a version tag and valkey.image.digest" }}
+{{- end }}
+{{- if $i.digest }}
+{{- printf "%s:%s@%s" $i.repository $i.tag $i.digest }}
+{{- else }}
+{{- printf "%s:%s" $i.repository $i.tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+valkey.maxmemory (e.g. 256mb, 1gb) in bytes. Valkey's mb/gb are powers of 1024.
+*/}}
+{{- define "tokenplace-relay.valkey.maxmemoryBytes" -}}
+{{- $m := lower .Values.valkey.maxmemory }}
+{{- if hasSuffix "gb" $m }}
+{{- mul (int64 (trimSuffix "gb" $m)) 1073741824 }}
+{{- else }}
+{{- mul (int64 (trimSuffix "mb" $m)) 1048576 }}
+{{- end }}
+{{- end }}
+
+{{/*
+A Kubernetes memory quantity in bytes when it is written in Mi or Gi (else empty: not checked).
+*/}}
+{{- define "tokenplace-relay.miGiBytes" -}}
+{{- $q := toString . }}
+{{- if regexMatch "^[0-9]+Gi$" $q }}
+{{- mul (int64 (trimSuffix "Gi" $q)) 1073741824 }}
+{{- else if regexMatch "^[0-9]+Mi$" $q }}
+{{- mul (int64 (trimSuffix "Mi" $q)) 1048576 }}
+{{- end }}
+{{- end }}
+
+{{/*
 Cross-field rules. Included from the Deployment so every render checks them.
 */}}
 {{- define "tokenplace-relay.validate" -}}
 {{- $v := .Values }}
+{{- $redis := $v.state.redis }}
 {{- if and (eq $v.state.backend "memory") (gt (int $v.replicaCount) 1) }}
-{{- fail (printf "replicaCount=%d needs shared state: the relay keeps broker state in memory per pod (state.backend=memory), so compute nodes and clients would see different relays. Keep replicaCount=1, or set state.backend=redis with state.redis.url or state.redis.existingSecret once the relay supports it." (int $v.replicaCount)) }}
+{{- fail (printf "replicaCount=%d needs shared state: with state.backend=memory every pod keeps its own broker state, so compute nodes and clients would see different relays. Keep replicaCount=1, or set state.backend=redis with valkey.enabled=true (bundled Valkey) or state.redis.existingSecret (your own Valkey/Redis)." (int $v.replicaCount)) }}
 {{- end }}
 {{- if and $v.autoscaling.enabled (eq $v.state.backend "memory") }}
-{{- fail "autoscaling.enabled needs shared state: the relay keeps broker state in memory per pod (state.backend=memory). Disable autoscaling, or set state.backend=redis with state.redis.url or state.redis.existingSecret once the relay supports it." }}
+{{- fail "autoscaling.enabled needs shared state: with state.backend=memory every pod keeps its own broker state. Disable autoscaling, or set state.backend=redis with valkey.enabled=true (bundled Valkey) or state.redis.existingSecret (your own Valkey/Redis)." }}
 {{- end }}
-{{- if and (eq $v.state.backend "redis") (not (or $v.state.redis.url $v.state.redis.existingSecret)) }}
-{{- fail "state.backend=redis needs state.redis.url or state.redis.existingSecret" }}
+{{- if eq $v.state.backend "memory" }}
+{{- if and $v.strategy (eq (toString $v.strategy.type) "RollingUpdate") }}
+{{- fail "strategy.type=RollingUpdate with state.backend=memory: during a rollout the old and the new pod would both serve, each from its own memory (nodes registered on one, requests queued on the other). Memory state needs Recreate (the chart's default when strategy is empty); for rollouts without downtime use state.backend=redis." }}
+{{- end }}
+{{- if $v.valkey.enabled }}
+{{- fail "valkey.enabled=true with state.backend=memory: the relay would not use the bundled Valkey. Set state.backend=redis, or valkey.enabled=false." }}
+{{- end }}
+{{- range $k := list "url" "existingSecret" "keyPrefix" "commandTimeoutMs" }}
+{{- $x := index $redis $k }}
+{{- if and (not (kindIs "invalid" $x)) (ne (toString $x) "") }}
+{{- fail (printf "state.redis.%s is set but state.backend=memory: a setting for a backend that is not used is a mistake (the relay refuses TOKENPLACE_RELAY_REDIS_URL without the redis backend too). Set state.backend=redis or remove it." $k) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if eq $v.state.backend "redis" }}
+{{- if not (or $redis.url $redis.existingSecret $v.valkey.enabled) }}
+{{- fail "state.backend=redis needs a datastore: valkey.enabled=true (the chart runs Valkey and builds the URL), or state.redis.existingSecret (a Secret whose key state.redis.existingSecretKey holds redis://[user:password@]host:port/db or rediss://...)" }}
+{{- end }}
+{{- if and $redis.url $redis.existingSecret }}
+{{- fail "state.redis: set url or existingSecret, not both" }}
+{{- end }}
+{{- if and $v.valkey.enabled (or $redis.url $redis.existingSecret) }}
+{{- fail "valkey.enabled=true and state.redis.url/existingSecret are exclusive: the bundled Valkey's URL comes from its own Secret. Use one datastore." }}
+{{- end }}
+{{- end }}
+{{- if and $v.strategy $v.strategy.rollingUpdate (ne (toString $v.strategy.type) "RollingUpdate") }}
+{{- fail "strategy.rollingUpdate only applies to strategy.type=RollingUpdate" }}
+{{- end }}
+{{- range $redis.egress.cidrs }}
+{{- if hasSuffix "/0" . }}
+{{- fail (printf "state.redis.egress.cidrs: %q would allow the whole internet; list the datastore's address(es)" .) }}
+{{- end }}
+{{- end }}
+{{- if $v.valkey.enabled }}
+{{- $maxmem := include "tokenplace-relay.valkey.maxmemoryBytes" . | int64 }}
+{{- $stored := ternary 134217728 (int64 (default 0 $v.relay.apiV1.maxStoredBytes)) (kindIs "invalid" $v.relay.apiV1.maxStoredBytes) }}
+{{- if gt (mul $stored 4) (mul $maxmem 3) }}
+{{- fail (printf "relay.apiV1.maxStoredBytes (%d, relay default 134217728) must stay within 3/4 of valkey.maxmemory (%s = %d bytes): the relay's own cap (503 storage_full) has to trigger before Valkey refuses writes (noeviction: every state write fails). Raise valkey.maxmemory or lower relay.apiV1.maxStoredBytes." $stored $v.valkey.maxmemory $maxmem) }}
+{{- end }}
+{{- with $v.valkey.resources.limits }}
+{{- with include "tokenplace-relay.miGiBytes" .memory }}
+{{- if lt (mul (int64 .) 2) (mul $maxmem 3) }}
+{{- fail (printf "valkey.resources.limits.memory (%s) must be at least 1.5 x valkey.maxmemory (%s): Valkey's own overhead and the copy-on-write pages of an AOF rewrite come on top of maxmemory, and an OOM kill restarts the datastore." $v.valkey.resources.limits.memory $v.valkey.maxmemory) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $a := $v.valkey.auth }}
+{{- if and $a.existingSecret (eq $a.passwordKey $a.urlKey) }}
+{{- fail "valkey.auth.passwordKey and valkey.auth.urlKey must differ: one key holds the password Valkey starts with, the other the relay's complete URL" }}
+{{- end }}
+{{- end }}
+{{- if include "tokenplace-relay.chartRedisUrl" . }}
+{{- if or (and $v.relay.serverToken.value (eq $v.relay.serverToken.key "redis-url")) (and $v.relay.operatorToken.value (eq $v.relay.operatorToken.key "redis-url")) }}
+{{- fail "the chart's Secret keeps state.redis.url under the key redis-url: use another key for relay.serverToken.key / relay.operatorToken.key" }}
+{{- end }}
 {{- end }}
 {{- if and $v.autoscaling.enabled (lt (int $v.autoscaling.maxReplicas) (int $v.autoscaling.minReplicas)) }}
 {{- fail "autoscaling.maxReplicas must be >= autoscaling.minReplicas" }}
@@ -321,7 +568,7 @@ Cross-field rules. Included from the Deployment so every render checks them.
 {{- fail (printf "relay.apiV1.requestDeadlineSeconds (%v) must lie within requestDeadlineMinSeconds..requestDeadlineMaxSeconds (%v..%v; relay defaults 1..3600)" $dl $dlMin $dlMax) }}
 {{- end }}
 {{- end }}
-{{- if $v.podDisruptionBudget.enabled }}
+{{- if include "tokenplace-relay.pdbEnabled" . }}
 {{- if and (not (kindIs "invalid" $v.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" $v.podDisruptionBudget.maxUnavailable)) }}
 {{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" }}
 {{- end }}
