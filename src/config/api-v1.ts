@@ -26,7 +26,14 @@ export const OPERATOR_TOKEN_VARS = ["TOKEN_PLACE_OPERATOR_TOKEN", "TOKEN_PLACE_K
  * Upstream falls back to defaults (or clamps) on junk; here every bad value is a problem listed at
  * start, so a typo never runs a relay with timings nobody chose.
  */
-export function loadApiV1Config(r: EnvReader): ApiV1Config {
+export function loadApiV1Config(r: EnvReader, memoryBudgetBytes: number = D.DEFAULT_MEMORY_BUDGET_BYTES): ApiV1Config {
+  const legacyRoutes = r.bool("TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES", false);
+  // The memory budget is API v1's alone unless the legacy protocol runs beside it.
+  const budgetShare = Math.floor(memoryBudgetBytes * (legacyRoutes ? 1 - D.LEGACY_MEMORY_BUDGET_SHARE : 1));
+  const maxStoredBytes = r.int("RELAY_V1_MAX_STORED_BYTES", budgetShare, { min: 1024 * 1024, max: 64 * 1024 ** 3 });
+  if (maxStoredBytes > memoryBudgetBytes) {
+    r.problem(`RELAY_V1_MAX_STORED_BYTES: ${maxStoredBytes} exceeds the memory budget (${memoryBudgetBytes}, RELAY_MEMORY_BUDGET_BYTES)`);
+  }
   const leaseSeconds = r.int("TOKEN_PLACE_API_V1_RELAY_SERVER_LEASE_SECONDS", D.DEFAULT_V1_LEASE_SECONDS, { min: 1, max: 3_600 });
   const pollWaitSeconds = r.number("TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS", D.DEFAULT_V1_POLL_WAIT_SECONDS, {
     min: 0,
@@ -60,8 +67,8 @@ export function loadApiV1Config(r: EnvReader): ApiV1Config {
     maxQueueDepthPerNode: r.int("TOKEN_PLACE_API_V1_MAX_QUEUE_DEPTH_PER_NODE", D.DEFAULT_V1_MAX_QUEUE_DEPTH_PER_NODE, { min: 1, max: 100_000 }),
     retrieveHoldMs,
     maxRequests: r.int("RELAY_V1_MAX_REQUESTS", D.DEFAULT_V1_MAX_REQUESTS, { min: 1, max: 1_000_000 }),
-    maxStoredBytes: r.int("RELAY_V1_MAX_STORED_BYTES", D.DEFAULT_V1_MAX_STORED_BYTES, { min: 1024 * 1024, max: 64 * 1024 ** 3 }),
+    maxStoredBytes,
     operatorTokens,
-    legacyRoutes: r.bool("TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES", false),
+    legacyRoutes,
   };
 }

@@ -2,6 +2,7 @@ import * as D from "./defaults.ts";
 import { RELAY_ROUTES, RESERVED_PREFIXES } from "../routes.ts";
 import { loadApiV1Config, type ApiV1Config } from "./api-v1.ts";
 import { loadStateConfig, type StateConfig } from "./state.ts";
+import { loadMemoryBudget, type MemoryBudget } from "./memory.ts";
 import { redactRedisUrl } from "../state/redis.ts";
 import { EnvReader, parseHttpUrl, type Env } from "./env-reader.ts";
 
@@ -23,6 +24,8 @@ export interface BrokerLimits {
   answerTtlMs: number;
   streamTtlMs: number;
   sweepIntervalMs: number;
+  /** Payload bytes (jobs, answers, stream chunks) the legacy stores may hold: its share of the memory budget. */
+  maxStoredBytes: number;
 }
 
 export interface ProxyConfig {
@@ -60,6 +63,8 @@ export interface Config {
   dnsCacheMs: number;
   broker: BrokerLimits;
   v1: ApiV1Config;
+  /** What stored payloads may take in all (RELAY_MEMORY_BUDGET_BYTES) and where the number came from. */
+  memory: MemoryBudget;
   /** Where relay state lives: this process, or a shared Valkey/Redis. */
   state: StateConfig;
   proxy: ProxyConfig;
@@ -137,6 +142,7 @@ export function loadConfig(env: Env): ConfigResult {
     answerTtlMs: r.int("RELAY_ANSWER_TTL_MS", D.DEFAULT_ANSWER_TTL_MS, { min: 1_000 }),
     streamTtlMs: r.int("RELAY_STREAM_TTL_MS", D.DEFAULT_STREAM_TTL_MS, { min: 1_000 }),
     sweepIntervalMs: r.int("RELAY_SWEEP_INTERVAL_MS", D.DEFAULT_SWEEP_INTERVAL_MS, { min: 100, max: 60_000 }),
+    maxStoredBytes: 0, // set from the memory budget below
   };
   if (broker.longPollMs >= broker.nodeStaleMs) {
     r.problem("RELAY_LONG_POLL_MS must be shorter than RELAY_NODE_STALE_MS (a held node would look stale)");
@@ -159,7 +165,10 @@ export function loadConfig(env: Env): ConfigResult {
 
   const state = loadStateConfig(r);
 
-  const v1 = loadApiV1Config(r);
+  const memory = loadMemoryBudget(r);
+  const v1 = loadApiV1Config(r, memory.bytes);
+  // The legacy protocol's share of the budget (unused while its routes are off).
+  broker.maxStoredBytes = Math.floor(memory.bytes * D.LEGACY_MEMORY_BUDGET_SHARE);
   const proxy = loadProxyConfig(r, upstreamUrl);
   // With a list, the list is what is proxied to; a primary URL outside it would be ignored.
   const primarySet = ["TOKENPLACE_RELAY_UPSTREAM_URL", "TOKENPLACE_GPU_HOST", "TOKENPLACE_GPU_PORT"].some((n) => r.raw(n) !== undefined);
@@ -175,7 +184,7 @@ export function loadConfig(env: Env): ConfigResult {
   return {
     config: {
       host, port, logLevel, relayOnly, upstreamUrl, gpuHost, gpuPort, serverTokens,
-      maxBodyBytes, idleTimeoutSeconds, shutdownDelayMs, shutdownGraceMs, dnsCacheMs, broker, v1, state, proxy,
+      maxBodyBytes, idleTimeoutSeconds, shutdownDelayMs, shutdownGraceMs, dnsCacheMs, broker, v1, memory, state, proxy,
     },
     problems: r.problems,
     unknown,
@@ -236,6 +245,7 @@ export function describeConfig(c: Config): Record<string, unknown> {
     shutdownDelayMs: c.shutdownDelayMs,
     shutdownGraceMs: c.shutdownGraceMs,
     broker: c.broker,
+    memory: c.memory,
     v1: { ...c.v1, operatorTokens: c.v1.operatorTokens.length === 0 ? "none (operator unregister off)" : `${c.v1.operatorTokens.length} configured (redacted)` },
     state: c.state.backend === "memory" ? c.state : { ...c.state, redis: { ...c.state.redis!, url: redactRedisUrl(c.state.redis!.url) } },
     proxy: { ...c.proxy, upstreams: c.proxy.upstreams.map((u) => u.href) },

@@ -66,12 +66,6 @@ export const DEFAULT_V1_MAX_QUEUE_DEPTH_PER_NODE = 1_024;
  * timeout per retrieve is 10 s: answer 2 s before it so the answer never goes to a closed socket.
  */
 export const DEFAULT_V1_RETRIEVE_HOLD_MS = 8_000;
-/**
- * Ciphertext the API v1 state may hold at once (queued requests, answers, progress): without it,
- * 10,000 requests of 4 MiB would be 40 GB. JavaScript strings take up to twice this in memory;
- * 128 MiB fits the chart's 512 Mi limit on a Pi with room for everything else.
- */
-export const DEFAULT_V1_MAX_STORED_BYTES = 128 * 1024 * 1024;
 /** Live tracked requests (queued or in flight) across all nodes; beyond: 503 requests_full. */
 export const DEFAULT_V1_MAX_REQUESTS = 10_000;
 
@@ -81,3 +75,19 @@ export const DEFAULT_V1_MAX_REQUESTS = 10_000;
 export const DEFAULT_REDIS_KEY_PREFIX = "tokenplace-relay:";
 /** A datastore call without an answer this long fails with 503 state_unavailable (never a hang). */
 export const DEFAULT_REDIS_COMMAND_TIMEOUT_MS = 2_000;
+
+// Memory budget.
+
+/**
+ * Share of the container's memory limit that stored payloads may take by default: the rest is the
+ * runtime (~60 MB), request bodies being read (bounded separately) and headroom. With the chart's
+ * 512 Mi limit on a Pi that is 256 MiB.
+ */
+export const MEMORY_BUDGET_SHARE_OF_LIMIT = 0.5;
+/** A budget set by hand may not exceed this share of the container limit (exit 2 otherwise). */
+export const MAX_MEMORY_BUDGET_SHARE = 0.8;
+/** Without a container limit (a laptop, a bare binary): 256 MiB. */
+export const DEFAULT_MEMORY_BUDGET_BYTES = 256 * 1024 * 1024;
+export const MIN_MEMORY_BUDGET_BYTES = 16 * 1024 * 1024;
+/** With legacy routes on, the legacy protocol's stores get this share of the budget, API v1 the rest. */
+export const LEGACY_MEMORY_BUDGET_SHARE = 0.25;

@@ -1,7 +1,8 @@
 // API v1 settings: upstream relay.py's names and defaults, but every bad value is a problem at
 // start (upstream silently falls back), and secrets never show in --check-config.
 import { describe, expect, test } from "bun:test";
-import { describeConfig, loadConfig } from "../../src/config/index.ts";
+import { EnvReader, describeConfig, loadConfig } from "../../src/config/index.ts";
+import { loadMemoryBudget } from "../../src/config/memory.ts";
 
 describe("API v1 settings", () => {
   test("defaults match upstream relay.py (spec §4) and the legacy protocol is off", () => {
@@ -18,7 +19,8 @@ describe("API v1 settings", () => {
       maxQueueDepthPerNode: 1024,
       retrieveHoldMs: 8000,
       maxRequests: 10000,
-      maxStoredBytes: 128 * 1024 * 1024,
+      // All of the memory budget while the legacy protocol is off.
+      maxStoredBytes: config.memory.bytes,
       operatorTokens: [],
       legacyRoutes: false,
     });
@@ -85,5 +87,33 @@ describe("API v1 settings", () => {
     const text = JSON.stringify(describeConfig(config));
     expect(text).not.toContain("operator-token-0123456789");
     expect(text).toContain("1 configured (redacted)");
+  });
+});
+
+describe("memory budget", () => {
+  const budget = (env: Record<string, string>, files: Record<string, string>) => {
+    const r = new EnvReader(env);
+    return { budget: loadMemoryBudget(r, (path) => files[path]), problems: r.problems };
+  };
+  const MiB = 1024 * 1024;
+
+  test("derived from the container's limit: cgroup v2, else v1; a constant without one", () => {
+    expect(budget({}, { "/sys/fs/cgroup/memory.max": String(512 * MiB) }).budget).toEqual({ bytes: 256 * MiB, source: "cgroup v2 memory.max", containerLimitBytes: 512 * MiB });
+    expect(budget({}, { "/sys/fs/cgroup/memory.max": "max", "/sys/fs/cgroup/memory/memory.limit_in_bytes": String(1024 * MiB) }).budget.bytes).toBe(512 * MiB);
+    expect(budget({}, { "/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712" }).budget).toEqual({ bytes: 256 * MiB, source: "default (no container limit)" });
+  });
+
+  test("a budget set by hand is checked against the container's limit", () => {
+    expect(budget({ RELAY_MEMORY_BUDGET_BYTES: String(300 * MiB) }, { "/sys/fs/cgroup/memory.max": String(512 * MiB) }).problems).toEqual([]);
+    expect(budget({ RELAY_MEMORY_BUDGET_BYTES: String(500 * MiB) }, { "/sys/fs/cgroup/memory.max": String(512 * MiB) }).problems.join()).toContain("the kernel would kill the relay");
+  });
+
+  test("API v1 gets the budget, minus the legacy share when legacy routes are on; an override beyond it is refused", () => {
+    const on = loadConfig({ RELAY_MEMORY_BUDGET_BYTES: String(200 * MiB), TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES: "true" });
+    expect(on.problems).toEqual([]);
+    expect(on.config.v1.maxStoredBytes).toBe(150 * MiB);
+    expect(on.config.broker.maxStoredBytes).toBe(50 * MiB);
+    const over = loadConfig({ RELAY_MEMORY_BUDGET_BYTES: String(100 * MiB), RELAY_V1_MAX_STORED_BYTES: String(200 * MiB) });
+    expect(over.problems.join()).toContain("exceeds the memory budget");
   });
 });
