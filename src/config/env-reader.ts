@@ -51,15 +51,7 @@ export class EnvReader {
       this.problem(`${name}: ${value} is out of range`);
       return fallback;
     }
-    if (opts.min !== undefined && n < opts.min) {
-      this.problem(`${name}: must be >= ${opts.min}, got ${n}`);
-      return fallback;
-    }
-    if (opts.max !== undefined && n > opts.max) {
-      this.problem(`${name}: must be <= ${opts.max}, got ${n}`);
-      return fallback;
-    }
-    return n;
+    return this.inRange(name, n, fallback, opts);
   }
 
   /** A finite decimal number (seconds may be fractional); out of range is a problem, never clamped. */
@@ -71,6 +63,11 @@ export class EnvReader {
       this.problem(`${name}: expected a number, got ${JSON.stringify(value)}`);
       return fallback;
     }
+    return this.inRange(name, n, fallback, opts);
+  }
+
+  /** Out of range is a problem (and the fallback keeps the rest of the check going), never clamped. */
+  private inRange(name: string, n: number, fallback: number, opts: IntOptions): number {
     if (opts.min !== undefined && n < opts.min) {
       this.problem(`${name}: must be >= ${opts.min}, got ${n}`);
       return fallback;

@@ -1,3 +1,4 @@
+import { NODE_CAPABILITIES } from "../../src/demo/protocol.ts";
 import type { RelayOverrides } from "../../src/relay.ts";
 import { ManualClock } from "../../src/clock.ts";
 import { v1Limits } from "../../src/state/backend.ts";
@@ -5,16 +6,8 @@ import { fakeKey, startTestRelay, testConfig, type TestRelay } from "../helpers/
 import { BACKENDS, type Backend } from "./backends.ts";
 
 export const PROTOCOL = "tokenplace_api_v1_relay_e2ee";
-export const NODE_CAPS = {
-  api_version: "v1",
-  supported_model_ids: ["qwen3-8b-instruct"],
-  active_context_tier: "8k-fast",
-  maximum_total_context_tokens: 8192,
-  default_output_token_reservation: 1024,
-  maximum_output_tokens: 8192,
-  max_concurrency: 1,
-  backend_class: "cpu",
-} as const;
+/** What the unmodified node sends on register and every poll (one definition, the demo node's). */
+export const NODE_CAPS = NODE_CAPABILITIES;
 
 export type Json = Record<string, any>;
 

@@ -16,6 +16,16 @@ afterEach(async () => {
 });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** POSTs, then leaves 50 ms later (the client closes its socket); resolves once it has left. */
+async function postAndLeave(url: string, body: unknown): Promise<void> {
+  const abort = new AbortController();
+  const gone = fetch(url, { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" }, signal: abort.signal }).catch(() => "aborted");
+  await sleep(50);
+  abort.abort();
+  expect(await gone).toBe("aborted");
+  await sleep(50);
+}
+
 /** Resolves with the settled value, or "pending" if it has not settled yet. */
 async function peek<T>(p: Promise<T>): Promise<T | "pending"> {
   return Promise.race([p, sleep(20).then(() => "pending" as const)]);
@@ -90,17 +100,7 @@ for (const backend of BACKENDS) {
       relay = startV1Relay(HOLD, backend);
       const p = v1Peers(relay);
       const node = await p.register();
-      const abort = new AbortController();
-      const gone = fetch(`${relay.url}/api/v1/relay/servers/poll`, {
-        method: "POST",
-        body: JSON.stringify({ server_public_key: node.key }),
-        headers: { "Content-Type": "application/json" },
-        signal: abort.signal,
-      }).catch(() => "aborted");
-      await sleep(50);
-      abort.abort();
-      expect(await gone).toBe("aborted");
-      await sleep(50);
+      await postAndLeave(`${relay.url}/api/v1/relay/servers/poll`, { server_public_key: node.key });
       const id = rid();
       await p.request(node.key, fakeKey("c"), id);
       expect((await p.poll(node.key)).body.request_id).toBe(id);
@@ -180,17 +180,7 @@ describe("a failed hand-over puts the item back", () => {
     const node = await p.register();
     const id = rid();
     await p.request(node.key, fakeKey("c"), id);
-    const abort = new AbortController();
-    const gone = fetch(`${relay.url}/api/v1/relay/servers/poll`, {
-      method: "POST",
-      body: JSON.stringify({ server_public_key: node.key }),
-      headers: { "Content-Type": "application/json" },
-      signal: abort.signal,
-    }).catch(() => "aborted");
-    await sleep(50);
-    abort.abort();
-    await gone;
-    await sleep(50);
+    await postAndLeave(`${relay.url}/api/v1/relay/servers/poll`, { server_public_key: node.key });
     open();
     await sleep(50);
     expect((await inner.stats()).inFlight).toBe(0);
@@ -210,17 +200,7 @@ describe("a failed hand-over puts the item back", () => {
     await p.request(node.key, client, id);
     await p.poll(node.key);
     await p.respond(client, id);
-    const abort = new AbortController();
-    const gone = fetch(`${relay.url}/api/v1/relay/responses/retrieve`, {
-      method: "POST",
-      body: JSON.stringify({ client_public_key: client, request_id: id }),
-      headers: { "Content-Type": "application/json" },
-      signal: abort.signal,
-    }).catch(() => "aborted");
-    await sleep(50);
-    abort.abort();
-    await gone;
-    await sleep(50);
+    await postAndLeave(`${relay.url}/api/v1/relay/responses/retrieve`, { client_public_key: client, request_id: id });
     open();
     await sleep(50);
     expect((await p.retrieve(client, id)).status).toBe(200);

@@ -19,6 +19,7 @@ import { afterAll, expect } from "bun:test";
 import { peersProblems, runTokenplaceE2E } from "../../bench/peers.ts";
 import { binaryProblem, gate, gatedTest, X64 } from "../container/harness.ts";
 import { fakeKey } from "../helpers/relay.ts";
+import { NODE_CAPS } from "./helpers.ts";
 import { spawnRelay, type Spawned } from "../helpers/spawn.ts";
 
 const peers = gate("token.place peers interop", [binaryProblem(X64), ...peersProblems()]);
@@ -52,16 +53,7 @@ async function exerciseSecrets(url: string, token: string) {
   const auth = { "X-Relay-Server-Token": token };
   const node = fakeKey("node");
   const client = fakeKey("client");
-  const capabilities = {
-    api_version: "v1",
-    supported_model_ids: ["qwen3-8b-instruct"],
-    active_context_tier: "8k-fast",
-    maximum_total_context_tokens: 8192,
-    default_output_token_reservation: 1024,
-    maximum_output_tokens: 8192,
-    max_concurrency: 1,
-    backend_class: "cpu",
-  };
+  const capabilities = NODE_CAPS;
   const wrongToken = `wrong-${crypto.randomUUID()}`;
   expect((await post(`${url}/api/v1/relay/servers/register`, { server_public_key: node, capabilities }, { "X-Relay-Server-Token": wrongToken })).status).toBe(401);
   const reg = await post(`${url}/api/v1/relay/servers/register`, { server_public_key: node, capabilities }, auth);

@@ -59,64 +59,52 @@ describe("legacy routes on", () => {
   });
 });
 
-describe("relay routes win over proxy prefixes", () => {
-  let upstream: Server<undefined>;
+/** A relay in proxy mode in front of an upstream that records every path it receives. */
+function withRecordingUpstream() {
   const seen: string[] = [];
-  let relay: TestRelay;
+  let upstream: Server<undefined>;
+  const ctx = { seen, relay: undefined as unknown as TestRelay };
   beforeAll(() => {
-    upstream = Bun.serve({
-      port: 0,
-      hostname: "127.0.0.1",
-      fetch(req) {
-        seen.push(new URL(req.url).pathname);
-        return Response.json({ from: "upstream" });
-      },
-    });
-    relay = startTestRelay(
+    upstream = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: (req) => (seen.push(new URL(req.url).pathname), Response.json({ from: "upstream" })) });
+    ctx.relay = startTestRelay(
       { TOKENPLACE_RELAY_ONLY: "false", TOKENPLACE_RELAY_UPSTREAM_URL: `http://127.0.0.1:${upstream.port}` },
       { proxy: (d) => createProxyRoute({ ...d, probe: false, env: {} }) },
     );
   });
   afterAll(async () => {
-    await relay.shutdown();
+    await ctx.relay.shutdown();
     upstream.stop(true);
   });
+  return ctx;
+}
+
+describe("relay routes win over proxy prefixes", () => {
+  const ctx = withRecordingUpstream();
+  const { seen } = ctx;
 
   test("API v1 relay, meta and version paths are answered by the relay, known or not", async () => {
     for (const path of ["/api/v1/relay/servers/next", "/api/v1/relay/nope", "/api/v1/relay/", "/api/v1/meta", "/api/v1/version", "/api/v1/meta/x"]) {
-      const res = await relay.get(path);
+      const res = await ctx.relay.get(path);
       expect({ path, from: ((await res.json()) as Record<string, unknown>).from }).toEqual({ path, from: undefined });
     }
     expect(seen).toEqual([]);
   });
 
   test("other /api/ paths are still proxied", async () => {
-    const res = await relay.get("/api/v1/models");
+    const res = await ctx.relay.get("/api/v1/models");
     expect(await res.json()).toEqual({ from: "upstream" });
     expect(seen).toEqual(["/api/v1/models"]);
   });
 });
 
 describe("the relay's namespace in disguise is not forwarded either", () => {
-  let upstream: Server<undefined>;
-  const seen: string[] = [];
-  let relay: TestRelay;
-  beforeAll(() => {
-    upstream = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: (req) => (seen.push(new URL(req.url).pathname), Response.json({ from: "upstream" })) });
-    relay = startTestRelay(
-      { TOKENPLACE_RELAY_ONLY: "false", TOKENPLACE_RELAY_UPSTREAM_URL: `http://127.0.0.1:${upstream.port}` },
-      { proxy: (d) => createProxyRoute({ ...d, probe: false, env: {} }) },
-    );
-  });
-  afterAll(async () => {
-    await relay.shutdown();
-    upstream.stop(true);
-  });
+  const ctx = withRecordingUpstream();
+  const { seen } = ctx;
 
   test.each(["/api/v1/%72elay/servers/next", "/api/v1//relay/servers/next", "/api/v1/relay;x/servers/register", "/api/v1/relay", "/API/V1/RELAY/servers/next", "/api/v1/Meta"])(
     "%s answers from the relay",
     async (path) => {
-      const res = await fetch(relay.url + path);
+      const res = await fetch(ctx.relay.url + path);
       expect(((await res.json()) as Record<string, unknown>).from).toBeUndefined();
       expect(seen).toEqual([]);
     },
