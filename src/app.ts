@@ -4,23 +4,29 @@ import type { BrokerStore } from "./broker/types.ts";
 import type { Clock } from "./clock.ts";
 import { createLongPoll } from "./common/long-poll.ts";
 import type { Notifier } from "./common/notifier.ts";
+import { createRateLimits, type RateLimitsDeps } from "./common/rate-limits.ts";
 import { SERVER_TOKEN_HEADER, createTokenCheck } from "./common/tokens.ts";
 import type { Config } from "./config/index.ts";
 import { RelayError, notFound } from "./errors.ts";
+import { createAdmission } from "./http/admission.ts";
+import { createClientIpResolver, rateLimitKey } from "./http/client-ip.ts";
 import type { RequestContext } from "./http/context.ts";
 import { errorResponse, json } from "./http/json.ts";
 import { REQUEST_ID_HEADER, requestIdFor } from "./http/request-id.ts";
+import { requestUrl } from "./http/request-url.ts";
 import { Router, type Handler } from "./http/router.ts";
 import { mount, type Mount, type RouteSpec } from "./http/routes.ts";
 import { createHealthHandlers, opsRoutes, type ReadinessCheck } from "./ops/health.ts";
 import type { Lifecycle } from "./ops/lifecycle.ts";
 import type { Metrics } from "./ops/metrics.ts";
+import { createOperatorReadGuard } from "./ops/operator-auth.ts";
 import { isReservedPath } from "./routes.ts";
 import { v1Errors } from "./v1/errors.ts";
 import { createV1Mounts } from "./v1/index.ts";
 import type { V1Metrics } from "./v1/metrics.ts";
 import type { V1Store } from "./v1/store.ts";
 import { REVISION, VERSION } from "./version.ts";
+import { createWebMount } from "./web/index.ts";
 
 /** What the proxy feature plugs into the app (src/proxy). */
 export interface ProxyRoute {
@@ -32,6 +38,8 @@ export interface ProxyRoute {
 export interface ServerAdapter {
   clientIp(req: Request): string | undefined;
   holdOpen(req: Request): void;
+  /** Requests the server is handling, this one included (Bun's server.pendingRequests). */
+  pendingRequests?(): number;
 }
 
 export interface AppDeps {
@@ -46,6 +54,8 @@ export interface AppDeps {
   lifecycle: Lifecycle;
   checks: ReadinessCheck[];
   proxy?: ProxyRoute;
+  /** Where rate-limit counters live when state is shared (the state backend's datastore); else this process. */
+  rateLimitStore?: RateLimitsDeps["redis"];
 }
 
 /** CORS of the browser-callable client routes (token.place API v1 relay spec §2). */
@@ -68,8 +78,10 @@ export function createApp(deps: AppDeps) {
       side,
       holdMs: config.broker.longPollMs,
       maxWaiting: config.broker.maxLongPolls,
+      maxPerIp: config.bounds.maxHoldsPerIp,
       drainSignal: deps.lifecycle.drainSignal,
     });
+  const admission = createAdmission(config.bounds, metrics);
   const longPoll = holds("node");
   const clientLongPoll = holds("client");
   const health = createHealthHandlers({
@@ -82,6 +94,21 @@ export function createApp(deps: AppDeps) {
   const scrape = async () =>
     new Response(await metrics.registry.metrics(), { headers: { "Content-Type": metrics.registry.contentType } });
 
+  const resolveClient = createClientIpResolver({ trustForwarded: config.proxy.trustForwarded, trustedProxies: config.limits.trustedProxies });
+  const clientIdentity = (req: Request, socketIp: string | undefined) => {
+    const ip = resolveClient(req, socketIp);
+    return ip ? rateLimitKey(ip) : "unknown";
+  };
+  const serverTokensConfigured = config.serverTokens.length > 0;
+  const limits = createRateLimits({
+    config: config.limits,
+    serverTokensConfigured,
+    redis: deps.rateLimitStore,
+    logger,
+    // Upstream counts a refused POST /api/v1/relay/requests as a terminal outcome.
+    onLimited: (route) => route === "/api/v1/relay/requests" && deps.v1Metrics.rateLimited(),
+  });
+
   const mounts: Mount[] = [
     mount(opsRoutes, { livez: health.livez, healthz: health.healthz, metrics: scrape }),
     ...createV1Mounts({
@@ -93,6 +120,7 @@ export function createApp(deps: AppDeps) {
       config: config.v1,
       clock: deps.clock,
       maxBodyBytes: config.maxBodyBytes,
+      limits,
       release: { version: VERSION, revision: REVISION, environment: "production" },
       relayFacts: {
         relay_only: config.relayOnly,
@@ -104,9 +132,12 @@ export function createApp(deps: AppDeps) {
       brokerRoutes,
       createBrokerHandlers({ store: deps.store, notifier: deps.notifier, longPoll, clientLongPoll, metrics, limits: config.broker, maxBodyBytes: config.maxBodyBytes }),
     ),
+    // The browser chat page (src/web); off with RELAY_WEB_UI=false, and then / is the JSON 404.
+    ...(config.web.enabled ? [createWebMount({ v1Store: deps.v1Store })] : []),
   ];
 
   const checkServerToken = createTokenCheck(config.serverTokens);
+  const guardOperatorRead = createOperatorReadGuard(config.operator);
   const router = new Router();
   const specs = new Map<string, RouteSpec>();
   for (const { table, handlers } of mounts) {
@@ -129,9 +160,18 @@ export function createApp(deps: AppDeps) {
       if (limit !== undefined && Number(req.headers.get("content-length") ?? 0) > limit) {
         throw v1Errors.progressTooLarge();
       }
-      if (spec.auth === "server-token" && !checkServerToken(req.headers.get(SERVER_TOKEN_HEADER)?.trim() ?? null)) {
-        throw v1Errors.unauthorized();
+      // Rate limits run before the token check (spec §3.1, §11).
+      if (spec.limit !== undefined) await limits.charge(spec, req, ctx);
+      if (spec.auth === "server-token" && serverTokensConfigured) {
+        // Failed attempts are counted per address; once RELAY_AUTH_FAILURE_LIMIT is spent, the
+        // address is refused before any comparison, so tokens cannot be guessed at full speed.
+        const attempt = await limits.authAttempt(req, ctx);
+        if (!checkServerToken(req.headers.get(SERVER_TOKEN_HEADER)?.trim() ?? null)) {
+          attempt.failed();
+          throw v1Errors.unauthorized();
+        }
       }
+      guardOperatorRead(spec.auth, req); // /metrics, /relay/diagnostics: 401 without the metrics token
       return handler(req, ctx);
     };
   }
@@ -150,11 +190,14 @@ export function createApp(deps: AppDeps) {
     const requestId = requestIdFor(req);
     let pathname: string;
     try {
-      pathname = new URL(req.url).pathname;
+      pathname = requestUrl(req.url).pathname;
     } catch {
-      pathname = "/";
+      // Not expected (requestUrl keeps only the path and query): such a request routes nowhere.
+      pathname = "";
     }
     let log: Logger | undefined;
+    let clientId: string | undefined;
+    const socketIp = adapter.clientIp(req);
     const spec = specs.get(pathname);
     const ctx: RequestContext = {
       requestId,
@@ -162,12 +205,16 @@ export function createApp(deps: AppDeps) {
       get log() {
         return (log ??= logger.child({ reqId: requestId }));
       },
-      clientIp: adapter.clientIp(req),
+      clientIp: socketIp,
+      get clientId() {
+        return (clientId ??= clientIdentity(req, socketIp));
+      },
       holdOpen: () => adapter.holdOpen(req),
       route: spec ? pathname : "unmatched",
     };
     let res: Response;
     try {
+      admission.admit(req, spec?.quiet === true, adapter.pendingRequests?.());
       res = await dispatch(req, ctx, pathname);
     } catch (err) {
       res = toErrorResponse(err, ctx);

@@ -27,8 +27,9 @@ export const badRequest = (code: string, message: string, body?: unknown) => new
 export const notFound = (message = "Not found") => new RelayError(404, "not_found", message);
 export const methodNotAllowed = (allow: string[]) =>
   new RelayError(405, "method_not_allowed", "Method not allowed", undefined, { Allow: allow.join(", ") });
+/** Closes the connection: otherwise Bun reads and discards whatever the client goes on sending. */
 export const tooLarge = (limit: number) =>
-  new RelayError(413, "body_too_large", `Request body exceeds the limit of ${limit} bytes`);
+  new RelayError(413, "body_too_large", `Request body exceeds the limit of ${limit} bytes`, undefined, { Connection: "close" });
 export const unavailable = (code: string, message: string) => new RelayError(503, code, message);
 /** The upstream could not be reached or broke the exchange. */
 export const badGateway = (code: string, message: string) => new RelayError(502, code, message);

@@ -2,12 +2,13 @@ import { brokerRoutes } from "./broker/handlers.ts";
 import type { RouteSpec, RouteTable } from "./http/routes.ts";
 import { opsRoutes } from "./ops/health.ts";
 import { V1_RESERVED_PREFIX, v1RouteTables } from "./v1/index.ts";
+import { webRoutes } from "./web/index.ts";
 
 /**
  * Every route the relay serves itself, from the features' declarative tables. The app mounts
  * exactly these, the README's route table is checked against them, and they win over the proxy.
  */
-export const ROUTE_TABLES: readonly RouteTable[] = [opsRoutes, ...v1RouteTables, brokerRoutes];
+export const ROUTE_TABLES: readonly RouteTable[] = [opsRoutes, ...v1RouteTables, brokerRoutes, webRoutes];
 
 export const RELAY_ROUTE_SPECS: readonly RouteSpec[] = ROUTE_TABLES.flatMap((t) => Object.values(t));
 

@@ -27,6 +27,7 @@ export function serve(app: App, opts: ServeOptions): Server<undefined> {
       return app.fetch(req, {
         clientIp: (r) => server.requestIP(r)?.address,
         holdOpen: (r) => server.timeout(r, 0),
+        pendingRequests: () => server.pendingRequests,
       });
     },
     error() {

@@ -5,7 +5,7 @@ import type { Metrics } from "../ops/metrics.ts";
 import type { LongPoll } from "../common/long-poll.ts";
 import type { RouteTable } from "../http/routes.ts";
 import { topics, type Answer, type BrokerStore, type Job, type Notifier, type StreamDrain } from "./types.ts";
-import { hasCiphertext, isKey, isOptionalBool, limitErrors, protocolErrors, withoutNulls } from "./validate.ts";
+import { LEGACY_FIELD_BOUNDS as BOUNDS, checkChunkSize, checkFieldLengths, hasCiphertext, isKey, isOptionalBool, limitErrors, protocolErrors, withoutNulls } from "./validate.ts";
 
 export interface BrokerDeps {
   store: BrokerStore;
@@ -36,7 +36,7 @@ export const DRAIN_NEXT_PING_SECONDS = 1;
  */
 export const brokerRoutes = {
   nextServer: { method: "GET", path: "/next_server", legacy: true },
-  faucet: { method: "POST", path: "/faucet", legacy: true },
+  faucet: { method: "POST", path: "/faucet", legacy: true, limit: "public" },
   sink: { method: "POST", path: "/sink", legacy: true, auth: "server-token" },
   source: { method: "POST", path: "/source", legacy: true, auth: "server-token" },
   retrieve: { method: "POST", path: "/retrieve", legacy: true },
@@ -64,6 +64,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     if (body.client_public_key !== undefined && !isKey(body.client_public_key)) throw protocolErrors.invalidFaucet();
     const stream = body.stream === true;
     if (stream && body.client_public_key === undefined) throw protocolErrors.streamNeedsClientKey();
+    checkFieldLengths(body, BOUNDS.faucet);
     if (stream && !(await store.canOpenStream())) throw limitErrors.streamsFull();
     const job: Job = { chat_history: body.chat_history, cipherkey: body.cipherkey, iv: body.iv };
     if (body.client_public_key !== undefined) job.client_public_key = body.client_public_key;
@@ -71,6 +72,8 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     const result = await store.enqueueJob(body.server_public_key, job);
     if (result === "unknown_node") throw protocolErrors.unknownServer();
     if (result === "queue_full") throw limitErrors.queueFull();
+    if (result === "node_storage_full") throw limitErrors.nodeStorageFull();
+    if (result === "storage_full") throw limitErrors.storageFull();
     notifier.notify(topics.job(body.server_public_key));
     return json(200, { message: "Request received" });
   }
@@ -80,6 +83,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     if (!body || !isKey(body.server_public_key)) throw protocolErrors.invalidPublicKey();
     const batch = body.max_batch_size === undefined ? 1 : body.max_batch_size;
     if (typeof batch !== "number" || !Number.isInteger(batch) || batch < 1) throw protocolErrors.invalidBatchSize();
+    checkFieldLengths(body, BOUNDS.sink);
     const key = body.server_public_key;
     if ((await store.touchNode(key)) === "full") throw limitErrors.nodesFull();
 
@@ -123,8 +127,11 @@ export function createBrokerHandlers(deps: BrokerDeps) {
   async function source(req: Request): Promise<Response> {
     const body = await read(req);
     if (!body || !isKey(body.client_public_key) || !hasCiphertext(body)) throw protocolErrors.invalidData();
+    checkFieldLengths(body, BOUNDS.source);
     const answer: Answer = { chat_history: body.chat_history, cipherkey: body.cipherkey, iv: body.iv };
-    if ((await store.putAnswer(body.client_public_key, answer)) === "full") throw limitErrors.answersFull();
+    const stored = await store.putAnswer(body.client_public_key, answer);
+    if (stored === "full") throw limitErrors.answersFull();
+    if (stored === "storage_full") throw limitErrors.storageFull();
     notifier.notify(topics.answer(body.client_public_key));
     return json(200, { message: "Response received and queued for client" });
   }
@@ -132,6 +139,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
   async function retrieve(req: Request, ctx: RequestContext): Promise<Response> {
     const body = await read(req);
     if (!body || !isKey(body.client_public_key)) throw protocolErrors.invalidData();
+    checkFieldLengths(body, BOUNDS.retrieve);
     const key = body.client_public_key;
     const { value } = await clientLongPoll.hold(req, ctx, topics.answer(key), () => store.takeAnswer(key));
     if (!value) return json(200, { error: "No response available for the given public key" });
@@ -143,6 +151,8 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     if (!body || typeof body.session_id !== "string" || body.chunk === undefined || body.chunk === null || !isOptionalBool(body.final)) {
       throw protocolErrors.invalidData();
     }
+    checkFieldLengths(body, BOUNDS.streamSource);
+    checkChunkSize(body.chunk);
     const final = body.final === true;
     const result = await store.pushChunk(body.session_id, body.chunk, final);
     switch (result.kind) {
@@ -152,6 +162,8 @@ export function createBrokerHandlers(deps: BrokerDeps) {
         throw limitErrors.chunksFull();
       case "already_final":
         throw limitErrors.streamFinal();
+      case "storage_full":
+        throw limitErrors.storageFull();
       case "stored":
         notifier.notify(topics.stream(result.clientKey));
         return json(200, { message: "Chunk stored", final });
@@ -161,6 +173,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
   async function streamRetrieve(req: Request, ctx: RequestContext): Promise<Response> {
     const body = await read(req);
     if (!body || !isKey(body.client_public_key)) throw protocolErrors.invalidData();
+    checkFieldLengths(body, BOUNDS.streamRetrieve);
     const key = body.client_public_key;
     let empty: StreamDrain | undefined;
     const { value } = await clientLongPoll.hold(req, ctx, topics.stream(key), async () => {

@@ -1,5 +1,6 @@
 import type { Clock } from "../clock.ts";
 import type { BrokerLimits } from "../config/index.ts";
+import { answerBytes, chunkJson, jobBytes, nodeStoredBytesLimit } from "./bytes.ts";
 import type {
   Answer, BrokerStore, EnqueueResult, ExpiredKind, Job, PushResult, StoreResult, StoreStats, StreamDrain, TouchResult,
 } from "./types.ts";
@@ -7,12 +8,14 @@ import type {
 type Limits = Pick<
   BrokerLimits,
   | "maxQueueDepth" | "maxNodes" | "maxAnswers" | "maxStreamSessions" | "maxStreamChunks"
-  | "nodeStaleMs" | "jobTtlMs" | "answerTtlMs" | "streamTtlMs"
+  | "nodeStaleMs" | "jobTtlMs" | "answerTtlMs" | "streamTtlMs" | "maxStoredBytes"
 >;
 
 interface NodeEntry {
   lastSeen: number;
-  queue: { job: Job; expiresAt: number }[];
+  queue: { job: Job; expiresAt: number; bytes: number }[];
+  /** The sum of the queue's bytes: its share of the budget. */
+  bytes: number;
 }
 
 interface Session {
@@ -20,6 +23,8 @@ interface Session {
   chunks: unknown[];
   final: boolean;
   touchedAt: number;
+  /** Bytes of the undrained chunks. */
+  bytes: number;
 }
 
 /**
@@ -29,12 +34,17 @@ interface Session {
  * A node silent past the stale timeout leaves /next_server and gets no new jobs, but what is
  * already queued stays until each job's own TTL: a node busy generating a long answer does not
  * poll, and must find its queue again when it comes back.
+ *
+ * Stored bytes (see ./bytes.ts) are one counter, adjusted wherever a payload enters or leaves; a
+ * payload that expired but was not pruned yet still counts, as in the Redis store, until a prune or
+ * sweep releases it. An add that does not fit sweeps once and asks again, like the count bounds.
  */
 export class MemoryStore implements BrokerStore {
   private readonly nodes = new Map<string, NodeEntry>();
-  private readonly answers = new Map<string, { answer: Answer; expiresAt: number }>();
+  private readonly answers = new Map<string, { answer: Answer; expiresAt: number; bytes: number }>();
   private readonly sessions = new Map<string, Session>();
   private readonly sessionOf = new Map<string, string>();
+  private storedBytes = 0;
 
   constructor(
     private readonly limits: Limits,
@@ -52,14 +62,36 @@ export class MemoryStore implements BrokerStore {
     const kept = node.queue.filter((q) => q.expiresAt > now);
     if (kept.length !== node.queue.length) {
       this.onExpire("job", node.queue.length - kept.length);
+      this.releaseJobs(node, node.queue.filter((q) => q.expiresAt <= now));
       node.queue = kept;
     }
     if (!this.isFresh(node) && node.queue.length === 0) {
       this.nodes.delete(key);
+      // Nothing queued, so nothing held: node.bytes is 0 here.
       this.onExpire("node", 1);
       return undefined;
     }
     return node;
+  }
+
+  private releaseJobs(node: NodeEntry, gone: { bytes: number }[]): void {
+    let n = 0;
+    for (const q of gone) n += q.bytes;
+    node.bytes -= n;
+    this.storedBytes -= n;
+  }
+
+  /** Whether `bytes` more fit the budget (negative: a replacement that shrinks always fits). */
+  private fits(bytes: number): boolean {
+    return this.storedBytes + bytes <= this.limits.maxStoredBytes;
+  }
+
+  /** At the byte budget, sweep once and ask again (as the Redis store does, one transition each). */
+  private async roomAfterSweep<T>(attempt: () => T, full: (result: T) => boolean): Promise<T> {
+    const first = attempt();
+    if (!full(first)) return first;
+    await this.sweep();
+    return attempt();
   }
 
   private liveNode(key: string): NodeEntry | undefined {
@@ -80,7 +112,7 @@ export class MemoryStore implements BrokerStore {
       await this.sweep();
       if (this.nodes.size >= this.limits.maxNodes) return "full";
     }
-    this.nodes.set(key, { lastSeen: this.clock.now(), queue: [] });
+    this.nodes.set(key, { lastSeen: this.clock.now(), queue: [], bytes: 0 });
     return "ok";
   }
 
@@ -91,10 +123,19 @@ export class MemoryStore implements BrokerStore {
   }
 
   async enqueueJob(nodeKey: string, job: Job): Promise<EnqueueResult> {
+    const bytes = jobBytes(job);
+    return this.roomAfterSweep(() => this.tryEnqueue(nodeKey, job, bytes), (r) => r === "storage_full");
+  }
+
+  private tryEnqueue(nodeKey: string, job: Job, bytes: number): EnqueueResult {
     const node = this.liveNode(nodeKey);
     if (!node) return "unknown_node";
     if (node.queue.length >= this.limits.maxQueueDepth) return "queue_full";
-    node.queue.push({ job, expiresAt: this.clock.now() + this.limits.jobTtlMs });
+    if (node.bytes + bytes > nodeStoredBytesLimit(this.limits.maxStoredBytes)) return "node_storage_full";
+    if (!this.fits(bytes)) return "storage_full";
+    node.queue.push({ job, expiresAt: this.clock.now() + this.limits.jobTtlMs, bytes });
+    node.bytes += bytes;
+    this.storedBytes += bytes;
     return "queued";
   }
 
@@ -102,15 +143,24 @@ export class MemoryStore implements BrokerStore {
     const existing = this.nodes.get(nodeKey);
     const node = existing && this.prune(nodeKey, existing);
     if (!node || node.queue.length === 0) return [];
-    return node.queue.splice(0, max).map((q) => q.job);
+    const taken = node.queue.splice(0, max);
+    this.releaseJobs(node, taken);
+    return taken.map((q) => q.job);
   }
 
   async putAnswer(clientKey: string, answer: Answer): Promise<StoreResult> {
-    if (!this.answers.has(clientKey) && this.answers.size >= this.limits.maxAnswers) {
-      await this.sweep();
-      if (this.answers.size >= this.limits.maxAnswers) return "full";
-    }
-    this.answers.set(clientKey, { answer, expiresAt: this.clock.now() + this.limits.answerTtlMs });
+    const bytes = answerBytes(answer);
+    return this.roomAfterSweep(() => this.tryPutAnswer(clientKey, answer, bytes), (r) => r !== "stored");
+  }
+
+  /** Replacing an uncollected answer (even an expired one not yet swept) is not growth: only the difference counts. */
+  private tryPutAnswer(clientKey: string, answer: Answer, bytes: number): StoreResult {
+    const previous = this.answers.get(clientKey);
+    if (!previous && this.answers.size >= this.limits.maxAnswers) return "full";
+    const delta = bytes - (previous?.bytes ?? 0);
+    if (!this.fits(delta)) return "storage_full";
+    this.answers.set(clientKey, { answer, expiresAt: this.clock.now() + this.limits.answerTtlMs, bytes });
+    this.storedBytes += delta;
     return "stored";
   }
 
@@ -118,6 +168,7 @@ export class MemoryStore implements BrokerStore {
     const entry = this.answers.get(clientKey);
     if (!entry) return undefined;
     this.answers.delete(clientKey);
+    this.storedBytes -= entry.bytes;
     if (entry.expiresAt < this.clock.now()) {
       this.onExpire("answer", 1);
       return undefined;
@@ -133,8 +184,13 @@ export class MemoryStore implements BrokerStore {
 
   async openStream(clientKey: string, sessionId: string): Promise<void> {
     const previous = this.sessionOf.get(clientKey);
-    if (previous !== undefined) this.sessions.delete(previous);
-    this.sessions.set(sessionId, { clientKey, chunks: [], final: false, touchedAt: this.clock.now() });
+    if (previous !== undefined) {
+      this.dropChunks(this.sessions.get(previous));
+      this.sessions.delete(previous);
+    }
+    // A reused session id starts empty (ids are fresh UUIDs; this only keeps the count exact).
+    this.dropChunks(this.sessions.get(sessionId));
+    this.sessions.set(sessionId, { clientKey, chunks: [], final: false, touchedAt: this.clock.now(), bytes: 0 });
     this.sessionOf.set(clientKey, sessionId);
   }
 
@@ -149,17 +205,34 @@ export class MemoryStore implements BrokerStore {
     return s;
   }
 
+  /** Releases a session's undrained chunks. */
+  private dropChunks(s: Session | undefined): void {
+    if (!s) return;
+    this.storedBytes -= s.bytes;
+    s.bytes = 0;
+    s.chunks = [];
+  }
+
   private endSession(sessionId: string, s: Session): void {
+    this.dropChunks(s);
     this.sessions.delete(sessionId);
     if (this.sessionOf.get(s.clientKey) === sessionId) this.sessionOf.delete(s.clientKey);
   }
 
   async pushChunk(sessionId: string, chunk: unknown, final: boolean): Promise<PushResult> {
+    const bytes = chunkJson(chunk).length;
+    return this.roomAfterSweep(() => this.tryPush(sessionId, chunk, final, bytes), (r) => r.kind === "storage_full");
+  }
+
+  private tryPush(sessionId: string, chunk: unknown, final: boolean, bytes: number): PushResult {
     const s = this.liveSession(sessionId);
     if (!s) return { kind: "unknown_session" };
     if (s.final) return { kind: "already_final" };
     if (s.chunks.length >= this.limits.maxStreamChunks) return { kind: "session_full" };
+    if (!this.fits(bytes)) return { kind: "storage_full" };
     s.chunks.push(chunk);
+    s.bytes += bytes;
+    this.storedBytes += bytes;
     s.final = final;
     s.touchedAt = this.clock.now();
     return { kind: "stored", clientKey: s.clientKey };
@@ -171,7 +244,7 @@ export class MemoryStore implements BrokerStore {
     const s = this.liveSession(sessionId);
     if (!s) return undefined;
     const chunks = s.chunks;
-    s.chunks = [];
+    this.dropChunks(s);
     s.touchedAt = this.clock.now();
     if (s.final) this.endSession(sessionId, s);
     return { sessionId, chunks, final: s.final };
@@ -183,6 +256,7 @@ export class MemoryStore implements BrokerStore {
     for (const [key, entry] of [...this.answers]) {
       if (entry.expiresAt < now) {
         this.answers.delete(key);
+        this.storedBytes -= entry.bytes;
         this.onExpire("answer", 1);
       }
     }
@@ -201,7 +275,7 @@ export class MemoryStore implements BrokerStore {
       maxQueueDepth = Math.max(maxQueueDepth, waiting);
       if (now - node.lastSeen <= this.limits.nodeStaleMs) nodes++;
     }
-    return { nodes, queuedJobs, maxQueueDepth, answers: this.answers.size, streams: this.sessions.size };
+    return { nodes, queuedJobs, maxQueueDepth, answers: this.answers.size, streams: this.sessions.size, storedBytes: this.storedBytes };
   }
 
   async close(): Promise<void> {
@@ -209,5 +283,6 @@ export class MemoryStore implements BrokerStore {
     this.answers.clear();
     this.sessions.clear();
     this.sessionOf.clear();
+    this.storedBytes = 0;
   }
 }

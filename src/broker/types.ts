@@ -1,6 +1,10 @@
 /**
  * The broker's state, behind an async interface so the in-memory store and a shared one
  * (Redis/Valkey) are interchangeable. Values are opaque ciphertext strings: never parsed.
+ *
+ * Every payload (queued job, stored answer, undrained stream chunk) counts against
+ * maxStoredBytes from the moment it is stored until it leaves: taken, drained, replaced, expired,
+ * swept or dropped with its node or session. An add that would not fit is refused, never evicts.
  */
 export interface Job {
   client_public_key?: string;
@@ -17,13 +21,18 @@ export interface Answer {
 }
 
 export type TouchResult = "ok" | "full";
-export type EnqueueResult = "queued" | "unknown_node" | "queue_full";
-export type StoreResult = "stored" | "full";
+/**
+ * "storage_full": the payload would take the stored bytes past maxStoredBytes (after a sweep made
+ * no room); "node_storage_full": past the node's share of it (see ./bytes.ts).
+ */
+export type EnqueueResult = "queued" | "unknown_node" | "queue_full" | "node_storage_full" | "storage_full";
+export type StoreResult = "stored" | "full" | "storage_full";
 export type PushResult =
   | { kind: "stored"; clientKey: string }
   | { kind: "unknown_session" }
   | { kind: "session_full" }
-  | { kind: "already_final" };
+  | { kind: "already_final" }
+  | { kind: "storage_full" };
 
 export interface StreamDrain {
   sessionId: string;
@@ -37,6 +46,11 @@ export interface StoreStats {
   maxQueueDepth: number;
   answers: number;
   streams: number;
+  /**
+   * Payload bytes held against maxStoredBytes (queued jobs, answers, undrained chunks; see
+   * ./bytes.ts), including what expired and was not pruned or swept yet: the budget's own count.
+   */
+  storedBytes: number;
 }
 
 export type ExpiredKind = "node" | "job" | "answer" | "stream";

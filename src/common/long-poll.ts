@@ -3,7 +3,8 @@ import type { RequestContext } from "../http/context.ts";
 import type { Metrics } from "../ops/metrics.ts";
 import type { Notifier } from "./notifier.ts";
 
-export type HoldOutcome = "immediate" | "woken" | "timeout" | "aborted" | "draining" | "overflow" | "disabled";
+/** "overflow": every hold slot was taken; "ip_limit": this client address held its share (RELAY_MAX_HOLDS_PER_IP). */
+export type HoldOutcome = "immediate" | "woken" | "timeout" | "aborted" | "draining" | "overflow" | "ip_limit" | "disabled";
 
 export interface LongPollDeps {
   notifier: Notifier;
@@ -14,6 +15,11 @@ export interface LongPollDeps {
   holdMs: number;
   /** Requests held at once across every route; beyond, polls answer at once ("overflow"). */
   maxWaiting: number;
+  /**
+   * Requests held at once per client address (ctx.clientId), so one address cannot take the whole
+   * budget; beyond, its polls answer at once ("ip_limit"). 0 or absent: no per-address cap.
+   */
+  maxPerIp?: number;
   /** Aborts when the relay starts draining: held requests answer at once. */
   drainSignal: AbortSignal;
   log?: Logger;
@@ -37,6 +43,9 @@ export interface LongPoll {
 
 export function createLongPoll(deps: LongPollDeps): LongPoll {
   let waiting = 0;
+  const maxPerIp = deps.maxPerIp ?? 0;
+  /** Held requests per client address; an address leaves the map when its last hold ends. */
+  const perIp = new Map<string, number>();
 
   async function hold<T>(req: Request, ctx: RequestContext, topic: string, attempt: () => Promise<T | undefined>, holdMs = deps.holdMs) {
     const route = ctx.route;
@@ -61,13 +70,14 @@ export function createLongPoll(deps: LongPollDeps): LongPoll {
         : req.signal.aborted ? "aborted"
         : remaining <= 0 ? "timeout"
         : round === 0 && waiting >= deps.maxWaiting ? "overflow"
+        : round === 0 && overIpShare(ctx.clientId) ? "ip_limit"
         : undefined;
       if (stop) {
         sub.cancel();
         return finish(route, undefined, stop);
       }
       if (round === 0) ctx.holdOpen();
-      const outcome = await wait(sub.fired, Math.max(remaining, 0), req.signal, route);
+      const outcome = await wait(sub.fired, Math.max(remaining, 0), req.signal, route, ctx.clientId);
       sub.cancel();
       if (outcome === "aborted") return finish(route, undefined, "aborted");
       if (outcome !== "woken") {
@@ -78,14 +88,18 @@ export function createLongPoll(deps: LongPollDeps): LongPoll {
     }
   }
 
+  const overIpShare = (ip: string | undefined) => maxPerIp > 0 && ip !== undefined && (perIp.get(ip) ?? 0) >= maxPerIp;
+
   function finish<T>(route: string, value: T | undefined, outcome: HoldOutcome) {
     if (outcome === "overflow") deps.metrics.rejections.labels(deps.side === "node" ? "long_poll_capacity" : "long_poll_capacity_client").inc();
+    if (outcome === "ip_limit") deps.metrics.rejections.labels(deps.side === "node" ? "long_poll_per_ip" : "long_poll_per_ip_client").inc();
     deps.metrics.longPollOutcomes.labels(route, outcome).inc();
     return { value, outcome };
   }
 
-  async function wait(fired: Promise<void>, ms: number, client: AbortSignal, route: string): Promise<HoldOutcome> {
+  async function wait(fired: Promise<void>, ms: number, client: AbortSignal, route: string, ip: string | undefined): Promise<HoldOutcome> {
     waiting++;
+    if (ip !== undefined) perIp.set(ip, (perIp.get(ip) ?? 0) + 1);
     deps.metrics.longPollsWaiting.labels(route).inc();
     let timer: ReturnType<typeof setTimeout> | undefined;
     let onClient: (() => void) | undefined;
@@ -106,6 +120,11 @@ export function createLongPoll(deps: LongPollDeps): LongPoll {
       ]);
     } finally {
       waiting--;
+      if (ip !== undefined) {
+        const left = (perIp.get(ip) ?? 1) - 1;
+        if (left > 0) perIp.set(ip, left);
+        else perIp.delete(ip);
+      }
       deps.metrics.longPollsWaiting.labels(route).dec();
       clearTimeout(timer);
       if (onClient) client.removeEventListener("abort", onClient);

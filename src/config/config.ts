@@ -1,8 +1,12 @@
 import * as D from "./defaults.ts";
 import { RELAY_ROUTES, RESERVED_PREFIXES } from "../routes.ts";
 import { loadApiV1Config, type ApiV1Config } from "./api-v1.ts";
+import { loadBoundsConfig, type BoundsConfig } from "./bounds.ts";
 import { loadStateConfig, type StateConfig } from "./state.ts";
+import { describeLimits, loadLimitsConfig, type LimitsConfig } from "./limits.ts";
 import { loadMemoryBudget, type MemoryBudget } from "./memory.ts";
+import { describeOperatorConfig, loadOperatorConfig, type OperatorConfig } from "./operator.ts";
+import { loadWebConfig, type WebConfig } from "./web.ts";
 import { redactRedisUrl } from "../state/redis.ts";
 import { EnvReader, parseHttpUrl, type Env } from "./env-reader.ts";
 
@@ -68,6 +72,14 @@ export interface Config {
   /** Where relay state lives: this process, or a shared Valkey/Redis. */
   state: StateConfig;
   proxy: ProxyConfig;
+  /** Request bounds: connections, body bytes and time, holds and uploads per address, URL/header sizes (src/config/bounds.ts). */
+  bounds: BoundsConfig;
+  /** Rate limits, and the trusted proxies that may name the client (src/config/limits.ts). */
+  limits: LimitsConfig;
+  /** The private operator endpoints /metrics and /relay/diagnostics (src/config/operator.ts). */
+  operator: OperatorConfig;
+  /** The browser chat page (src/config/web.ts). */
+  web: WebConfig;
 }
 
 export interface ConfigResult {
@@ -164,18 +176,23 @@ export function loadConfig(env: Env): ConfigResult {
   }
 
   const state = loadStateConfig(r);
+  const bounds = loadBoundsConfig(r, maxBodyBytes);
 
   const memory = loadMemoryBudget(r);
   const v1 = loadApiV1Config(r, memory.bytes);
   // The legacy protocol's share of the budget (unused while its routes are off).
   broker.maxStoredBytes = Math.floor(memory.bytes * D.LEGACY_MEMORY_BUDGET_SHARE);
   const proxy = loadProxyConfig(r, upstreamUrl);
+  const limits = loadLimitsConfig(r, { trustForwarded: proxy.trustForwarded });
   // With a list, the list is what is proxied to; a primary URL outside it would be ignored.
   const primarySet = ["TOKENPLACE_RELAY_UPSTREAM_URL", "TOKENPLACE_GPU_HOST", "TOKENPLACE_GPU_PORT"].some((n) => r.raw(n) !== undefined);
   if (r.raw("TOKEN_PLACE_RELAY_UPSTREAMS") !== undefined && primarySet && !proxy.upstreams.some((u) => u.href === upstreamUrl.href)) {
     r.problem(`TOKEN_PLACE_RELAY_UPSTREAMS does not contain the primary upstream ${upstreamUrl.href} (TOKENPLACE_RELAY_UPSTREAM_URL/GPU_HOST/GPU_PORT); list it or unset those`);
   }
 
+  const operator = loadOperatorConfig(r, { serverTokens, operatorTokens: v1.operatorTokens });
+
+  const web = loadWebConfig(r);
   const known = r.names;
   const unknown = Object.keys(env)
     .filter((k) => OUR_PREFIXES.some((p) => k.startsWith(p)) && !known.has(k))
@@ -185,6 +202,8 @@ export function loadConfig(env: Env): ConfigResult {
     config: {
       host, port, logLevel, relayOnly, upstreamUrl, gpuHost, gpuPort, serverTokens,
       maxBodyBytes, idleTimeoutSeconds, shutdownDelayMs, shutdownGraceMs, dnsCacheMs, broker, v1, memory, state, proxy,
+      operator, limits, bounds,
+      web,
     },
     problems: r.problems,
     unknown,
@@ -249,5 +268,9 @@ export function describeConfig(c: Config): Record<string, unknown> {
     v1: { ...c.v1, operatorTokens: c.v1.operatorTokens.length === 0 ? "none (operator unregister off)" : `${c.v1.operatorTokens.length} configured (redacted)` },
     state: c.state.backend === "memory" ? c.state : { ...c.state, redis: { ...c.state.redis!, url: redactRedisUrl(c.state.redis!.url) } },
     proxy: { ...c.proxy, upstreams: c.proxy.upstreams.map((u) => u.href) },
+    operator: describeOperatorConfig(c.operator),
+    web: c.web,
+    limits: describeLimits(c.limits),
+    bounds: c.bounds,
   };
 }

@@ -91,3 +91,69 @@ export const DEFAULT_MEMORY_BUDGET_BYTES = 256 * 1024 * 1024;
 export const MIN_MEMORY_BUDGET_BYTES = 16 * 1024 * 1024;
 /** With legacy routes on, the legacy protocol's stores get this share of the budget, API v1 the rest. */
 export const LEGACY_MEMORY_BUDGET_SHARE = 0.25;
+
+// Rate limits (token.place API v1 relay spec §11; upstream's variables, defaults and limit syntax).
+
+/** API_RATE_LIMIT: public quota per client address and route (requests, requests/cancel, legacy /faucet). */
+export const DEFAULT_API_RATE_LIMIT = "60/hour";
+/** API_DAILY_QUOTA: a second public quota over a day, per client address and route. */
+export const DEFAULT_API_DAILY_QUOTA = "1000/day";
+/** API_RELAY_CONTROL_PLANE_<ROUTE>_RATE_LIMIT: compute-node routes, per route and node identity. */
+export const DEFAULT_CONTROL_PLANE_RATE_LIMITS = {
+  register: "240/hour",
+  unregister: "240/hour",
+  poll: "1200/hour",
+  control: "1200/hour",
+  responses: "1200/hour",
+  progress: "7200/hour",
+} as const;
+/** API_RELAY_CONTROL_PLANE_IP_RATE_LIMIT: compute-node routes, per route and client address. */
+export const DEFAULT_CONTROL_PLANE_IP_RATE_LIMIT = "10000/hour";
+/**
+ * RELAY_AUTH_FAILURE_LIMIT: wrong or missing registration tokens per client address (all node
+ * routes together); beyond, every node route from that address answers 429 until the window ends,
+ * so a token cannot be guessed at full speed. A node with the right token never fails.
+ */
+export const DEFAULT_AUTH_FAILURE_LIMIT = "10/minute";
+
+// Request bounds (src/config/bounds.ts): what one hostile client, or many, may make the relay hold.
+
+/**
+ * Requests served at once (Bun's server.pendingRequests, held long-polls and proxied streams
+ * included); beyond, new requests answer 503 busy before their body is read. Probes are exempt.
+ */
+export const DEFAULT_MAX_CONNECTIONS = 4_096;
+/**
+ * Request-body bytes being read at once over all requests (a declared Content-Length reserves its
+ * whole size up front, chunked bodies reserve as they arrive); beyond: 503 busy with Retry-After.
+ * 16 bodies of the maximum 4 MiB; far below the 512 MiB container limit even at JSON.parse's ~5x.
+ */
+export const DEFAULT_MAX_INFLIGHT_BODY_BYTES = 64 * 1024 * 1024;
+/**
+ * Held long-polls per client address, per budget (compute nodes and clients are counted apart);
+ * beyond, a poll answers at once as if holds were off. One node holds one poll, one browser one
+ * retrieve: 32 leaves room for NAT while one address cannot take the whole RELAY_MAX_LONG_POLLS.
+ */
+export const DEFAULT_MAX_HOLDS_PER_IP = 32;
+/** Longest request target (path and query); beyond: 414 uri_too_long. */
+export const DEFAULT_MAX_URL_BYTES = 8_192;
+/** Largest sum of header fields (name, value, ": " and CRLF each); beyond: 431 headers_too_large. */
+export const DEFAULT_MAX_HEADER_BYTES = 8_192;
+/**
+ * Longest time to receive a whole request body, counted from the request's arrival (relay routes
+ * and proxied uploads alike); beyond: 408 body_timeout. A trickle of one byte every few seconds
+ * resets every idle timer, so only a total deadline ends it. 60 s is ~70 KB/s for a 4 MiB body.
+ */
+export const DEFAULT_BODY_TIMEOUT_MS = 60_000;
+/**
+ * Proxied requests per client address whose body is still being uploaded; beyond: 429
+ * too_many_uploads. The upload, not the response, holds the slot, so long SSE answers do not count.
+ */
+export const DEFAULT_PROXY_MAX_UPLOADS_PER_IP = 16;
+/**
+ * Bun's own limit on a request head (request line plus header fields; `--max-http-header-size`,
+ * Bun 1.4.5): larger heads get an empty `431` and a closed connection before the relay sees them,
+ * as do heads of more than about 200 fields. The relay's URL and header limits must stay below it
+ * to ever answer in JSON.
+ */
+export const BUN_MAX_HEAD_BYTES = 16_384;

@@ -6,6 +6,12 @@ export interface RequestContext {
   readonly log: Logger;
   /** Peer address as the socket saw it, if known. */
   readonly clientIp: string | undefined;
+  /**
+   * Who the client is for limits and per-address caps: the socket address, or behind a trusted
+   * proxy the address it vouched for (src/http/client-ip.ts); IPv6 counted per /64. Never a header
+   * the client chose.
+   */
+  readonly clientId: string;
   /** Lift the server's idle timeout for this request (long-polls, streams). */
   holdOpen(): void;
   /** Route template for metrics and logs; handlers that route further may refine it. */

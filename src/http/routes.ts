@@ -8,8 +8,13 @@ import type { Handler } from "./router.ts";
 export interface RouteSpec {
   method: "GET" | "POST";
   path: string;
-  /** "server-token": X-Relay-Server-Token checked before the handler runs (spec §3.1). */
-  auth?: "server-token";
+  /**
+   * Checked before the handler runs. "server-token": X-Relay-Server-Token (spec §3.1).
+   * "metrics-token": a private operator read, `Authorization: Bearer` TOKENPLACE_METRICS_TOKEN
+   * when one is set (spec §6.11). "metrics-scrape": the same, and 401 for everyone while
+   * TOKENPLACE_METRICS_DISABLED. Both metrics kinds: src/ops/operator-auth.ts.
+   */
+  auth?: "server-token" | "metrics-token" | "metrics-scrape";
   /** Browser-callable client route: CORS headers and an OPTIONS preflight (spec §2). */
   cors?: boolean;
   /** Probe or scrape traffic: logged at debug. */
@@ -20,6 +25,13 @@ export interface RouteSpec {
   maxBodyBytes?: number;
   /** A legacy-protocol route: off unless TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES (spec §12). */
   legacy?: boolean;
+  /**
+   * Rate limit, charged before the token check (spec §11): "public" = API_RATE_LIMIT and
+   * API_DAILY_QUOTA per client address; "control" = the compute-node quota per client address
+   * (the handler charges the per-node-identity bucket once it has read the body). Undeclared
+   * routes are exempt, as upstream's probes, metadata, servers/next and responses/retrieve are.
+   */
+  limit?: "public" | "control";
 }
 
 export type RouteTable = Readonly<Record<string, RouteSpec>>;

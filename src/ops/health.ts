@@ -56,11 +56,14 @@ export function gpuHostCheck(hosts: readonly string[], resolve: ResolveHost, clo
   };
 }
 
-/** Probe and scrape routes: logged at debug so they do not drown the request log. */
+/**
+ * Probe and scrape routes: logged at debug so they do not drown the request log. /metrics is a
+ * private operator read (TOKENPLACE_METRICS_TOKEN, TOKENPLACE_METRICS_DISABLED: spec §6.11).
+ */
 export const opsRoutes = {
   livez: { method: "GET", path: "/livez", quiet: true },
   healthz: { method: "GET", path: "/healthz", quiet: true },
-  metrics: { method: "GET", path: "/metrics", quiet: true, cache: "no-store" },
+  metrics: { method: "GET", path: "/metrics", quiet: true, cache: "no-store", auth: "metrics-scrape" },
 } as const satisfies RouteTable;
 
 export interface HealthDeps {

@@ -8,12 +8,20 @@ import { ProxyAbort } from "./failure.ts";
  * The request body on its way to the upstream. It streams (fetch with `duplex: "half"`) and is
  * counted as it goes, so the relay's limit holds for chunked bodies that declare no length.
  *
- * Small bodies with a declared length are buffered only when there is more than one upstream:
- * that makes them replayable, so a refused connection can fail over to the next upstream. A
- * streamed body can be sent once, so it never fails over.
+ * Small bodies with a declared length (the usual chat POST) are read whole before the upstream is
+ * contacted, as nginx's proxy_request_buffering does: a client trickling one never holds an
+ * upstream connection, only a relay request (RELAY_MAX_CONNECTIONS, the body budget and deadline),
+ * and the buffered body is replayable, so a refused connection can fail over to the next
+ * upstream. Larger and chunked bodies stream; a streamed body can be sent once, so it never fails
+ * over.
+ *
+ * The whole upload must arrive by the request's body deadline (RELAY_BODY_TIMEOUT_MS from its
+ * arrival): a client sending one byte every few seconds resets every idle timer, and while it
+ * trickles it holds one of the upstream's connections. Past the deadline the exchange is aborted
+ * (408 body_timeout before the response head, a cut stream after it).
  */
 
-/** Largest body buffered for failover; OpenAI-style chat requests are far below this. */
+/** Largest declared body buffered before the upstream is contacted; OpenAI-style chat requests are far below this. */
 export const REPLAY_MAX_BYTES = 64 * 1024;
 
 export interface BodyTimers {
@@ -21,23 +29,48 @@ export interface BodyTimers {
   firstByteMs: number;
 }
 
+/** The upload's deadline and the client's upload slot (src/proxy/uploads.ts). */
+export interface UploadBounds {
+  /** performance.now() by which the whole body must have been received. */
+  deadline: number;
+  /** Gives the upload slot back; idempotent. Called once the body is complete or has failed. */
+  done(): void;
+}
+
+const UNBOUNDED: UploadBounds = { deadline: Number.POSITIVE_INFINITY, done: () => {} };
+
 export interface PreparedBody {
   readonly replayable: boolean;
   /** A body for one attempt (the streamed one only once). */
   forAttempt(ex: Exchange): Bun.BodyInit | null;
 }
 
-export async function prepareBody(req: Request, limit: number, wantReplay: boolean, metrics: Metrics, timers: BodyTimers): Promise<PreparedBody> {
+export async function prepareBody(
+  req: Request,
+  limit: number,
+  metrics: Metrics,
+  timers: BodyTimers,
+  upload: UploadBounds = UNBOUNDED,
+): Promise<PreparedBody> {
   const declared = req.headers.get("content-length");
   const length = declared === null ? undefined : Number(declared);
   // RFC 9110 §8.6: a declared length is known before any byte is read; refuse it at once.
   if (length !== undefined && length > limit) throw tooLarge(limit);
   const countSent = (n: number) => metrics.proxyBytes.labels("request").inc(n);
 
-  if (!req.body || length === 0) return { replayable: true, forAttempt: () => null };
+  if (!req.body || length === 0) {
+    upload.done();
+    return { replayable: true, forAttempt: () => null };
+  }
 
-  if (wantReplay && length !== undefined && length <= REPLAY_MAX_BYTES) {
-    const bytes = await readBody(req, limit);
+  if (length !== undefined && length <= REPLAY_MAX_BYTES) {
+    // readBody applies the body deadline (408) and the in-flight body budget itself.
+    let bytes: Uint8Array;
+    try {
+      bytes = await readBody(req, limit);
+    } finally {
+      upload.done();
+    }
     return {
       replayable: true,
       forAttempt: () => {
@@ -54,7 +87,7 @@ export async function prepareBody(req: Request, limit: number, wantReplay: boole
     forAttempt: (ex) => {
       if (used) throw new Error("proxy: a streamed request body can be sent only once");
       used = true;
-      return meter(source, limit, ex, timers, countSent);
+      return meter(source, limit, ex, timers, countSent, upload);
     },
   };
 }
@@ -66,9 +99,31 @@ export async function prepareBody(req: Request, limit: number, wantReplay: boole
  * chunk is awaited from it and to the upstream between pulls; when the body is complete the
  * first-byte watchdog takes over.
  */
-function meter(source: ReadableStream<Uint8Array>, limit: number, ex: Exchange, timers: BodyTimers, countSent: (n: number) => void) {
+function meter(
+  source: ReadableStream<Uint8Array>,
+  limit: number,
+  ex: Exchange,
+  timers: BodyTimers,
+  countSent: (n: number) => void,
+  upload: UploadBounds,
+) {
   const reader = source.getReader();
   let total = 0;
+  // The upload deadline has a timer of its own: the exchange's single watchdog is re-armed per
+  // chunk and, once the head arrived, no longer watches the upload at all.
+  let deadline: ReturnType<typeof setTimeout> | undefined;
+  const finished = () => {
+    clearTimeout(deadline);
+    upload.done();
+  };
+  if (Number.isFinite(upload.deadline)) {
+    deadline = setTimeout(() => {
+      ex.abort("upload_timeout");
+      finished();
+    }, Math.max(0, upload.deadline - performance.now()));
+  }
+  // An attempt that ended any other way (refused, timed out, client gone) frees the slot at once.
+  ex.signal.addEventListener("abort", finished, { once: true });
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       // Waiting on the client's next chunk: a stall here is the client's (408), while a stall
@@ -79,17 +134,20 @@ function meter(source: ReadableStream<Uint8Array>, limit: number, ex: Exchange, 
         chunk = await reader.read();
       } catch (err) {
         // The client's upload broke off: nothing sensible can reach the upstream any more.
+        finished();
         ex.abort("client_abort");
         controller.error(err);
         return;
       }
       if (chunk.done) {
+        finished();
         if (!ex.headReceived) ex.arm(timers.firstByteMs, "timeout");
         controller.close();
         return;
       }
       total += chunk.value.byteLength;
       if (total > limit) {
+        finished();
         ex.abort("too_large");
         await reader.cancel().catch(() => {});
         controller.error(new ProxyAbort("too_large"));
@@ -100,6 +158,7 @@ function meter(source: ReadableStream<Uint8Array>, limit: number, ex: Exchange, 
       controller.enqueue(chunk.value);
     },
     cancel(reason) {
+      finished();
       return reader.cancel(reason).catch(() => {});
     },
   });

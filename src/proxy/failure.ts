@@ -1,11 +1,14 @@
 import { RelayError, badGateway, gatewayTimeout, tooLarge, unavailable } from "../errors.ts";
+import { bodyTimeout } from "../http/body-budget.ts";
 
 /**
  * Why a proxied exchange ended early. The first seven are the `kind` label of
- * tokenplace_relay_upstream_errors_total; too_large and shutdown are the relay's own decisions
- * and are counted elsewhere (rejections, the drain log).
+ * tokenplace_relay_upstream_errors_total; too_large, upload_timeout (the whole upload took longer
+ * than RELAY_BODY_TIMEOUT_MS) and shutdown are the relay's own decisions and are counted elsewhere
+ * (rejections, the drain log).
  */
-export type FailureKind = "connect" | "dns" | "timeout" | "idle" | "client_idle" | "reset" | "client_abort" | "too_large" | "shutdown";
+export type FailureKind =
+  | "connect" | "dns" | "timeout" | "idle" | "client_idle" | "reset" | "client_abort" | "too_large" | "upload_timeout" | "shutdown";
 
 export const COUNTED_KINDS: ReadonlySet<FailureKind> = new Set(["connect", "dns", "timeout", "idle", "client_idle", "reset", "client_abort"]);
 
@@ -41,7 +44,7 @@ export function classify(err: unknown, ourReason: unknown, afterHead: boolean): 
 const clientClosed = () => new RelayError(499, "client_closed_request", "Client closed the request");
 
 /** The JSON error the client gets when the exchange failed before the response head. */
-export function errorForKind(kind: FailureKind, limit: number): RelayError {
+export function errorForKind(kind: FailureKind, limit: number, uploadTimeoutMs = 0): RelayError {
   switch (kind) {
     case "dns":
       return badGateway("upstream_dns", "Upstream host name does not resolve");
@@ -58,6 +61,9 @@ export function errorForKind(kind: FailureKind, limit: number): RelayError {
       return new RelayError(408, "client_body_timeout", "Client stopped sending the request body");
     case "too_large":
       return tooLarge(limit);
+    case "upload_timeout":
+      // A trickling client: its own fault, like client_idle, but bounded in total, not per gap.
+      return bodyTimeout(uploadTimeoutMs);
     case "shutdown":
       return unavailable("shutting_down", "Relay is shutting down");
     case "client_abort":

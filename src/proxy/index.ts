@@ -3,11 +3,12 @@ import type { ProxyRoute } from "../app.ts";
 import { systemClock, type Clock } from "../clock.ts";
 import type { Config } from "../config/index.ts";
 import { badGateway, methodNotAllowed } from "../errors.ts";
+import { bodyPolicy } from "../http/body-budget.ts";
 import type { RequestContext } from "../http/context.ts";
 import type { ReadinessCheck } from "../ops/health.ts";
 import type { Lifecycle } from "../ops/lifecycle.ts";
 import type { Metrics } from "../ops/metrics.ts";
-import { prepareBody } from "./body.ts";
+import { prepareBody, type UploadBounds } from "./body.ts";
 import { Exchange } from "./exchange.ts";
 import { COUNTED_KINDS, errorForKind, mayFailOver, type FailureKind } from "./failure.ts";
 import { UpstreamFailure, openUpstream, statusClass, type FetchFn } from "./forward.ts";
@@ -16,6 +17,7 @@ import { createUpstreamProbe } from "./health-probe.ts";
 import { relayBody } from "./stream.ts";
 import { buildUpstreamUrl, createTargetMatcher } from "./target.ts";
 import { createUpstreamPool, type Upstream } from "./upstreams.ts";
+import { createUploadSlots } from "./uploads.ts";
 
 export interface ProxyDeps {
   config: Config;
@@ -53,6 +55,7 @@ export function createProxyRoute(deps: ProxyDeps): ProxyRoute & { readiness?: Re
   const clock = deps.clock ?? systemClock;
   const matcher = createTargetMatcher(p.prefixes);
   const pool = createUpstreamPool(p.upstreams, clock, p.ejectMs);
+  const uploads = createUploadSlots(config.bounds.proxyMaxUploadsPerIp);
   const probe = createUpstreamProbe({
     upstreams: pool.all,
     healthPath: p.healthPath,
@@ -81,7 +84,26 @@ export function createProxyRoute(deps: ProxyDeps): ProxyRoute & { readiness?: Re
     ctx.holdOpen();
 
     const timers = { idleMs: p.idleTimeoutMs, firstByteMs: p.firstByteTimeoutMs };
-    const body = await prepareBody(req, config.maxBodyBytes, pool.all.length > 1, metrics, timers);
+    // An upload holds a slot of its client address until its body is in (src/proxy/uploads.ts),
+    // taken before a byte of it is read; the deadline counts from the request's arrival.
+    const release = req.body !== null && req.headers.get("content-length") !== "0" ? uploads.acquire(ctx.clientId) : () => {};
+    const upload = { deadline: bodyPolicy(req)?.deadline ?? performance.now() + config.bounds.bodyTimeoutMs, done: release };
+    try {
+      return await forward(req, ctx, target, timers, upload);
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
+  async function forward(
+    req: Request,
+    ctx: RequestContext,
+    target: ReturnType<typeof matcher.resolve>,
+    timers: { idleMs: number; firstByteMs: number },
+    upload: UploadBounds,
+  ): Promise<Response> {
+    const body = await prepareBody(req, config.maxBodyBytes, metrics, timers, upload);
     const headers = upstreamRequestHeaders(req.headers, {
       clientIp: ctx.clientIp,
       proto: req.url.startsWith("https:") ? "https" : "http",
@@ -115,10 +137,10 @@ export function createProxyRoute(deps: ProxyDeps): ProxyRoute & { readiness?: Re
         if (EJECTING.has(kind)) pool.failed(upstream);
         const failOver = i + 1 < plan.length && mayFailOver(kind, req.method, body.replayable);
         const line = { upstream: upstream.label, kind, err: err.message, failOver };
-        if (kind === "client_abort" || kind === "too_large") ctx.log.info(line, "proxied request ended before the response head");
+        if (kind === "client_abort" || kind === "too_large" || kind === "upload_timeout") ctx.log.info(line, "proxied request ended before the response head");
         else ctx.log.warn(line, "upstream request failed");
         if (failOver) continue;
-        throw errorForKind(kind, config.maxBodyBytes);
+        throw errorForKind(kind, config.maxBodyBytes, config.bounds.bodyTimeoutMs);
       }
       pool.succeeded(upstream);
       metrics.upstreamTtfb.observe((performance.now() - started) / 1000);

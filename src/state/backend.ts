@@ -21,6 +21,8 @@ export interface StateBackend {
   readiness?: ReadinessCheck;
   /** Memory: everything is lost at stop. Redis: the state stays in the datastore for the other replicas. */
   losesStateAtStop: boolean;
+  /** Redis: the connection and key prefix rate-limit counters share, so replicas enforce one limit. */
+  rateLimitStore?: { client: Redis; keyPrefix: string; commandTimeoutMs: number };
   close(): Promise<void>;
 }
 
@@ -78,6 +80,7 @@ export function createStateBackend(config: Config, deps: BackendDeps): StateBack
     notifier,
     readiness: datastoreCheck(client, subscriber, settings.commandTimeoutMs),
     losesStateAtStop: false,
+    rateLimitStore: { client, keyPrefix: settings.keyPrefix, commandTimeoutMs: settings.commandTimeoutMs },
     async close() {
       notifier.close();
       await client.quit().catch(() => client.disconnect());

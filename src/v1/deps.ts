@@ -2,6 +2,7 @@ import type { Clock } from "../clock.ts";
 import { sha256Hex } from "../common/tokens.ts";
 import type { LongPoll } from "../common/long-poll.ts";
 import type { Notifier } from "../common/notifier.ts";
+import type { RateLimits } from "../common/rate-limits.ts";
 import type { ApiV1Config } from "../config/api-v1.ts";
 import { readJsonObject, type JsonObject } from "../http/json.ts";
 import type { V1Metrics } from "./metrics.ts";
@@ -21,6 +22,8 @@ export interface V1Deps {
   maxBodyBytes: number;
   /** Release metadata for /api/v1/meta and /api/v1/version. */
   release: { version: string; revision: string; environment: string };
+  /** Per-node-identity quotas (spec §11); the per-address buckets are charged before the handler. */
+  limits: RateLimits;
 }
 
 export const reader = (maxBodyBytes: number) => (req: Request): Promise<JsonObject | undefined> => readJsonObject(req, maxBodyBytes);

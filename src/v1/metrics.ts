@@ -74,6 +74,8 @@ export function createV1Metrics(registry: Registry, readStats: () => Promise<V1S
     events,
     control: (state: ControlState) => control.labels(state).inc(),
     leaseRenewed: () => renewals.inc(),
+    /** A POST /api/v1/relay/requests refused by a rate limit (upstream's terminal outcome "rate_limited"). */
+    rateLimited: () => outcomes.labels("rate_limited").inc(),
   };
 }
 

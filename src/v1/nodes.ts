@@ -10,12 +10,12 @@ import { DEFAULT_CAPABILITIES, MAX_ID_CHARS, MAX_KEY_CHARS, MAX_SECRET_CHARS, no
 
 /** Compute-node routes (spec §6.1-6.4): registration token on every one. */
 export const nodeRoutes = {
-  register: { method: "POST", path: "/api/v1/relay/servers/register", auth: "server-token" },
-  poll: { method: "POST", path: "/api/v1/relay/servers/poll", auth: "server-token" },
-  control: { method: "POST", path: "/api/v1/relay/servers/control", auth: "server-token" },
-  unregister: { method: "POST", path: "/api/v1/relay/servers/unregister", auth: "server-token" },
+  register: { method: "POST", path: "/api/v1/relay/servers/register", auth: "server-token", limit: "control" },
+  poll: { method: "POST", path: "/api/v1/relay/servers/poll", auth: "server-token", limit: "control" },
+  control: { method: "POST", path: "/api/v1/relay/servers/control", auth: "server-token", limit: "control" },
+  unregister: { method: "POST", path: "/api/v1/relay/servers/unregister", auth: "server-token", limit: "control" },
   /** Always served, also with legacy routes off (spec §12); legacy flat 400 bodies. */
-  unregisterAlias: { method: "POST", path: "/unregister", auth: "server-token" },
+  unregisterAlias: { method: "POST", path: "/unregister", auth: "server-token", limit: "control" },
 } as const satisfies RouteTable;
 
 /** While draining, polls answer at once and nodes come back in a second (to another pod). */
@@ -36,6 +36,7 @@ export function createNodeHandlers(deps: V1Deps) {
     if (!body) throw v1Errors.invalidData();
     const key = routingString(body, "server_public_key", MAX_KEY_CHARS, v1Errors.missingServerKey);
     const capabilities = parseCapabilities(body.capabilities) ?? DEFAULT_CAPABILITIES;
+    await deps.limits.identity("register", key, ctx);
     const credential = newCredential();
     const result = await store.register(key, capabilities, sha256Hex(credential));
     if (result.kind === "nodes_full") throw v1Errors.nodesFull();
@@ -55,6 +56,7 @@ export function createNodeHandlers(deps: V1Deps) {
     if (!body) throw v1Errors.invalidData();
     const key = routingString(body, "server_public_key", MAX_KEY_CHARS, v1Errors.missingServerKey);
     let capabilities = parseCapabilities(body.capabilities);
+    await deps.limits.identity("poll", key, ctx);
     const holdMs = config.pollWaitSeconds * 1000;
     // Held until the hold ends: a node waiting here is never stale (spec §7.1).
     const holdEnd = performance.now() + holdMs;
@@ -91,12 +93,14 @@ export function createNodeHandlers(deps: V1Deps) {
     return json(200, { message: "No requests available", next_ping_in_x_seconds: nextPing, poll_wait_seconds: config.pollWaitSeconds });
   }
 
-  async function control(req: Request): Promise<Response> {
+  async function control(req: Request, ctx: RequestContext): Promise<Response> {
     const body = await read(req);
     if (!body || !nonEmptyString(body.server_public_key) || !nonEmptyString(body.request_id)) throw v1Errors.invalidData();
     if (body.server_public_key.length > MAX_KEY_CHARS || body.request_id.length > MAX_ID_CHARS) throw v1Errors.invalidData();
     const acknowledge = body.acknowledge === true || body.ack === true;
+    const verified = await deps.limits.owner("control", body.server_public_key, ctx);
     const result = await store.control(body.server_public_key, body.request_id, credentialDigest(body), acknowledge);
+    if (result.kind !== "forbidden") await verified();
     const idlePoll = Math.max(1, Math.min(config.pollWaitSeconds, CONTROL_POLL_CEILING_SECONDS));
     switch (result.kind) {
       case "forbidden":
@@ -127,8 +131,10 @@ export function createNodeHandlers(deps: V1Deps) {
       if (typeof key !== "string" || key.trim() === "" || key.length > MAX_KEY_CHARS) {
         throw flat ? legacyFlat(400, "invalid_public_key", "Invalid public key") : v1Errors.invalidPublicKey();
       }
+      const verified = await deps.limits.owner("unregister", key, ctx);
       const result = await store.unregister(key, { credentialDigest: credentialDigest(body) });
       if (result === "forbidden") throw v1Errors.forbiddenCredential();
+      if (result === "removed") await verified();
       if (result === "removed") {
         // A poll held for this node answers 404 now instead of at the end of its hold.
         deps.notifier.notify(v1Topics.node(key));

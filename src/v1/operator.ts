@@ -11,7 +11,8 @@ import { MAX_KEY_CHARS } from "./validate.ts";
 export const operatorRoutes = {
   meta: { method: "GET", path: "/api/v1/meta", cache: "no-store" },
   version: { method: "GET", path: "/api/v1/version", cache: "no-store" },
-  diagnostics: { method: "GET", path: "/relay/diagnostics", cache: "no-store" },
+  // Private: the metrics token when one is set (same rule as /metrics, spec §6.11).
+  diagnostics: { method: "GET", path: "/relay/diagnostics", cache: "no-store", auth: "metrics-token" },
   operatorUnregister: { method: "POST", path: "/api/v1/relay/unregister", cache: "no-store" },
   // Upstream's plaintext relay paths stay closed: this relay never decrypts (spec §10).
   failClosedChat: { method: "POST", path: "/relay/api/v1/chat/completions" },

@@ -2,6 +2,7 @@ import { sha256Hex } from "../common/tokens.ts";
 import { RelayError } from "../errors.ts";
 import type { RequestContext } from "../http/context.ts";
 import { json } from "../http/json.ts";
+import { requestUrl } from "../http/request-url.ts";
 import type { RouteTable } from "../http/routes.ts";
 import { fingerprint, reader, type V1Deps } from "./deps.ts";
 import { v1Errors } from "./errors.ts";
@@ -14,8 +15,8 @@ import {
 /** Client routes (spec §6.5-6.7): anonymous, browser-callable. */
 export const requestRoutes = {
   next: { method: "GET", path: "/api/v1/relay/servers/next", cors: true },
-  requests: { method: "POST", path: "/api/v1/relay/requests", cors: true },
-  cancel: { method: "POST", path: "/api/v1/relay/requests/cancel", cors: true },
+  requests: { method: "POST", path: "/api/v1/relay/requests", cors: true, limit: "public" },
+  cancel: { method: "POST", path: "/api/v1/relay/requests/cancel", cors: true, limit: "public" },
 } as const satisfies RouteTable;
 
 export const SELECTION_POLICY = "best_fit_smallest_capable_least_loaded_v1";
@@ -41,7 +42,7 @@ export function createRequestHandlers(deps: V1Deps) {
   const read = reader(deps.maxBodyBytes);
 
   async function next(req: Request): Promise<Response> {
-    const query = new URL(req.url).searchParams;
+    const query = requestUrl(req.url).searchParams;
     const requestedModel = query.get("model")?.trim() || DEFAULT_MODEL;
     if (requestedModel.length > MAX_MODEL_CHARS) throw v1Errors.fieldTooLong("model", MAX_MODEL_CHARS);
     const tierParam = query.get("context_tier")?.trim() || DEFAULT_TIER;

@@ -13,8 +13,8 @@ export const PROGRESS_MAX_BYTES = 16_384;
 
 /** Answer routes (spec §6.8-6.10): the node posts, the client retrieves. */
 export const responseRoutes = {
-  responses: { method: "POST", path: "/api/v1/relay/responses", auth: "server-token" },
-  progress: { method: "POST", path: "/api/v1/relay/progress", auth: "server-token", maxBodyBytes: PROGRESS_MAX_BYTES },
+  responses: { method: "POST", path: "/api/v1/relay/responses", auth: "server-token", limit: "control" },
+  progress: { method: "POST", path: "/api/v1/relay/progress", auth: "server-token", maxBodyBytes: PROGRESS_MAX_BYTES, limit: "control" },
   retrieve: { method: "POST", path: "/api/v1/relay/responses/retrieve", cors: true },
 } as const satisfies RouteTable;
 
@@ -49,6 +49,8 @@ export function createResponseHandlers(deps: V1Deps) {
       if (typeof body.version !== "number" || !Number.isSafeInteger(body.version)) throw v1Errors.invalidData();
       envelope.version = body.version;
     }
+    // Only a well-formed envelope may charge a client key's bucket (spec §11), never junk naming a victim.
+    await deps.limits.identity("responses", clientKey, ctx);
     const result = await store.respond(envelope);
     switch (result.kind) {
       case "gone":
@@ -68,11 +70,11 @@ export function createResponseHandlers(deps: V1Deps) {
 
   /** A retrieve may wait on its request id, or on the client key alone (oldest answer). */
   function wakeRetrievers(clientKey: string, requestId: string | undefined) {
-    if (requestId !== undefined) deps.notifier.notify(v1Topics.request(clientKey, requestId));
-    deps.notifier.notify(v1Topics.request(clientKey, undefined));
+    // A retrieve without request_id only ever takes answers that had none (spec §3.4 hardening).
+    deps.notifier.notify(v1Topics.request(clientKey, requestId));
   }
 
-  async function progress(req: Request): Promise<Response> {
+  async function progress(req: Request, ctx: RequestContext): Promise<Response> {
     let body;
     try {
       body = await readJsonObject(req, PROGRESS_MAX_BYTES);
@@ -99,7 +101,9 @@ export function createResponseHandlers(deps: V1Deps) {
       cipherkey: f.cipherkey!,
       iv: f.iv!,
     };
+    const verified = await deps.limits.owner("progress", f.server_public_key!, ctx);
     const result = await store.progress(f.server_public_key!, sha256Hex(f.control_credential!), update);
+    if (result !== "forbidden") await verified();
     switch (result) {
       case "forbidden":
         throw v1Errors.forbiddenCredential();

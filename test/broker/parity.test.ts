@@ -1,6 +1,7 @@
 // The Redis store has the memory store's semantics: the same random sequences of operations,
 // under one injected clock that jumps across every TTL boundary, give the same answers, the same
-// stats and the same expiry counts.
+// stats (stored bytes included) and the same expiry counts. Payloads have random sizes against a
+// small byte budget, so storage_full and node_storage_full are part of the sequences.
 import { afterAll, describe, expect, test } from "bun:test";
 import type { BrokerStoreLimits } from "../../src/broker/redis/index.ts";
 import type { BrokerStore, ExpiredKind, Job } from "../../src/broker/types.ts";
@@ -17,7 +18,12 @@ const LIMITS: Partial<BrokerStoreLimits> = {
   jobTtlMs: 45_000,
   answerTtlMs: 20_000,
   streamTtlMs: 25_000,
+  // A node's share is 60 (a quarter): a couple of small jobs, or one mid-sized; answers and chunks
+  // of the larger paddings reach the total.
+  maxStoredBytes: 240,
 };
+/** Padding lengths: empty, small, mid, and past a node's share (such a job never fits; an answer may). */
+const PAD = [0, 0, 5, 20, 45, 70, 120];
 // Each TTL, one below and one above it, and small steps.
 const STEPS = [0, 0, 0, 1, 999, 5_000, 19_999, 20_000, 20_001, 24_999, 25_001, 29_999, 30_000, 30_001, 44_999, 45_000];
 
@@ -44,6 +50,8 @@ for (const backend of others) {
     afterAll(async () => {
       for (const s of opened) await s.close();
     });
+    /** How often each result of a byte bound came up, over all seeds. */
+    const reached = { seeds: 0, storage_full: 0, node_storage_full: 0, stored_after_full: 0 };
 
     // PARITY_SEEDS=300 runs seeds 1..300 (a longer hunt for differences).
     const seeds = process.env.PARITY_SEEDS ? Array.from({ length: Number(process.env.PARITY_SEEDS) }, (_, i) => i + 1) : [1, 2, 3, 4, 5, 6, 7, 8];
@@ -67,6 +75,9 @@ for (const backend of others) {
           const a = await op(m);
           const b = await op(r);
           log.push(`${what} -> ${JSON.stringify(a)}`);
+          const text = JSON.stringify(a) ?? "";
+          if (text.includes('"storage_full"')) reached.storage_full++;
+          if (text.includes('"node_storage_full"')) reached.node_storage_full++;
           expect({ step: log.length, what, result: b }).toEqual({ step: log.length, what, result: a });
           return a;
         };
@@ -100,10 +111,10 @@ for (const backend of others) {
             }
             case 3:
             case 4: {
-              const job: Job = { chat_history: `h${++seq}`, cipherkey: "k", iv: "v" };
+              const job: Job = { chat_history: `h${++seq}${"x".repeat(rnd.pick(PAD))}`, cipherkey: "k", iv: "v" };
               if (rnd.next() < 0.6) job.client_public_key = client;
               if (job.client_public_key && rnd.next() < 0.4) job.stream = true;
-              await same(`enqueue ${node} ${job.chat_history}`, (s) => s.enqueueJob(node, job));
+              await same(`enqueue ${node} ${job.chat_history.length}`, (s) => s.enqueueJob(node, job));
               break;
             }
             case 5: {
@@ -112,8 +123,10 @@ for (const backend of others) {
               break;
             }
             case 6: {
-              const answer = { chat_history: `a${++seq}`, cipherkey: "k", iv: "v" };
-              await same(`put ${client}`, (s) => s.putAnswer(client, answer));
+              const answer = { chat_history: `a${++seq}${"y".repeat(rnd.pick(PAD))}`, cipherkey: "k", iv: rnd.pick(["v", "iv-iv-iv"]) };
+              const result = await same(`put ${client} ${answer.chat_history.length}`, (s) => s.putAnswer(client, answer));
+              // A refusal by bytes, then room again (something was collected, replaced or expired).
+              if (result === "stored" && log.some((l) => l.endsWith('"storage_full"'))) reached.stored_after_full++;
               break;
             }
             case 7:
@@ -131,7 +144,7 @@ for (const backend of others) {
             case 9:
             case 10: {
               const sid = rnd.pick(sessions);
-              const chunk = rnd.pick(["text", 7, null, { a: [1, "b"] }, [true]]);
+              const chunk = rnd.pick(["text", 7, null, { a: [1, "b"] }, [true], "z".repeat(rnd.pick(PAD)), { t: "w".repeat(rnd.pick(PAD)) }]);
               const final = rnd.next() < 0.2;
               await same(`push ${sid} ${final}`, (s) => s.pushChunk(sid, chunk, final));
               break;
@@ -140,11 +153,12 @@ for (const backend of others) {
               await same(`drain ${client}`, (s) => s.drainStream(client));
               break;
             case 12: {
-              // Between sweeps only the answer and session counts may differ (memory sweeps when full).
-              const { nodes: n, queuedJobs, maxQueueDepth } = await m.stats();
+              // Between sweeps: nodes, queues and the bytes held (both stores sweep on the same refusals,
+              // so the byte counts agree at every step); answer and session counts at checkpoints.
+              const { nodes: n, queuedJobs, maxQueueDepth, storedBytes } = await m.stats();
               const got = await r.stats();
-              expect({ step: log.length, nodes: got.nodes, queuedJobs: got.queuedJobs, maxQueueDepth: got.maxQueueDepth }).toEqual({
-                step: log.length, nodes: n, queuedJobs, maxQueueDepth,
+              expect({ step: log.length, nodes: got.nodes, queuedJobs: got.queuedJobs, maxQueueDepth: got.maxQueueDepth, storedBytes: got.storedBytes }).toEqual({
+                step: log.length, nodes: n, queuedJobs, maxQueueDepth, storedBytes,
               });
               break;
             }
@@ -157,8 +171,17 @@ for (const backend of others) {
         await checkpoint();
         clock.advance(60_000);
         await checkpoint();
-        expect(await r.stats()).toEqual({ nodes: 0, queuedJobs: 0, maxQueueDepth: 0, answers: 0, streams: 0 });
+        expect(await r.stats()).toEqual({ nodes: 0, queuedJobs: 0, maxQueueDepth: 0, answers: 0, streams: 0, storedBytes: 0 });
+        expect((await m.stats()).storedBytes).toBe(0);
+        reached.seeds++;
       });
     }
+
+    test("the sequences reached the byte bounds (and recovered from them)", () => {
+      if (reached.seeds === 0) return; // the seeds were filtered out (bun test -t)
+      expect(reached.storage_full).toBeGreaterThan(0);
+      expect(reached.node_storage_full).toBeGreaterThan(0);
+      expect(reached.stored_after_full).toBeGreaterThan(0);
+    });
   });
 }

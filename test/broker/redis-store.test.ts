@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type Redis from "ioredis";
 import { RedisBrokerStore, type BrokerStoreLimits } from "../../src/broker/redis/index.ts";
-import { BACKSTOP_GRACE_MS } from "../../src/broker/redis/shared.ts";
+import { BACKSTOP_GRACE_MS, hashKey as hashKeyOf } from "../../src/broker/redis/shared.ts";
 import type { ExpiredKind, Job } from "../../src/broker/types.ts";
 import { ManualClock, type Clock } from "../../src/clock.ts";
 import { RelayError } from "../../src/errors.ts";
@@ -12,8 +12,11 @@ import { redisSkipReason } from "../helpers/redis.ts";
 import { fakeKey, startLegacyRelay } from "../helpers/relay.ts";
 import { COMMAND_TIMEOUT_MS, TEST_LIMITS, redisClient, uniquePrefix } from "./backends.ts";
 
-const INDEXES = ["nodes", "nodes:due", "answers", "streams"];
-/** The expiry index: the four zsets and each node's list of job expiries; no native TTL, bounded. */
+const INDEXES = ["nodes", "nodes:due", "answers", "streams", "nodes:bytes", "answers:bytes", "streams:bytes", "bytes"];
+/**
+ * The expiry index: the four zsets, the sizes of what they index (three hashes and the total) and
+ * each node's list of job expiries and sizes; no native TTL, bounded.
+ */
 const isIndex = (base: string, key: string) => INDEXES.includes(key.slice(base.length)) || key.startsWith(`${base}qx:`);
 const job = (n: number, extra: Partial<Job> = {}): Job => ({ chat_history: `h${n}`, cipherkey: "k", iv: "v", ...extra });
 const answer = (n: number) => ({ chat_history: `a${n}`, cipherkey: "k", iv: "v" });
@@ -61,6 +64,26 @@ describe.skipIf(why !== undefined)("RedisBrokerStore", () => {
     return found;
   }
   const records = async (base: string) => (await keysOf(base)).filter((k) => !isIndex(base, k));
+
+  /**
+   * The byte counters as the datastore holds them, next to what they must equal: the total is the
+   * sum of every per-record size in the index, and a node's counter the sum of its qx: sizes.
+   */
+  async function bytesOf(base: string) {
+    const sum = (values: string[]) => values.reduce((a, v) => a + Number(v), 0);
+    const perNode = await admin.hgetall(`${base}nodes:bytes`);
+    const queued: Record<string, number> = {};
+    for (const k of await keysOf(base)) {
+      if (!k.startsWith(`${base}qx:`)) continue;
+      const n = sum((await admin.lrange(k, 0, -1)).map((x) => x.split(":")[1] ?? "0"));
+      if (n > 0) queued[k.slice(`${base}qx:`.length)] = n;
+    }
+    const total = Number((await admin.get(`${base}bytes`)) ?? 0);
+    const parts = sum(Object.values(perNode)) + sum(Object.values(await admin.hgetall(`${base}answers:bytes`))) + sum(Object.values(await admin.hgetall(`${base}streams:bytes`)));
+    expect(Object.fromEntries(Object.entries(perNode).map(([id, v]) => [id, Number(v)]))).toEqual(queued);
+    expect(total).toBe(parts);
+    return total;
+  }
 
   /** Some of everything: nodes with queues, answers, stream sessions with chunks. */
   async function populate(store: RedisBrokerStore, n: number, keyOf: (label: string) => string = fakeKey) {
@@ -124,12 +147,12 @@ describe.skipIf(why !== undefined)("RedisBrokerStore", () => {
     await store.sweep();
     expect((await keysOf(base)).length).toBe(baseline);
     expect(expired).toEqual({ node: 5, job: 10, answer: 5, stream: 5 });
-    expect(await store.stats()).toEqual({ nodes: 0, queuedJobs: 0, maxQueueDepth: 0, answers: 0, streams: 0 });
+    expect(await store.stats()).toEqual({ nodes: 0, queuedJobs: 0, maxQueueDepth: 0, answers: 0, streams: 0, storedBytes: 0 });
     await store.sweep();
     expect(expired).toEqual({ node: 5, job: 10, answer: 5, stream: 5 });
   });
 
-  test("the datastore's TTLs remove the records even when nobody sweeps; a later sweep empties the indexes and counts", async () => {
+  test("the datastore's TTLs remove the records even when nobody sweeps; a later sweep empties the indexes, counts, and releases every byte", async () => {
     // No injected clock: the datastore's TIME decides, and its TTLs run in real time.
     const limits = { nodeStaleMs: 150, jobTtlMs: 250, answerTtlMs: 150, streamTtlMs: 150 };
     const { store, base, expired } = await make({ limits });
@@ -138,14 +161,17 @@ describe.skipIf(why !== undefined)("RedisBrokerStore", () => {
     const deadline = Date.now() + limits.jobTtlMs + BACKSTOP_GRACE_MS + 3_000;
     while ((await records(base)).length > 0 && Date.now() < deadline) await Bun.sleep(50);
     expect(await records(base)).toEqual([]);
-    // Only the bounded expiry index is left (the zsets and 3 nodes' job expiries), nothing counted yet.
+    // Only the bounded expiry index is left (the zsets, the sizes and 3 nodes' job expiries), nothing
+    // counted yet: the payloads are gone, their bytes still held until a sweep processes the index.
     const left = await keysOf(base);
     expect(left.filter((k) => INDEXES.includes(k.slice(base.length))).sort()).toEqual(INDEXES.map((i) => base + i).sort());
     expect(left.length).toBe(INDEXES.length + 3);
     expect(expired).toEqual({ node: 0, job: 0, answer: 0, stream: 0 });
+    expect(await bytesOf(base)).toBeGreaterThan(0);
     await store.sweep();
     expect(await keysOf(base)).toEqual([]);
     expect(expired).toEqual({ node: 3, job: 6, answer: 3, stream: 3 });
+    expect((await store.stats()).storedBytes).toBe(0);
   });
 
   test("a flood of distinct keys stays within every configured bound", async () => {
@@ -188,11 +214,87 @@ describe.skipIf(why !== undefined)("RedisBrokerStore", () => {
       const kind = await admin.type(k);
       if (kind === "list") expect(await admin.llen(k)).toBeLessThanOrEqual(4);
     }
-    expect(await store.stats()).toEqual({ nodes: 5, queuedJobs: 20, maxQueueDepth: 4, answers: 6, streams: 3 });
+    // Jobs h0..h3 per node (4 bytes each with "k" and "v"), answers a0..a5, chunks 0..2 of 3 sessions.
+    expect(await store.stats()).toEqual({ nodes: 5, queuedJobs: 20, maxQueueDepth: 4, answers: 6, streams: 3, storedBytes: 5 * 4 * 4 + 6 * 4 + 3 * 3 });
+    expect(await bytesOf(base)).toBe(5 * 4 * 4 + 6 * 4 + 3 * 3);
 
     // And all of it goes once its time is up.
     clock.advance(Math.max(TEST_LIMITS.jobTtlMs, TEST_LIMITS.answerTtlMs, TEST_LIMITS.streamTtlMs, TEST_LIMITS.nodeStaleMs) + 1);
     await store.sweep();
+    expect(await keysOf(base)).toEqual([]);
+  });
+
+  test("stored bytes: the counters are the index's sizes after every kind of transition, and go with the last record", async () => {
+    const clock = new ManualClock();
+    const limits = { maxStoredBytes: 100_000, nodeStaleMs: 30_000, jobTtlMs: 60_000, answerTtlMs: 60_000, streamTtlMs: 60_000 };
+    const { store, base } = await make({ clock, limits });
+    const steps: [string, () => Promise<unknown>][] = [
+      ["touch", () => store.touchNode("n1")],
+      ["touch n2", () => store.touchNode("n2")],
+      ["enqueue", () => store.enqueueJob("n1", job(1, { chat_history: "x".repeat(500), client_public_key: "c1" }))],
+      ["enqueue 2", () => store.enqueueJob("n1", job(2, { chat_history: "y".repeat(300) }))],
+      ["enqueue n2", () => store.enqueueJob("n2", job(3, { chat_history: "z".repeat(700) }))],
+      ["take one", () => store.takeJobs("n1", 1)],
+      ["put", () => store.putAnswer("c1", { chat_history: "a".repeat(400), cipherkey: "k", iv: "v" })],
+      ["replace smaller", () => store.putAnswer("c1", { chat_history: "a".repeat(40), cipherkey: "k", iv: "v" })],
+      ["put c2", () => store.putAnswer("c2", { chat_history: "b".repeat(900), cipherkey: "k", iv: "v" })],
+      ["take c1", () => store.takeAnswer("c1")],
+      ["open", () => store.openStream("c1", "s1")],
+      ["push", () => store.pushChunk("s1", { text: "t".repeat(200) }, false)],
+      ["push 2", () => store.pushChunk("s1", "u".repeat(50), false)],
+      ["drain", () => store.drainStream("c1")],
+      ["push 3", () => store.pushChunk("s1", "v".repeat(80), false)],
+      ["replace session", () => store.openStream("c1", "s2")],
+      ["push s2", () => store.pushChunk("s2", "w".repeat(60), false)],
+      ["everything expires", async () => clock.advance(60_001)],
+      ["sweep", () => store.sweep()],
+    ];
+    for (const [what, step] of steps) {
+      await step();
+      const held = await bytesOf(base);
+      expect({ what, stats: (await store.stats()).storedBytes }).toEqual({ what, stats: held });
+    }
+    // Past every TTL: the jobs (and so n1, n2), c2's answer and s2 went with the sweep, and their bytes.
+    expect(await keysOf(base)).toEqual([]);
+  });
+
+  test("the byte budget is one budget for replicas sharing the state: exactly what fits is accepted", async () => {
+    // 1000 bytes; a node's share 250: two 100-byte jobs per node, ten in all.
+    const a = await make({ limits: { maxStoredBytes: 1_000, maxQueueDepth: 10 } });
+    const prefix = a.base.slice(0, -"{legacy}:".length);
+    const b = await make({ prefix, limits: { maxStoredBytes: 1_000, maxQueueDepth: 10 } });
+    const nodes = Array.from({ length: 8 }, (_, i) => `node-${i}`);
+    for (const n of nodes) await a.store.touchNode(n);
+    const sized = (i: number): Job => ({ chat_history: "x".repeat(98), cipherkey: "k", iv: String(i % 10) });
+    const results = await Promise.all(
+      nodes.flatMap((n, i) => [0, 1, 2].map((j) => (j % 2 ? a : b).store.enqueueJob(n, sized(i * 3 + j)))),
+    );
+    expect(results.filter((r) => r === "queued")).toHaveLength(10);
+    expect(results.every((r) => ["queued", "storage_full", "node_storage_full"].includes(r))).toBe(true);
+    expect(await bytesOf(a.base)).toBe(1_000);
+    for (const n of nodes) expect(Number((await admin.hget(`${a.base}nodes:bytes`, hashKeyOf(n))) ?? 0)).toBeLessThanOrEqual(250);
+  });
+
+  test("jobs queued before sizes were kept (qx entries without one) are delivered and expire at 0 bytes", async () => {
+    const clock = new ManualClock();
+    const { store, base, expired } = await make({ clock, limits: { jobTtlMs: 60_000, nodeStaleMs: 30_000 } });
+    await store.touchNode("old");
+    const id = hashKeyOf("old");
+    // As the previous layout wrote them: a bare expiry per job.
+    for (const n of [1, 2]) {
+      await admin.rpush(`${base}q:${id}`, JSON.stringify(job(n)));
+      await admin.rpush(`${base}qx:${id}`, String(clock.now() + 60_000));
+    }
+    await admin.zadd(`${base}nodes:due`, clock.now() + 60_000, id);
+    expect(await store.enqueueJob("old", job(3))).toBe("queued");
+    expect(await bytesOf(base)).toBe(4);
+    expect((await store.takeJobs("old", 2)).map((j) => j.chat_history)).toEqual(["h1", "h2"]);
+    expect(await bytesOf(base)).toBe(4);
+    await admin.rpush(`${base}q:${id}`, JSON.stringify(job(4)));
+    await admin.rpush(`${base}qx:${id}`, String(clock.now() + 60_000));
+    clock.advance(60_000);
+    await store.sweep();
+    expect(expired.job).toBe(2);
     expect(await keysOf(base)).toEqual([]);
   });
 

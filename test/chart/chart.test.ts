@@ -23,12 +23,13 @@ describe.skipIf(skip)("chart renders every ci scenario", () => {
     for (const f of SCENARIOS) rendered[f] = renderOk({ valuesFiles: [`ci/${f}`] });
   });
 
-  test("there are scenarios for defaults, everything, headless, legacy routes, staging, bundled Valkey and an external datastore", () => {
+  test("there are scenarios for defaults, everything, headless, legacy routes, exposed operator routes, staging, bundled Valkey and an external datastore", () => {
     expect(SCENARIOS).toEqual([
       "default-values.yaml",
       "full-values.yaml",
       "headless-values.yaml",
       "legacy-values.yaml",
+      "operator-routes-values.yaml",
       "redis-external-values.yaml",
       "staging-values.yaml",
       "valkey-values.yaml",
@@ -297,9 +298,12 @@ describe.skipIf(skip)("Ingress", () => {
     expect(ing.spec.ingressClassName).toBe("traefik");
     expect(ing.metadata.annotations?.["cert-manager.io/cluster-issuer"]).toBe("letsencrypt-production");
     expect(ing.spec.tls).toEqual([{ hosts: ["staging.token.place"], secretName: "staging-token-place-tls" }]);
-    expect(ing.spec.rules).toEqual([
-      { host: "staging.token.place", http: { paths: [{ path: "/", pathType: "Prefix", backend: { service: { name: "tokenplace-relay", port: { name: "http" } } } }] } },
-    ]);
+    // The relay's public paths only (test/chart/operator-endpoints.test.ts has the details).
+    expect(ing.spec.rules).toHaveLength(1);
+    expect(ing.spec.rules[0].host).toBe("staging.token.place");
+    expect(ing.spec.rules[0].http.paths[0]).toEqual({ path: "/api", pathType: "Prefix", backend: { service: { name: "tokenplace-relay", port: { name: "http" } } } });
+    // `/` only as Exact (the chat page), never as a catch-all Prefix.
+    expect(ing.spec.rules[0].http.paths.filter((p: { path: string; pathType: string }) => p.path === "/").map((p: { pathType: string }) => p.pathType)).toEqual(["Exact"]);
   });
 
   test("other hosts and no TLS; no buffering/compress middleware by default", () => {

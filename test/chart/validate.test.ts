@@ -120,6 +120,20 @@ describe.skipIf(skip)("Helmfile environments", () => {
     expect(get(docs, "PrometheusRule")).toBeDefined();
   });
 
+  test("staging: /metrics and /relay/diagnostics need the metrics token (a required key of the Secret), Prometheus scrapes with it, the Ingress never routes them", () => {
+    const docs = template("staging");
+    const c = get(docs, "Deployment").spec.template.spec.containers[0];
+    // Required, not optional: a missing key must stop the new pods, not start them with the routes open.
+    expect(c.env.find((e: { name: string }) => e.name === "TOKENPLACE_METRICS_TOKEN").valueFrom.secretKeyRef).toEqual({ name: "tokenplace-relay-secrets", key: "metrics-token" });
+    expect(get(docs, "ServiceMonitor").spec.endpoints[0].authorization).toEqual({ type: "Bearer", credentials: { name: "tokenplace-relay-secrets", key: "metrics-token" } });
+    const routed = get(docs, "Ingress").spec.rules[0].http.paths as { path: string; pathType: string }[];
+    const paths = routed.map((p) => p.path);
+    expect(paths[0]).toBe("/api");
+    for (const p of ["/metrics", "/relay", "/relay/diagnostics"]) expect(paths).not.toContain(p);
+    expect(routed.filter((p) => p.path === "/").map((p) => p.pathType)).toEqual(["Exact"]); // the chat page only
+    expect(relayConfig(docs).config.operator.metricsToken).toBeDefined();
+  });
+
   test("staging: two relays sharing their state in the bundled Valkey (AOF on a PVC), rolling without downtime, PDB", () => {
     const docs = template("staging");
     const dep = get(docs, "Deployment");
@@ -169,7 +183,11 @@ describe.skipIf(skip)("Helmfile environments", () => {
   function relayConfig(docs: K8sObject[]) {
     const c = get(docs, "Deployment").spec.template.spec.containers[0];
     const env: Record<string, string> = { ...get(docs, "ConfigMap", "tokenplace-relay").data };
-    for (const e of c.env ?? []) env[e.name] = e.value ?? (e.name === "TOKENPLACE_RELAY_REDIS_URL" ? "redis://:secret@tokenplace-relay-valkey.tokenplace.svc:6379/0" : "secret-from-kubernetes-0123456789");
+    const standIn: Record<string, string> = {
+      TOKENPLACE_RELAY_REDIS_URL: "redis://:secret@tokenplace-relay-valkey.tokenplace.svc:6379/0",
+      TOKENPLACE_METRICS_TOKEN: "metrics-token-from-kubernetes-0123456789",
+    };
+    for (const e of c.env ?? []) env[e.name] = e.value ?? standIn[e.name] ?? "secret-from-kubernetes-0123456789";
     return loadConfig(env);
   }
 
@@ -191,6 +209,7 @@ describe.skipIf(skip)("Helmfile environments", () => {
     expect(docs.filter((d) => d.kind === "StatefulSet" || d.kind === "PodDisruptionBudget")).toEqual([]);
     const ing = get(docs, "Ingress");
     expect(ing.spec.rules[0].host).toBe("relay.localhost");
+    expect(ing.spec.rules[0].http.paths.filter((p: { path: string; pathType: string }) => p.path === "/" && p.pathType !== "Exact")).toEqual([]);
     expect(ing.spec.tls).toBeUndefined();
     expect(ing.metadata.annotations?.["cert-manager.io/cluster-issuer"]).toBeUndefined();
     const c = get(docs, "Deployment").spec.template.spec.containers[0];

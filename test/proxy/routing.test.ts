@@ -61,7 +61,7 @@ describe("the request cannot choose the target", () => {
   test("a malformed Host (with @ or /) cannot smuggle a target either", async () => {
     for (const host of [`x@127.0.0.1:${decoy.port}`, `127.0.0.1:${decoy.port}/api`]) {
       const res = await rawRequest(relay.port, rawGet("/api/echo", host));
-      expect(res.status).not.toBe(200);
+      // Whatever the relay makes of it (an error, or its own page at /), never the decoy's answer.
       expect(res.status).toBeLessThan(500);
     }
     expect(decoyHits).toBe(0);

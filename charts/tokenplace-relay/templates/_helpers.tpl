@@ -116,13 +116,78 @@ Name of the Secret holding the operator token(s), or "" when the operator route 
 {{- end }}
 
 {{/*
+Name of the Secret holding the metrics token (TOKENPLACE_METRICS_TOKEN), or "" when /metrics and
+/relay/diagnostics are open.
+*/}}
+{{- define "tokenplace-relay.metricsSecretName" -}}
+{{- if .Values.relay.metricsToken.existingSecret }}
+{{- .Values.relay.metricsToken.existingSecret }}
+{{- else if .Values.relay.metricsToken.value }}
+{{- include "tokenplace-relay.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/*
 Whether the chart renders its own Secret (a token or state.redis.url given as a value rather than
 an existing Secret).
 */}}
 {{- define "tokenplace-relay.chartSecret" -}}
 {{- $t := .Values.relay.serverToken }}
 {{- $o := .Values.relay.operatorToken }}
-{{- if or (and $t.value (not $t.existingSecret)) (and $o.value (not $o.existingSecret)) (include "tokenplace-relay.chartRedisUrl" .) }}true{{ end }}
+{{- $m := .Values.relay.metricsToken }}
+{{- if or (and $t.value (not $t.existingSecret)) (and $o.value (not $o.existingSecret)) (and $m.value (not $m.existingSecret)) (include "tokenplace-relay.chartRedisUrl" .) }}true{{ end }}
+{{- end }}
+
+{{/*
+The private operator endpoints (spec §6.11): never routed by the Ingress unless
+ingress.exposeOperatorRoutes.
+*/}}
+{{- define "tokenplace-relay.operatorRoutes" -}}
+{{- toJson (list "/metrics" "/relay/diagnostics") }}
+{{- end }}
+
+{{/*
+The relay's public paths, for an Ingress host without `paths` (JSON list of {path, pathType}):
+`/api` (API v1 relay, release metadata, proxied /api/...), the other proxy prefixes and the chat
+page's hashed `/assets` as Prefix, then every fixed public route as Exact: the chat page `/` and
+its `/relay/status`, probes, the node-side /unregister alias, the streamed legacy routes (always
+served), the legacy broker (410 while relay.legacyRoutes=false, as upstream) and upstream's
+fail-closed plaintext paths (503). An allowlist: a route the relay gains
+later stays private until it is added here (test/chart/operator-endpoints.test.ts checks this list against
+the relay's route tables).
+*/}}
+{{- define "tokenplace-relay.ingressPublicPaths" -}}
+{{- $paths := list (dict "path" "/api" "pathType" "Prefix") (dict "path" "/assets" "pathType" "Prefix") }}
+{{- $seen := list "/api" "/assets" }}
+{{- if not .Values.relay.relayOnly }}
+{{- range (default (list "/api/" "/v1/") .Values.relay.proxy.prefixes) }}
+{{- $p := trimSuffix "/" . }}
+{{- if not (or (has $p $seen) (hasPrefix "/api/" $p)) }}
+{{- $paths = append $paths (dict "path" $p "pathType" "Prefix") }}
+{{- $seen = append $seen $p }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range list "/" "/relay/status" "/livez" "/healthz" "/unregister" "/stream/source" "/stream/retrieve" "/next_server" "/faucet" "/sink" "/source" "/retrieve" "/relay/api/v1/chat/completions" "/relay/api/v1/source" }}
+{{- $paths = append $paths (dict "path" . "pathType" "Exact") }}
+{{- end }}
+{{- toJson $paths }}
+{{- end }}
+
+{{/*
+The paths an Ingress host routes (JSON list): its own `paths`, else `/` with
+ingress.exposeOperatorRoutes, else the public paths. Argument: (list $root $host).
+*/}}
+{{- define "tokenplace-relay.ingressHostPaths" -}}
+{{- $root := index . 0 }}
+{{- $host := index . 1 }}
+{{- if $host.paths }}
+{{- toJson $host.paths }}
+{{- else if $root.Values.ingress.exposeOperatorRoutes }}
+{{- toJson (list (dict "path" "/" "pathType" "Prefix")) }}
+{{- else }}
+{{- include "tokenplace-relay.ingressPublicPaths" $root }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -484,8 +549,8 @@ Cross-field rules. Included from the Deployment so every render checks them.
 {{- end }}
 {{- end }}
 {{- if include "tokenplace-relay.chartRedisUrl" . }}
-{{- if or (and $v.relay.serverToken.value (eq $v.relay.serverToken.key "redis-url")) (and $v.relay.operatorToken.value (eq $v.relay.operatorToken.key "redis-url")) }}
-{{- fail "the chart's Secret keeps state.redis.url under the key redis-url: use another key for relay.serverToken.key / relay.operatorToken.key" }}
+{{- if or (and $v.relay.serverToken.value (eq $v.relay.serverToken.key "redis-url")) (and $v.relay.operatorToken.value (eq $v.relay.operatorToken.key "redis-url")) (and $v.relay.metricsToken.value (eq $v.relay.metricsToken.key "redis-url")) }}
+{{- fail "the chart's Secret keeps state.redis.url under the key redis-url: use another key for relay.serverToken.key / relay.operatorToken.key / relay.metricsToken.key" }}
 {{- end }}
 {{- end }}
 {{- if and $v.autoscaling.enabled (lt (int $v.autoscaling.maxReplicas) (int $v.autoscaling.minReplicas)) }}
@@ -578,5 +643,47 @@ Cross-field rules. Included from the Deployment so every render checks them.
 {{- end }}
 {{- if and $v.ingress.enabled (not $v.ingress.hosts) }}
 {{- fail "ingress.enabled: set ingress.hosts (no domain is built in)" }}
+{{- end }}
+{{- /* Private operator endpoints: the metrics token and what the Ingress routes (spec §6.11). */}}
+{{- $mt := $v.relay.metricsToken }}
+{{- $mtSecret := include "tokenplace-relay.metricsSecretName" . }}
+{{- if and $mt.existingSecret $mt.value }}
+{{- fail "relay.metricsToken: set existingSecret or value, not both" }}
+{{- end }}
+{{- if $mtSecret }}
+{{- if eq $mtSecret (include "tokenplace-relay.secretName" .) }}
+{{- if or (eq $mt.key $v.relay.serverToken.key) (and $v.relay.serverToken.rotationKey (eq $mt.key $v.relay.serverToken.rotationKey)) }}
+{{- fail (printf "relay.metricsToken.key=%q is a server token key in the same Secret %s: compute nodes would hold the metrics token (and Prometheus a registration token). Use another key (default metrics-token)" $mt.key $mtSecret) }}
+{{- end }}
+{{- end }}
+{{- if and (eq $mtSecret (include "tokenplace-relay.operatorSecretName" .)) (eq $mt.key $v.relay.operatorToken.key) }}
+{{- fail (printf "relay.metricsToken.key=%q is relay.operatorToken.key in the same Secret %s: Prometheus would hold the operator token, which can remove compute nodes. Use another key (default metrics-token)" $mt.key $mtSecret) }}
+{{- end }}
+{{- end }}
+{{- if and $mt.value (or (eq $mt.value $v.relay.serverToken.value) (eq $mt.value $v.relay.operatorToken.value)) }}
+{{- fail "relay.metricsToken.value equals the server or operator token value: use a separate token (the relay refuses it too)" }}
+{{- end }}
+{{- if and $v.metrics.serviceMonitor.enabled $v.relay.metricsDisabled }}
+{{- fail "metrics.serviceMonitor.enabled with relay.metricsDisabled=true: every scrape would get 401 metrics_disabled. Disable one of them." }}
+{{- end }}
+{{- if $v.ingress.enabled }}
+{{- if $v.ingress.exposeOperatorRoutes }}
+{{- if not $mtSecret }}
+{{- fail "ingress.exposeOperatorRoutes=true needs relay.metricsToken (existingSecret or value): /metrics and /relay/diagnostics would be open to the internet" }}
+{{- end }}
+{{- else }}
+{{- range $h := $v.ingress.hosts }}
+{{- range $p := include "tokenplace-relay.ingressHostPaths" (list $ $h) | fromJsonArray }}
+{{- $type := default "Prefix" $p.pathType }}
+{{- $path := trimSuffix "/" $p.path }}
+{{- range $r := include "tokenplace-relay.operatorRoutes" $ | fromJsonArray }}
+{{- /* Prefix and ImplementationSpecific as a plain string prefix (Traefik's PathPrefix): stricter than Kubernetes' element-wise Prefix. */}}
+{{- if or (and (eq $type "Exact") (eq $path $r)) (and (ne $type "Exact") (hasPrefix $path $r)) }}
+{{- fail (printf "ingress.hosts[%s]: path %q (%s) would route %s, a private operator endpoint, to the internet. Leave the host's paths out (the chart then routes only the relay's public paths), list public paths only, or set ingress.exposeOperatorRoutes=true with relay.metricsToken" $h.host $p.path $type $r) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}

@@ -1,3 +1,4 @@
+import { answerBytes } from "../bytes.ts";
 import type { Answer, StoreResult } from "../types.ts";
 import { hashKey, type StoreContext } from "./shared.ts";
 
@@ -5,25 +6,35 @@ import { hashKey, type StoreContext } from "./shared.ts";
 
 export const ANSWER_LUA = `
 local K_ANSWERS = P .. 'answers'
+local K_ANSWER_BYTES = P .. 'answers:bytes'
 local function answer_key(id) return P .. 'answer:' .. id end
+
+-- Removes an answer with its index entry, releasing its bytes.
+local function drop_answer(id)
+  redis.call('DEL', answer_key(id))
+  redis.call('ZREM', K_ANSWERS, id)
+  add_record_bytes(K_ANSWER_BYTES, id, -record_bytes(K_ANSWER_BYTES, id))
+end
 
 -- Drops at most batch expired answers (expired once expiry < now); returns how many.
 local function reap_answers(batch)
   local ids = redis.call('ZRANGEBYSCORE', K_ANSWERS, '-inf', '(' .. NOW, 'LIMIT', 0, batch)
-  for _, id in ipairs(ids) do
-    redis.call('DEL', answer_key(id))
-    redis.call('ZREM', K_ANSWERS, id)
-  end
+  for _, id in ipairs(ids) do drop_answer(id) end
   return #ids
 end
 `;
 
-// KEYS: answers. ARGV: now, P, id, key, answer JSON, maxAnswers, answerTtlMs
-// Replacing an uncollected answer of the same client is not growth. "full" is final only after
-// a sweep made no room (the store sweeps and asks again, as memory does).
+// KEYS: answers. ARGV: now, P, id, key, answer JSON, maxAnswers, answerTtlMs, answer bytes,
+// maxStoredBytes. Replacing an uncollected answer of the same client is not growth (only the
+// difference in bytes counts). "full" and "storage_full" are final only after a sweep made no room
+// (the store sweeps and asks again, as memory does).
 const PUT_LUA = `${ANSWER_LUA}
-local id, ttl = ARGV[3], tonumber(ARGV[7])
-if not redis.call('ZSCORE', K_ANSWERS, id) and redis.call('ZCARD', K_ANSWERS) >= tonumber(ARGV[6]) then return 'full' end
+local id, ttl, size = ARGV[3], tonumber(ARGV[7]), tonumber(ARGV[8])
+local present = redis.call('ZSCORE', K_ANSWERS, id)
+if not present and redis.call('ZCARD', K_ANSWERS) >= tonumber(ARGV[6]) then return 'full' end
+local delta = size - record_bytes(K_ANSWER_BYTES, id)
+if not fits_bytes(delta, tonumber(ARGV[9])) then return 'storage_full' end
+add_record_bytes(K_ANSWER_BYTES, id, delta)
 redis.call('HSET', answer_key(id), 'key', ARGV[4], 'answer', ARGV[5])
 redis.call('PEXPIRE', answer_key(id), ttl + 1 + GRACE)
 redis.call('ZADD', K_ANSWERS, NOW + ttl, id)
@@ -37,8 +48,7 @@ local id = ARGV[3]
 local exp = redis.call('ZSCORE', K_ANSWERS, id)
 if not exp then return {0} end
 local stored = redis.call('HMGET', answer_key(id), 'key', 'answer')
-redis.call('DEL', answer_key(id))
-redis.call('ZREM', K_ANSWERS, id)
+drop_answer(id)
 if tonumber(exp) < NOW or stored[1] ~= ARGV[4] or not stored[2] then return {1} end
 return {0, stored[2]}
 `;
@@ -54,7 +64,16 @@ export function createAnswerOps(ctx: StoreContext) {
       ctx.run(async () => {
         return (await put(
           [answers],
-          [...ctx.base(), hashKey(clientKey), clientKey, JSON.stringify(answer), limits.maxAnswers, limits.answerTtlMs],
+          [
+            ...ctx.base(),
+            hashKey(clientKey),
+            clientKey,
+            JSON.stringify(answer),
+            limits.maxAnswers,
+            limits.answerTtlMs,
+            answerBytes(answer),
+            limits.maxStoredBytes,
+          ],
         )) as StoreResult;
       }),
 

@@ -23,7 +23,8 @@ return {nodes[1], nodes[2], answers, streams[1]}
 
 // KEYS: nodes, nodes:due, answers, streams. ARGV: now, P, nodeStaleMs
 // Read-only. Visits every node (at most maxNodes); a queue whose earliest expiry is still ahead is
-// counted by its length, others job by job, so jobs expired but not yet swept never count.
+// counted by its length, others job by job, so jobs expired but not yet swept never count. The
+// stored bytes are the budget's counter: they include what expired and was not yet swept.
 const STATS_LUA = `${NODE_LUA}
 local fresh = redis.call('ZCOUNT', K_NODES, NOW - tonumber(ARGV[3]), '+inf')
 local queued, deepest = 0, 0
@@ -35,14 +36,14 @@ for _, id in ipairs(redis.call('ZRANGE', K_NODES, 0, -1)) do
     if not due or tonumber(due) <= NOW then
       waiting = 0
       for _, x in ipairs(redis.call('LRANGE', qx_key(id), 0, -1)) do
-        if tonumber(x) > NOW then waiting = waiting + 1 end
+        if job_exp(x) > NOW then waiting = waiting + 1 end
       end
     end
     queued = queued + waiting
     if waiting > deepest then deepest = waiting end
   end
 end
-return {fresh, queued, deepest, redis.call('ZCARD', P .. 'answers'), redis.call('ZCARD', P .. 'streams')}
+return {fresh, queued, deepest, redis.call('ZCARD', P .. 'answers'), redis.call('ZCARD', P .. 'streams'), tonumber(redis.call('GET', K_BYTES) or 0)}
 `;
 
 export function createHousekeeping(ctx: StoreContext) {
@@ -68,8 +69,10 @@ export function createHousekeeping(ctx: StoreContext) {
 
     stats: (): Promise<StoreStats> =>
       ctx.run(async () => {
-        const [nodes, queuedJobs, maxQueueDepth, answers, streams] = (await stats(keys, [...ctx.base(), limits.nodeStaleMs])) as number[];
-        return { nodes: nodes!, queuedJobs: queuedJobs!, maxQueueDepth: maxQueueDepth!, answers: answers!, streams: streams! };
+        const [nodes, queuedJobs, maxQueueDepth, answers, streams, storedBytes] = (await stats(keys, [...ctx.base(), limits.nodeStaleMs])) as number[];
+        return {
+          nodes: nodes!, queuedJobs: queuedJobs!, maxQueueDepth: maxQueueDepth!, answers: answers!, streams: streams!, storedBytes: storedBytes!,
+        };
       }),
   };
 }

@@ -48,7 +48,7 @@ export class RedisBrokerStore implements BrokerStore {
     this.housekeeping = createHousekeeping(ctx);
   }
 
-  /** Like the memory store: at capacity, sweep once and ask again. */
+  /** Like the memory store: at capacity (a count or the byte budget), sweep once and ask again. */
   private async roomAfterSweep<T>(attempt: () => Promise<T>, full: (result: T) => boolean): Promise<T> {
     const first = await attempt();
     if (!full(first)) return first;
@@ -63,13 +63,13 @@ export class RedisBrokerStore implements BrokerStore {
     return this.nodes.pickNode();
   }
   enqueueJob(nodeKey: string, job: Job): Promise<EnqueueResult> {
-    return this.nodes.enqueueJob(nodeKey, job);
+    return this.roomAfterSweep(() => this.nodes.enqueueJob(nodeKey, job), (r) => r === "storage_full");
   }
   takeJobs(nodeKey: string, max: number): Promise<Job[]> {
     return this.nodes.takeJobs(nodeKey, max);
   }
   putAnswer(clientKey: string, answer: Answer): Promise<StoreResult> {
-    return this.roomAfterSweep(() => this.answers.putAnswer(clientKey, answer), (r) => r === "full");
+    return this.roomAfterSweep(() => this.answers.putAnswer(clientKey, answer), (r) => r !== "stored");
   }
   takeAnswer(clientKey: string): Promise<Answer | undefined> {
     return this.answers.takeAnswer(clientKey);
@@ -81,7 +81,7 @@ export class RedisBrokerStore implements BrokerStore {
     return this.streams.openStream(clientKey, sessionId);
   }
   pushChunk(sessionId: string, chunk: unknown, final: boolean): Promise<PushResult> {
-    return this.streams.pushChunk(sessionId, chunk, final);
+    return this.roomAfterSweep(() => this.streams.pushChunk(sessionId, chunk, final), (r) => r.kind === "storage_full");
   }
   drainStream(clientKey: string): Promise<StreamDrain | undefined> {
     return this.streams.drainStream(clientKey);

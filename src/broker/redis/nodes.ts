@@ -1,3 +1,4 @@
+import { jobBytes, nodeStoredBytesLimit } from "../bytes.ts";
 import type { EnqueueResult, Job, TouchResult } from "../types.ts";
 import { hashKey, type StoreContext } from "./shared.ts";
 
@@ -14,8 +15,22 @@ local K_DUE = P .. 'nodes:due'
 local function node_key(id) return P .. 'node:' .. id end
 local function q_key(id) return P .. 'q:' .. id end
 local function qx_key(id) return P .. 'qx:' .. id end
+local K_NODE_BYTES = P .. 'nodes:bytes'
 
+-- A qx:<id> entry is "<expiry>:<bytes>": the job's size lives in the index, so it is released even
+-- when the payload expired natively. An entry without ":" (written before sizes were kept) is 0.
+local function job_exp(x)
+  local c = string.find(x, ':', 1, true)
+  return tonumber(c and string.sub(x, 1, c - 1) or x)
+end
+local function job_size(x)
+  local c = string.find(x, ':', 1, true)
+  return c and tonumber(string.sub(x, c + 1)) or 0
+end
+
+-- Dropping a node releases whatever its queue still held.
 local function drop_node(id)
+  add_record_bytes(K_NODE_BYTES, id, -record_bytes(K_NODE_BYTES, id))
   redis.call('DEL', node_key(id), q_key(id), qx_key(id))
   redis.call('ZREM', K_NODES, id)
   redis.call('ZREM', K_DUE, id)
@@ -25,7 +40,7 @@ end
 local function first_expiry(id)
   local first = nil
   for _, x in ipairs(redis.call('LRANGE', qx_key(id), 0, -1)) do
-    local e = tonumber(x)
+    local e = job_exp(x)
     if not first or e < first then first = e end
   end
   return first
@@ -44,11 +59,12 @@ local function prune_node(id, stale, cnt)
   -- Not due: no queued job has expired and the node is not (stale and empty).
   if due and tonumber(due) > NOW then return seen end
   local xs = redis.call('LRANGE', qx_key(id), 0, -1)
-  local dead, lead, nextExp = 0, 0, nil
+  local dead, lead, nextExp, freed = 0, 0, nil, 0
   for i, x in ipairs(xs) do
-    local e = tonumber(x)
+    local e = job_exp(x)
     if e <= NOW then
       dead = dead + 1
+      freed = freed + job_size(x)
       if lead == i - 1 then lead = i end
     elseif not nextExp or e < nextExp then
       nextExp = e
@@ -56,6 +72,7 @@ local function prune_node(id, stale, cnt)
   end
   if dead > 0 then
     cnt[1] = cnt[1] + dead
+    add_record_bytes(K_NODE_BYTES, id, -freed)
     if lead == dead then
       redis.call('LTRIM', q_key(id), dead, -1)
       redis.call('LTRIM', qx_key(id), dead, -1)
@@ -63,7 +80,7 @@ local function prune_node(id, stale, cnt)
       -- Only a clock that stepped back puts an expired job behind a live one.
       local payloads = redis.call('LLEN', q_key(id)) == #xs
       for i, x in ipairs(xs) do
-        if tonumber(x) <= NOW then
+        if job_exp(x) <= NOW then
           if payloads then redis.call('LSET', q_key(id), i - 1, '~') end
           redis.call('LSET', qx_key(id), i - 1, '~')
         end
@@ -88,8 +105,9 @@ local function reap_nodes(stale, batch, cnt)
 end
 
 -- Native TTLs: the node's records live at least until it is stale and its last job expired.
--- qx:<id> has none: it is part of the expiry index (at most maxQueueDepth numbers, dropped with
--- its node), so jobs whose payloads the datastore expired are still counted once by a prune.
+-- qx:<id> has none: it is part of the expiry index (at most maxQueueDepth entries, dropped with
+-- its node), so jobs whose payloads the datastore expired are still counted, and their bytes
+-- released, once by a prune.
 local function keep_node(id, seen, stale, lastExp)
   local last = seen + stale + 1
   if lastExp and lastExp > last then last = lastExp end
@@ -132,17 +150,22 @@ if id then cnt[3] = redis.call('HGET', node_key(id), 'key') end
 return cnt
 `;
 
-// KEYS: nodes, nodes:due. ARGV: now, P, id, job JSON, nodeStaleMs, maxQueueDepth, jobTtlMs
+// KEYS: nodes, nodes:due. ARGV: now, P, id, job JSON, nodeStaleMs, maxQueueDepth, jobTtlMs,
+// job bytes, maxStoredBytes, the node's share of it. "storage_full" is final only after a sweep
+// made no room (the store sweeps and asks again, as memory does).
 const ENQUEUE_LUA = `${NODE_LUA}
-local id, stale = ARGV[3], tonumber(ARGV[5])
+local id, stale, size = ARGV[3], tonumber(ARGV[5]), tonumber(ARGV[8])
 local cnt = {0, 0}
 local seen = prune_node(id, stale, cnt)
 if not seen or NOW - seen > stale then return {cnt[1], cnt[2], 'unknown_node'} end
 local len = redis.call('LLEN', qx_key(id))
 if len >= tonumber(ARGV[6]) then return {cnt[1], cnt[2], 'queue_full'} end
+if record_bytes(K_NODE_BYTES, id) + size > tonumber(ARGV[10]) then return {cnt[1], cnt[2], 'node_storage_full'} end
+if not fits_bytes(size, tonumber(ARGV[9])) then return {cnt[1], cnt[2], 'storage_full'} end
 local exp = NOW + tonumber(ARGV[7])
 redis.call('RPUSH', q_key(id), ARGV[4])
-redis.call('RPUSH', qx_key(id), exp)
+redis.call('RPUSH', qx_key(id), exp .. ':' .. size)
+add_record_bytes(K_NODE_BYTES, id, size)
 local due = redis.call('ZSCORE', K_DUE, id)
 if len == 0 or not due or exp < tonumber(due) then redis.call('ZADD', K_DUE, exp, id) end
 keep_node(id, seen, stale, exp)
@@ -160,7 +183,9 @@ local max = math.floor(tonumber(ARGV[5]))
 if not seen or max < 1 then return out end
 local jobs = redis.call('LPOP', q_key(id), max)
 if not jobs then return out end
-redis.call('LPOP', qx_key(id), max)
+local freed = 0
+for _, x in ipairs(redis.call('LPOP', qx_key(id), #jobs) or {}) do freed = freed + job_size(x) end
+add_record_bytes(K_NODE_BYTES, id, -freed)
 redis.call('ZADD', K_DUE, first_expiry(id) or (seen + stale + 1), id)
 for _, j in ipairs(jobs) do out[#out + 1] = j end
 return out
@@ -200,7 +225,17 @@ export function createNodeOps(ctx: StoreContext) {
       ctx.run(async () => {
         const reply = await enqueue(
           [nodes, due],
-          [...ctx.base(), hashKey(nodeKey), JSON.stringify(job), limits.nodeStaleMs, limits.maxQueueDepth, limits.jobTtlMs],
+          [
+            ...ctx.base(),
+            hashKey(nodeKey),
+            JSON.stringify(job),
+            limits.nodeStaleMs,
+            limits.maxQueueDepth,
+            limits.jobTtlMs,
+            jobBytes(job),
+            limits.maxStoredBytes,
+            nodeStoredBytesLimit(limits.maxStoredBytes),
+          ],
         );
         return counted(reply)[0] as EnqueueResult;
       }),

@@ -18,34 +18,47 @@ import type { ExpiredKind } from "../types.ts";
  *   P nodes:due       zset  node id -> when it next needs pruning  the nodes' expiry index:
  *                           earliest job expiry if anything is queued, else the first instant the
  *                           node is stale (last seen + nodeStaleMs + 1)
+ *   P nodes:bytes     hash  node id -> bytes of its queued jobs    the node's share of the budget
  *   P node:<id>       hash  key                                    the full public key
  *   P q:<id>          list  job JSON, oldest first                 FIFO per node
- *   P qx:<id>         list  job expiry (ms), parallel to q:<id>    part of the expiry index
+ *   P qx:<id>         list  "<expiry ms>:<bytes>" per job,         part of the expiry index
+ *                           parallel to q:<id>
  *   P answers         zset  client id -> answer expiry (ms)        capacity and expiry index
+ *   P answers:bytes   hash  client id -> bytes of its answer       part of the expiry index
  *   P answer:<id>     hash  key, answer (JSON)
  *   P streams         zset  session hash -> last touched (ms)      capacity and expiry index
+ *   P streams:bytes   hash  session hash -> bytes undrained        part of the expiry index
  *   P session:<sh>    hash  sid, client, ch, final ("0"/"1")
  *   P chunks:<sh>     list  chunk JSON, oldest first
  *   P client:<ch>     hash  key, sh                                the client's current session
+ *   P bytes           string  payload bytes held in all            the budget (maxStoredBytes)
  *
  * Time: ARGV[1] is the injected clock's now, or "" to use the datastore's TIME (so replicas with
  * skewed clocks agree). Expiry is decided by that time, exactly as the memory store decides it by
  * its clock. Every record key also carries a native TTL (PEXPIRE, a relative duration) of at least
  * its logical lifetime plus BACKSTOP_GRACE_MS: if no replica sweeps, the records still go. The
- * expiry index (the four zsets and the qx:<id> lists) has no TTL: it holds at most one entry per
- * bounded record (maxNodes, maxQueueDepth per node, maxAnswers, the stream sessions) and prunes
- * and sweep() drain it, so an item whose record already expired natively is still counted once.
+ * expiry index (the zsets, the qx:<id> lists and the *:bytes hashes) has no TTL: it holds at most
+ * one entry per bounded record (maxNodes, maxQueueDepth per node, maxAnswers, the stream sessions)
+ * and prunes and sweep() drain it, so an item whose record already expired natively is still
+ * counted once, and its bytes are still released once.
+ *
+ * Stored bytes (see ../bytes.ts; the store computes each payload's size and passes it in): each
+ * entry of the expiry index carries its record's size (qx:<id> entries, answers:bytes,
+ * streams:bytes), and the script that adds or removes an entry adjusts the counters in the same
+ * transition: `bytes` (the total) and nodes:bytes (per node). A counter at 0 is deleted, so an empty
+ * store has no keys. The total is therefore always the sum of what the index holds, whichever
+ * way a record leaves: taken, drained, replaced, expired, swept, or dropped with its node.
  *
  * Bounds: each check and its write are one script (maxNodes, maxQueueDepth, maxAnswers,
- * maxStreamChunks; maxStreamSessions when a streaming job is accepted, as in memory). At capacity
- * the store runs one sweep (bounded: at most `sweepBatch` due entries of each kind) and asks again,
- * as the memory store sweeps and rechecks.
+ * maxStreamChunks, maxStoredBytes and a node's share of it; maxStreamSessions when a streaming job
+ * is accepted, as in memory). At capacity the store runs one sweep (bounded: at most `sweepBatch`
+ * due entries of each kind) and asks again, as the memory store sweeps and rechecks.
  */
 
 export type BrokerStoreLimits = Pick<
   BrokerLimits,
   | "maxQueueDepth" | "maxNodes" | "maxAnswers" | "maxStreamSessions" | "maxStreamChunks"
-  | "nodeStaleMs" | "jobTtlMs" | "answerTtlMs" | "streamTtlMs"
+  | "nodeStaleMs" | "jobTtlMs" | "answerTtlMs" | "streamTtlMs" | "maxStoredBytes"
 >;
 
 /** Native TTLs outlive the logical deadline by this much, so a sweep normally does the counting. */
@@ -71,6 +84,23 @@ local GRACE = ${BACKSTOP_GRACE_MS}
 local function extend(key, ms)
   local cur = redis.call('PTTL', key)
   if cur < ms then redis.call('PEXPIRE', key, ms) end
+end
+-- The byte budget: payload bytes held in all. Deleted at 0 (an empty store has no keys).
+local K_BYTES = P .. 'bytes'
+local function add_bytes(n)
+  if n ~= 0 and redis.call('INCRBY', K_BYTES, n) == 0 then redis.call('DEL', K_BYTES) end
+end
+local function fits_bytes(n, max)
+  return tonumber(redis.call('GET', K_BYTES) or 0) + n <= max
+end
+-- Adds n (negative: releases) to a per-record counter in hash h and to the total; 0 deletes the field.
+local function add_record_bytes(h, field, n)
+  if n == 0 then return end
+  if redis.call('HINCRBY', h, field, n) == 0 then redis.call('HDEL', h, field) end
+  add_bytes(n)
+end
+local function record_bytes(h, field)
+  return tonumber(redis.call('HGET', h, field) or 0)
 end
 `;
 

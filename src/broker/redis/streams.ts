@@ -1,3 +1,4 @@
+import { chunkJson } from "../bytes.ts";
 import type { PushResult, StreamDrain } from "../types.ts";
 import { hashKey, type StoreContext } from "./shared.ts";
 
@@ -12,10 +13,18 @@ local K_STREAMS = P .. 'streams'
 local function session_key(sh) return P .. 'session:' .. sh end
 local function chunks_key(sh) return P .. 'chunks:' .. sh end
 local function client_key(ch) return P .. 'client:' .. ch end
+local K_STREAM_BYTES = P .. 'streams:bytes'
+
+-- Deletes a session's undrained chunks, releasing their bytes.
+local function drop_chunks(sh)
+  redis.call('DEL', chunks_key(sh))
+  add_record_bytes(K_STREAM_BYTES, sh, -record_bytes(K_STREAM_BYTES, sh))
+end
 
 local function end_session(sh)
   local ch = redis.call('HGET', session_key(sh), 'ch')
-  redis.call('DEL', session_key(sh), chunks_key(sh))
+  drop_chunks(sh)
+  redis.call('DEL', session_key(sh))
   redis.call('ZREM', K_STREAMS, sh)
   if ch and redis.call('HGET', client_key(ch), 'sh') == sh then redis.call('DEL', client_key(ch)) end
 end
@@ -61,10 +70,11 @@ const OPEN_LUA = `${STREAM_LUA}
 local ch, sh = ARGV[3], ARGV[5]
 local previous = redis.call('HGET', client_key(ch), 'sh')
 if previous then
-  redis.call('DEL', session_key(previous), chunks_key(previous))
+  drop_chunks(previous)
+  redis.call('DEL', session_key(previous))
   redis.call('ZREM', K_STREAMS, previous)
 end
-redis.call('DEL', chunks_key(sh))
+drop_chunks(sh)
 redis.call('HSET', session_key(sh), 'sid', ARGV[6], 'client', ARGV[4], 'ch', ch, 'final', '0')
 redis.call('HSET', client_key(ch), 'key', ARGV[4], 'sh', sh)
 redis.call('ZADD', K_STREAMS, NOW, sh)
@@ -72,8 +82,9 @@ keep_session(sh, ch, tonumber(ARGV[7]))
 return 1
 `;
 
-// KEYS: streams. ARGV: now, P, sh, session id, chunk JSON, final (0/1), streamTtlMs, maxStreamChunks
-// Returns {result, expired, client key?}.
+// KEYS: streams. ARGV: now, P, sh, session id, chunk JSON, final (0/1), streamTtlMs, maxStreamChunks,
+// chunk bytes, maxStoredBytes. Returns {result, expired, client key?}; "storage_full" is final only
+// after a sweep made no room (the store sweeps and asks again, as memory does).
 const PUSH_LUA = `${STREAM_LUA}
 local sh, ttl = ARGV[3], tonumber(ARGV[7])
 local cnt = {0}
@@ -82,7 +93,10 @@ local s = redis.call('HMGET', session_key(sh), 'sid', 'final', 'client', 'ch')
 if s[1] ~= ARGV[4] or not s[3] then return {'unknown_session', cnt[1]} end
 if s[2] == '1' then return {'already_final', cnt[1]} end
 if redis.call('LLEN', chunks_key(sh)) >= tonumber(ARGV[8]) then return {'session_full', cnt[1]} end
+local size = tonumber(ARGV[9])
+if not fits_bytes(size, tonumber(ARGV[10])) then return {'storage_full', cnt[1]} end
 redis.call('RPUSH', chunks_key(sh), ARGV[5])
+add_record_bytes(K_STREAM_BYTES, sh, size)
 if ARGV[6] == '1' then redis.call('HSET', session_key(sh), 'final', '1') end
 redis.call('ZADD', K_STREAMS, NOW, sh)
 keep_session(sh, s[4], ttl)
@@ -109,7 +123,7 @@ if not s[1] then
   return {cnt[1]}
 end
 local chunks = redis.call('LRANGE', chunks_key(sh), 0, -1)
-redis.call('DEL', chunks_key(sh))
+drop_chunks(sh)
 local out = {cnt[1], s[1], s[2] == '1' and 1 or 0}
 for _, c in ipairs(chunks) do out[#out + 1] = c end
 if s[2] == '1' then
@@ -140,16 +154,19 @@ export function createStreamOps(ctx: StoreContext) {
 
     pushChunk: (sessionId: string, chunk: unknown, final: boolean): Promise<PushResult> =>
       ctx.run(async () => {
+        const json = chunkJson(chunk);
         const [kind, expired, clientKey] = (await push(
           [streams],
           [
             ...ctx.base(),
             hashKey(sessionId),
             sessionId,
-            JSON.stringify(chunk) ?? "null",
+            json,
             final ? 1 : 0,
             limits.streamTtlMs,
             limits.maxStreamChunks,
+            json.length,
+            limits.maxStoredBytes,
           ],
         )) as [Exclude<PushResult["kind"], "stored"> | "stored", number, string?];
         ctx.expired("stream", expired);

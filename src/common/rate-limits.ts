@@ -1,0 +1,240 @@
+import { createHash } from "node:crypto";
+import type Redis from "ioredis";
+import type { Logger } from "pino";
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from "rate-limiter-flexible";
+import { CONTROL_PLANE_ROUTE_BY_PATH, CONTROL_PLANE_ROUTES, type ControlPlaneRoute, type LimitsConfig, type RateLimit } from "../config/limits.ts";
+import { RelayError } from "../errors.ts";
+import { whenReady } from "../state/redis.ts";
+import type { RequestContext } from "../http/context.ts";
+import type { RouteSpec } from "../http/routes.ts";
+
+/**
+ * Rate limits (token.place API v1 relay spec §11) with upstream's semantics, counted with
+ * rate-limiter-flexible in fixed windows (upstream: Flask-Limiter / limits "fixed-window").
+ *
+ * - public (`limit: "public"` routes): API_RATE_LIMIT and API_DAILY_QUOTA, each a bucket per
+ *   client address per route, charged before anything but the legacy switch and the body bound.
+ * - control plane (`limit: "control"` routes): a bucket per client address per route, charged
+ *   before the token check, and a bucket per route per node identity that the handlers charge once
+ *   they know the identity (the body is parsed once, by the handler).
+ * - auth failures: wrong or missing registration tokens per client address, all node routes
+ *   together. Each token check first reserves a point and gives it back when the token is right,
+ *   so a burst of guesses in parallel gets no further than the limit.
+ *
+ * A request answered 429 costs nothing: buckets already charged for it are refunded (upstream's
+ * control-plane rollback). Counters live where the relay's state lives: this process, or the
+ * shared Valkey/Redis, so several replicas enforce one limit. Should the datastore fail, each
+ * replica counts in its own memory until it is back (rate-limiter-flexible's insurance limiter):
+ * limits keep applying, per replica, rather than failing open or closed.
+ */
+
+export type LimitedBucket = "public" | "control_ip" | "control_identity" | "auth_failures";
+
+/** Upstream charges these identity buckets only once a configured registration token matched. */
+const TOKEN_BOUND_IDENTITY: ReadonlySet<ControlPlaneRoute> = new Set(["register", "unregister", "poll", "responses"]);
+
+export interface RateLimitsDeps {
+  config: LimitsConfig;
+  /** Registration tokens are configured (identity buckets of token-bound routes apply only then). */
+  serverTokensConfigured: boolean;
+  /** The shared datastore; absent: counters in this process. */
+  redis?: { client: Redis; keyPrefix: string; commandTimeoutMs: number };
+  logger?: Logger;
+  /** Called once per request answered 429 (metrics). */
+  onLimited?: (route: string, bucket: LimitedBucket) => void;
+}
+
+export interface RateLimits {
+  /** wrap(): the per-address buckets a route declares. Throws the 429. */
+  charge(spec: RouteSpec, req: Request, ctx: RequestContext): Promise<void>;
+  /**
+   * wrap(), before a registration token is compared: reserves one auth-failure point for this
+   * address (429 when none is left). Call `succeeded()` when the token was right.
+   */
+  authAttempt(req: Request, ctx: RequestContext): Promise<{ failed(): void }>;
+  /** Handlers: charge the identity bucket (register, poll, responses; unregister: see owner). */
+  identity(route: ControlPlaneRoute, identity: string, ctx: RequestContext): Promise<void>;
+  /**
+   * Handlers, for identities proven by the control credential (control, progress, unregister):
+   * 429 now when this node's bucket is spent; call the returned function once the store verified
+   * the credential, to charge it. Nothing is charged for a caller that does not hold it.
+   */
+  owner(route: ControlPlaneRoute, nodeKey: string, ctx: RequestContext): Promise<() => Promise<void>>;
+  /** The client address of a request as rate limiting sees it (tests, logs). */
+  clientKey(req: Request, ctx: RequestContext): string;
+}
+
+interface Bucket {
+  limiter: RateLimiterAbstract;
+  limit: RateLimit;
+}
+
+/** Bucket keys never carry a raw address or key: a fixed-length digest of it. */
+const digest = (value: string) => createHash("sha256").update(value).digest("hex").slice(0, 32);
+
+export function rateLimitExceeded(limit: RateLimit, msBeforeNext: number): RelayError {
+  const retryAfter = Math.max(1, Math.ceil(msBeforeNext / 1000));
+  const message = `Rate limit exceeded: ${limit.text}. Try again in ${retryAfter} seconds.`;
+  return new RelayError(
+    429,
+    "rate_limited",
+    message,
+    { error: { message, type: "rate_limit_error", code: "rate_limit_exceeded", param: null } },
+    { "Retry-After": String(retryAfter) },
+  );
+}
+
+export function createRateLimits(deps: RateLimitsDeps): RateLimits {
+  const { config } = deps;
+
+  const bucket = (name: string, limit: RateLimit): Bucket => {
+    const opts = { points: limit.points, duration: limit.seconds };
+    const local = (prefix: string) => new RateLimiterMemory({ ...opts, keyPrefix: prefix });
+    if (!deps.redis) return { limiter: local(`rl:${name}`), limit };
+    const keyPrefix = `${deps.redis.keyPrefix}rl:${name}:${limit.points}/${limit.seconds}`;
+    return {
+      limiter: new RateLimiterRedis({
+        ...opts,
+        storeClient: deps.redis.client,
+        keyPrefix,
+        // Not connected: straight to the per-replica counters instead of waiting for a timeout.
+        rejectIfRedisNotReady: true,
+        insuranceLimiter: local(`insurance:${keyPrefix}`),
+      }),
+      limit,
+    };
+  };
+
+  // Until the first connection is up (start-up), wait for it as state calls do, so the first
+  // requests are not counted apart; after that a connection that is down means the insurance
+  // counters at once, never a wait per request.
+  let connected = !deps.redis || deps.redis.client.status === "ready";
+  deps.redis?.client.once("ready", () => (connected = true));
+  const ready = async () => {
+    if (!connected && deps.redis) await whenReady(deps.redis.client, deps.redis.commandTimeoutMs).catch(() => undefined);
+  };
+
+  const publicBuckets = config.public.map((l, i) => bucket(`public${i}`, l));
+  const controlIp = bucket("control-ip", config.controlPlaneIp);
+  const identityBuckets = Object.fromEntries(CONTROL_PLANE_ROUTES.map((r) => [r, bucket(`control-${r}`, config.controlPlane[r])])) as Record<
+    ControlPlaneRoute,
+    Bucket
+  >;
+  const authFailures = bucket("auth-failures", config.authFailures);
+
+  /** Points taken for each request so far, given back if it ends in a 429. */
+  const charged = new WeakMap<RequestContext, { b: Bucket; key: string }[]>();
+  const clientKeys = new WeakMap<RequestContext, string>();
+
+  let lastStoreWarning = 0;
+  const storeFailed = (err: unknown) => {
+    // Only without an insurance limiter (never configured so) or should it fail too: let the request through.
+    if (performance.now() - lastStoreWarning > 60_000) {
+      lastStoreWarning = performance.now();
+      deps.logger?.warn({ err }, "rate limit counter unavailable; request not limited");
+    }
+  };
+
+  const clientKey = (req: Request, ctx: RequestContext): string => {
+    let key = clientKeys.get(ctx);
+    if (key === undefined) {
+      key = ctx.clientId;
+      clientKeys.set(ctx, key);
+    }
+    return key;
+  };
+
+  async function refund(ctx: RequestContext): Promise<void> {
+    const taken = charged.get(ctx);
+    charged.delete(ctx);
+    if (taken) await Promise.all(taken.map(({ b, key }) => b.limiter.reward(key, 1).catch(() => undefined)));
+  }
+
+  async function refuse(ctx: RequestContext, b: Bucket, msBeforeNext: number, kind: LimitedBucket): Promise<never> {
+    await refund(ctx);
+    deps.onLimited?.(ctx.route, kind);
+    ctx.log.debug({ event: "rate_limited", bucket: kind, limit: b.limit.text }, "rate limited");
+    throw rateLimitExceeded(b.limit, msBeforeNext);
+  }
+
+  /** Takes a point; on a 429 refunds this request's earlier points and throws. */
+  async function take(ctx: RequestContext, b: Bucket, key: string, kind: LimitedBucket): Promise<void> {
+    await ready();
+    try {
+      await b.limiter.consume(key, 1);
+    } catch (err) {
+      if (!(err instanceof RateLimiterRes)) return storeFailed(err);
+      // The refused request's own point stays in the spent bucket: harmless, it is over anyway.
+      return refuse(ctx, b, err.msBeforeNext, kind);
+    }
+    const list = charged.get(ctx);
+    if (list) list.push({ b, key });
+    else charged.set(ctx, [{ b, key }]);
+  }
+
+  return {
+    clientKey,
+
+    async charge(spec, req, ctx) {
+      if (!config.enabled || spec.limit === undefined) return;
+      const ip = clientKey(req, ctx);
+      if (spec.limit === "public") {
+        const key = `${spec.path}:${digest(ip)}`;
+        for (const b of publicBuckets) await take(ctx, b, key, "public");
+        return;
+      }
+      const route = CONTROL_PLANE_ROUTE_BY_PATH[spec.path];
+      if (route === undefined) throw new Error(`${spec.path} declares limit "control" but is no control-plane route`);
+      await take(ctx, controlIp, `${route}:${digest(ip)}`, "control_ip");
+    },
+
+    async authAttempt(req, ctx) {
+      const key = digest(clientKey(req, ctx));
+      await ready();
+      // Only failures are counted, and an address whose failures are spent is refused before the
+      // comparison: legitimate nodes are never limited by their own (correct) traffic, however
+      // many requests they run at once. Parallel guesses in flight together may each be compared
+      // once before their failures land: at most the connection cap beyond the limit.
+      let spent: RateLimiterRes | null = null;
+      try {
+        spent = await authFailures.limiter.get(key);
+      } catch (err) {
+        storeFailed(err);
+      }
+      if (spent && spent.consumedPoints >= authFailures.limit.points && spent.msBeforeNext > 0) return refuse(ctx, authFailures, spent.msBeforeNext, "auth_failures");
+      return {
+        failed() {
+          void authFailures.limiter.consume(key, 1).catch(() => undefined);
+        },
+      };
+    },
+
+    async identity(route, identity, ctx) {
+      if (!config.enabled || (TOKEN_BOUND_IDENTITY.has(route) && !deps.serverTokensConfigured)) return;
+      await take(ctx, identityBuckets[route], digest(identity), "control_identity");
+    },
+
+    async owner(route, nodeKey, ctx) {
+      const none = async () => {};
+      if (!config.enabled || (TOKEN_BOUND_IDENTITY.has(route) && !deps.serverTokensConfigured)) return none;
+      const b = identityBuckets[route];
+      const key = digest(nodeKey);
+      await ready();
+      try {
+        const seen = await b.limiter.get(key);
+        if (seen && seen.consumedPoints >= b.limit.points) await refuse(ctx, b, seen.msBeforeNext, "control_identity");
+      } catch (err) {
+        if (err instanceof RelayError) throw err;
+        storeFailed(err);
+      }
+      return async () => {
+        try {
+          await b.limiter.consume(key, 1);
+        } catch (err) {
+          // The request was allowed and is done; only its successors are refused.
+          if (!(err instanceof RateLimiterRes)) storeFailed(err);
+        }
+      };
+    },
+  };
+}

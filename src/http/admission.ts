@@ -1,0 +1,68 @@
+import { Gauge } from "prom-client";
+import type { BoundsConfig } from "../config/bounds.ts";
+import { RelayError } from "../errors.ts";
+import type { Metrics } from "../ops/metrics.ts";
+import { BodyBudget, CLOSE, attachBodyPolicy, busy } from "./body-budget.ts";
+
+/**
+ * Most header fields a request may carry; beyond: 431. Bun itself answers an empty 431 from about
+ * 200 fields (1.4.5), so this gives the JSON answer in between. Real peers send about 10.
+ */
+export const MAX_HEADER_FIELDS = 100;
+
+const refuse = (status: number, code: string, message: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = CLOSE) =>
+  new RelayError(status, code, message, { error: { message, code: status, type: code, ...extra } }, headers);
+
+export const admissionErrors = {
+  uriTooLong: (max: number) => refuse(414, "uri_too_long", `Request target is longer than ${max} bytes`, { limit: max }),
+  headersTooLarge: (max: number) => refuse(431, "headers_too_large", `Request header fields exceed ${max} bytes`, { limit: max }),
+  tooManyHeaders: (max: number) => refuse(431, "too_many_headers", `Request has more than ${max} header fields`, { limit: max }),
+  connectionsFull: () => busy("connections", "The relay is serving as many requests as it may; retry shortly"),
+};
+
+export interface Admission {
+  /**
+   * Cheap checks before routing, in the order of their cost: requests in flight, URL, headers.
+   * Throws the refusal; on success attaches the body policy (budget and deadline) to the request.
+   * `exempt`: probe routes (kubelet, Prometheus) are never refused for capacity.
+   */
+  admit(req: Request, exempt: boolean, pendingRequests: number | undefined): void;
+  readonly budget: BodyBudget;
+}
+
+export function createAdmission(bounds: BoundsConfig, metrics: Metrics): Admission {
+  const budget = new BodyBudget(bounds.maxInflightBodyBytes);
+  new Gauge({
+    name: "tokenplace_relay_inflight_body_bytes",
+    help: "Request-body bytes being read right now (declared lengths reserved up front), against RELAY_MAX_INFLIGHT_BODY_BYTES.",
+    registers: [metrics.registry],
+    collect() {
+      this.set(budget.inUse);
+    },
+  });
+
+  function admit(req: Request, exempt: boolean, pendingRequests: number | undefined): void {
+    // Bun's count includes this request.
+    if (!exempt && pendingRequests !== undefined && pendingRequests > bounds.maxConnections) throw admissionErrors.connectionsFull();
+    if (targetLength(req.url) > bounds.maxUrlBytes) throw admissionErrors.uriTooLong(bounds.maxUrlBytes);
+    let bytes = 0;
+    let fields = 0;
+    req.headers.forEach((value, name) => {
+      bytes += name.length + value.length + 4;
+      fields++;
+    });
+    if (fields > MAX_HEADER_FIELDS) throw admissionErrors.tooManyHeaders(MAX_HEADER_FIELDS);
+    if (bytes > bounds.maxHeaderBytes) throw admissionErrors.headersTooLarge(bounds.maxHeaderBytes);
+    if (req.body) attachBodyPolicy(req, { budget, deadline: performance.now() + bounds.bodyTimeoutMs, timeoutMs: bounds.bodyTimeoutMs });
+  }
+
+  return { admit, budget };
+}
+
+/** Length of the request target (path and query) inside Bun's absolute req.url. */
+function targetLength(url: string): number {
+  if (url.startsWith("/")) return url.length; // Bun leaves req.url relative for some Host values
+  const scheme = url.indexOf("://");
+  const slash = scheme < 0 ? 0 : url.indexOf("/", scheme + 3);
+  return slash < 0 ? 0 : url.length - slash;
+}
