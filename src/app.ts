@@ -192,7 +192,7 @@ export function createApp(deps: AppDeps) {
     try {
       pathname = requestUrl(req.url).pathname;
     } catch {
-      // Not expected (requestUrl keeps only the path and query): such a request routes nowhere.
+      // A target without a path (CONNECT's authority-form) routes nowhere: 404.
       pathname = "";
     }
     let log: Logger | undefined;

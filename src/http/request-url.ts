@@ -7,13 +7,15 @@ const ORIGIN = "http://relay.invalid";
  * a space or non-ASCII; absolute but unparseable when it is `[::1`, `relay:99999` or `:80`. Only
  * the path and query are the client's request target, so the authority is dropped: every request
  * reaches the route its path names (`new URL(req.url)` throws for the last two kinds, and the relay
- * used to route those requests to `/`).
+ * used to route those requests to `/`). Throws for a target without a path (authority-form).
  */
 export function requestUrl(raw: string): URL {
   let target = raw;
   if (!raw.startsWith("/")) {
     const scheme = raw.indexOf("://");
-    const slash = scheme < 0 ? -1 : raw.indexOf("/", scheme + 3);
+    // Bun hands an authority-form target (`CONNECT relay:443`) over as it is: it names no path.
+    if (scheme < 0) throw new TypeError("The request target is neither a path nor an absolute URL");
+    const slash = raw.indexOf("/", scheme + 3);
     target = slash < 0 ? "/" : raw.slice(slash);
   }
   // Concatenated, not new URL(target, base): a path starting with "//" must stay a path.

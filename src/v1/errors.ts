@@ -40,7 +40,11 @@ export const v1Errors = {
   requestsFull: () => v1(503, "requests_full", "The relay has reached its limit of live requests; retry later"),
   nodesFull: () => v1(503, "nodes_full", "The relay has reached its limit of registered compute nodes"),
   answersFull: () => v1(503, "answers_full", "The relay has reached its limit of stored answers; retry later"),
-  storageFull: () => v1(503, "storage_full", "The relay holds as much ciphertext as it may (RELAY_V1_MAX_STORED_BYTES); retry later"),
+  /** With Retry-After (5 s, as the legacy protocol's): room comes back as nodes take work and clients collect answers. */
+  storageFull: () => {
+    const e = v1(503, "storage_full", "The relay holds as much ciphertext as it may (RELAY_V1_MAX_STORED_BYTES); retry later");
+    return new RelayError(e.status, e.code, e.message, e.body, { "Retry-After": "5" });
+  },
   duplicateRequest: () => v1(409, "duplicate_request_id", "This request_id is already live for this client or node; use a fresh id"),
   operatorNotConfigured: () =>
     new RelayError(503, "operator_auth_not_configured", "Operator authentication is not configured", {

@@ -140,7 +140,8 @@ export function createRequestHandlers(deps: V1Deps) {
   async function cancel(req: Request, ctx: RequestContext): Promise<Response> {
     const body = await read(req);
     if (!body || !nonEmptyString(body.client_public_key) || !nonEmptyString(body.request_id)) throw v1Errors.invalidData();
-    if (body.client_public_key.length > MAX_KEY_CHARS || body.request_id.length > MAX_ID_CHARS) throw v1Errors.invalidData();
+    if (body.client_public_key.length > MAX_KEY_CHARS) throw v1Errors.fieldTooLong("client_public_key", MAX_KEY_CHARS);
+    if (body.request_id.length > MAX_ID_CHARS) throw v1Errors.fieldTooLong("request_id", MAX_ID_CHARS);
     const proof = body.cancel_token;
     if (!nonEmptyString(proof) || proof.length > MAX_SECRET_CHARS) throw v1Errors.forbiddenCancel();
     const status: TerminalStatus = body.status === "expired" ? "expired" : "cancelled";

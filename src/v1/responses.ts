@@ -121,7 +121,9 @@ export function createResponseHandlers(deps: V1Deps) {
 
   async function retrieve(req: Request, ctx: RequestContext): Promise<Response> {
     const body = await read(req);
-    if (!body || !nonEmptyString(body.client_public_key) || body.client_public_key.length > MAX_KEY_CHARS) throw v1Errors.invalidData();
+    if (!body || !nonEmptyString(body.client_public_key)) throw v1Errors.invalidData();
+    // Named like every other over-long routing field (real keys are ~600 characters).
+    if (body.client_public_key.length > MAX_KEY_CHARS) throw v1Errors.fieldTooLong("client_public_key", MAX_KEY_CHARS);
     const clientKey = body.client_public_key;
     const requestId = optionalString(body, "request_id", MAX_ID_CHARS);
     let pending: Extract<RetrieveResult, { kind: "pending" }> | undefined;

@@ -4,16 +4,21 @@
  * default rate limits. fast-check generates (seeded; the seed is printed) at least 10,000 malformed
  * or hostile requests across every route: bad JSON, wrong types, huge and deeply nested values,
  * non-object bodies, odd methods, headers, framing and paths, and valid-looking requests with
- * conflicting ids and stolen or wrong credentials, with and without the token. They go out over raw
- * sockets from hundreds of loopback addresses (127.0.1.x carry the right token only, 127.0.2.x
- * anything), so the per-address quotas are hit as well as passed.
+ * conflicting ids and stolen or wrong credentials, with and without the token; also pipelines,
+ * bursts of large declared bodies, slow and incomplete heads. They go out over raw sockets (one
+ * connection each) from 140 loopback addresses (127.0.1.x carry the right token only, 127.0.2.x
+ * anything else, one hot address in each), so the per-address quotas are hit as well as passed.
+ * Holds and the body deadline are shortened to their minimums so that the run fits in CI time;
+ * every limit and bound is the default.
  *
  * Properties:
  * - every answer the relay gives is a designed one: 2xx/3xx, a 4xx with a JSON body that has an
  *   `error` field (429 with Retry-After), or a 503 with one of ALLOWED_503 (busy with Retry-After);
  *   never another 5xx, never a hang (REQUEST_TIMEOUT_MS), and 405 only on a route's own path;
  * - what Bun's HTTP parser refuses before the relay runs (malformed framing) is an empty 400, 431
- *   or 505, or a closed connection, and only for such requests;
+ *   or 505, or a closed connection, and only for such requests; a head that never completes is
+ *   closed (Bun: ~10-12 s, whatever RELAY_IDLE_TIMEOUT_SECONDS says); and Bun 1.4.5 closes a
+ *   connection, unanswered, when a pipelined request arrives while an async answer is pending;
  * - no request without the right token, operator token, metrics token, control credential or
  *   cancel proof is ever answered 2xx on a route that needs it, and no answer to a hostile request
  *   carries a byte of the valid work's ciphertext or the node's credential;
@@ -22,7 +27,9 @@
  * - the process stays up: /livez answers 200 at the end, it never exited, no 5xx other than 503 is
  *   counted in its metrics, nothing "unhandled" is logged, and SIGTERM still drains it to exit 0.
  *
- * FUZZ_SEED and FUZZ_CASES override the seed and the number of cases (e.g. to replay a failure).
+ * FUZZ_SEED and FUZZ_CASES override the seed and the number of cases (e.g. to replay a failure);
+ * FUZZ_ROUTES=1 also prints the answers per route and status (how deep the fuzz got); FUZZ_BIN
+ * fuzzes another build of the binary.
  */
 import { afterAll, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
@@ -33,7 +40,7 @@ import { RELAY_ROUTE_SPECS } from "../../src/routes.ts";
 import { ROOT, spawnRelay, type Spawned } from "../helpers/spawn.ts";
 import { head, rawRequest, type RawOutcome, type RawResponse } from "./raw-http.ts";
 
-const BIN = join(ROOT, "dist/tokenplace-relay-linux-x64");
+const BIN = process.env.FUZZ_BIN ?? join(ROOT, "dist/tokenplace-relay-linux-x64");
 const have = existsSync(BIN);
 if (!have) {
   if (process.env.CI === "true") throw new Error(`${BIN} is missing: run npm run build (CI must build the binary)`);
@@ -46,6 +53,11 @@ const CASES = Number(process.env.FUZZ_CASES ?? 10_000);
 const CONCURRENCY = 64;
 /** No answer (or close) within this is a hang: a failure. */
 const REQUEST_TIMEOUT_MS = 15_000;
+/**
+ * A head that never completes has no answer: Bun closes it after its own fixed head timeout (10 s,
+ * checked on a 4 s tick: 12 s here), so such requests may take up to this long to be closed.
+ */
+const INCOMPLETE_HEAD_TIMEOUT_MS = 20_000;
 
 const TOKEN = "fuzz-registration-token-3f9a1c0d";
 const OPERATOR_TOKEN = "fuzz-operator-token-8e2d4b7a";
@@ -122,8 +134,16 @@ const NODE_CAPS = {
 };
 
 // Placeholders in generated bodies, resolved when the request is sent (the world changes during the run).
+/** The valid node's control credential (stolen: used with other keys, or refused by sanitise()). */
 const CRED = "\u0001credential";
+/** The credential the relay issued to the body's own server_public_key (hostile nodes registered by the fuzz). */
+const OWN_CRED = "\u0001own-credential";
+/** A request_id of the valid client's posted work. */
 const POSTED = "\u0001posted:";
+/** A request_id a hostile client got queued (with its client and node keys, so the follow-ups match). */
+const HOSTILE_ID = "\u0001hostile-id:";
+/** "proof-" + the body's request_id: the cancel proof hostile requests are posted with. */
+const PROOF = "\u0001proof";
 
 const ROUTES: readonly RouteSpec[] = RELAY_ROUTE_SPECS;
 const ROUTE_METHODS = new Map<string, Set<string>>();
@@ -152,6 +172,10 @@ interface Job {
 
 const world = {
   credential: "",
+  /** Control credentials the relay issued to hostile nodes (captured from their register answers). */
+  creds: new Map<string, string>(),
+  /** Requests hostile clients got queued: follow-ups (poll, control, progress, respond, retrieve, cancel) reuse them. */
+  hostileRequests: [] as { id: string; client: unknown; node: unknown }[],
   jobs: [] as Job[],
   /** request_ids of valid jobs already posted (hostile requests reuse them). */
   postedIds: [] as string[],
@@ -191,16 +215,18 @@ const nodeKey = fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...NODE_POOL) }
 const clientKey = fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...CLIENT_POOL) }, { weight: 2, arbitrary: fc.constant(VALID_CLIENT) }, { weight: 1, arbitrary: keyJunk });
 const requestId = fc.oneof(
   { weight: 3, arbitrary: fc.nat(9).map((i) => `${POSTED}${i}`) },
+  { weight: 4, arbitrary: fc.nat(1_000).map((i) => `${HOSTILE_ID}${i}`) },
   { weight: 3, arbitrary: fc.uuid().map((u) => `chat-client-${u}`) },
   { weight: 1, arbitrary: keyJunk },
 );
 const credential = fc.oneof(
   { weight: 2, arbitrary: fc.constant(CRED) },
+  { weight: 4, arbitrary: fc.constant(OWN_CRED) },
   { weight: 2, arbitrary: fc.base64String({ minLength: 40, maxLength: 44 }) },
   { weight: 1, arbitrary: keyJunk },
 );
-const cipher = fc.oneof({ weight: 6, arbitrary: fc.base64String({ minLength: 4, maxLength: 160 }) }, { weight: 1, arbitrary: hostileValue });
-const iv = fc.oneof({ weight: 6, arbitrary: fc.base64String({ minLength: 4, maxLength: 24 }) }, { weight: 1, arbitrary: lenString });
+const cipher = fc.oneof({ weight: 12, arbitrary: fc.base64String({ minLength: 4, maxLength: 160 }) }, { weight: 1, arbitrary: hostileValue });
+const iv = fc.oneof({ weight: 12, arbitrary: fc.base64String({ minLength: 4, maxLength: 24 }) }, { weight: 1, arbitrary: lenString });
 const capabilities = fc.oneof(
   { weight: 2, arbitrary: fc.constant(NODE_CAPS) },
   {
@@ -243,9 +269,9 @@ const TEMPLATES: Record<string, fc.Arbitrary<Json>> = {
       cipherkey: cipher,
       iv,
       request_id: requestId,
-      protocol: fc.constantFrom<unknown>(PROTOCOL, "other", 1),
-      version: fc.constantFrom<unknown>(1, 2, "1", 1.5, null),
-      cancel_token: fc.oneof(fc.string({ minLength: 1, maxLength: 60 }), keyJunk),
+      protocol: fc.constantFrom<unknown>(PROTOCOL, PROTOCOL, PROTOCOL, "other", 1),
+      version: fc.constantFrom<unknown>(1, 1, 1, 2, "1", 1.5, null),
+      cancel_token: fc.oneof({ weight: 3, arbitrary: fc.constant(PROOF) }, { weight: 1, arbitrary: fc.string({ minLength: 1, maxLength: 60 }) }, { weight: 1, arbitrary: keyJunk }),
     },
     { requiredKeys: ["server_public_key", "client_public_key", "chat_history", "cipherkey", "iv"] },
   ),
@@ -253,7 +279,7 @@ const TEMPLATES: Record<string, fc.Arbitrary<Json>> = {
     {
       client_public_key: clientKey,
       request_id: requestId,
-      cancel_token: fc.oneof(fc.string({ maxLength: 60 }), requestId.map((r) => `proof-${r}`), keyJunk),
+      cancel_token: fc.oneof({ weight: 3, arbitrary: fc.constant(PROOF) }, { weight: 1, arbitrary: fc.string({ maxLength: 60 }) }, { weight: 1, arbitrary: keyJunk }),
       status: fc.constantFrom<unknown>("cancelled", "expired", "completed", 1),
       reason: fc.constantFrom<unknown>("client_timeout", "requester_gave_up", "nonsense", null),
     },
@@ -267,8 +293,8 @@ const TEMPLATES: Record<string, fc.Arbitrary<Json>> = {
       ciphertext: cipher,
       cipherkey: cipher,
       iv,
-      protocol: fc.constantFrom<unknown>(PROTOCOL, "x"),
-      version: fc.constantFrom<unknown>(1, "1", 1e300),
+      protocol: fc.constantFrom<unknown>(PROTOCOL, PROTOCOL, "x"),
+      version: fc.constantFrom<unknown>(1, 1, "1", 1e300),
     },
     { requiredKeys: ["client_public_key", "chat_history", "cipherkey", "iv"] },
   ),
@@ -366,7 +392,10 @@ const bodyFor = (path: string): fc.Arbitrary<Body> =>
   fc.oneof(
     {
       weight: 40,
-      arbitrary: fc.record({ template: TEMPLATES[path] ?? otherTemplate, mutations: fc.array(mutation, { maxLength: 3 }), style }).map((b) => ({ kind: "obj" as const, ...b })),
+      // Half of the templates go out untouched, so that requests reach the store and its state machines.
+      arbitrary: fc
+        .record({ template: TEMPLATES[path] ?? otherTemplate, mutations: fc.oneof(fc.constant<Mutation[]>([]), fc.array(mutation, { minLength: 1, maxLength: 3 })), style })
+        .map((b) => ({ kind: "obj" as const, ...b })),
     },
     { weight: 8, arbitrary: fc.jsonValue({ maxDepth: 3 }).map((value) => ({ kind: "json" as const, value })) },
     { weight: 8, arbitrary: junkText.map((text) => ({ kind: "text" as const, text })) },
@@ -411,7 +440,6 @@ const tokenMode = fc.oneof(
   { weight: 1, arbitrary: fc.constantFrom<TokenMode>("padded", "lowercase-name") },
   { weight: 4, arbitrary: fc.constantFrom<TokenMode>("missing", "wrong", "empty", "prefix", "dup-right-wrong", "huge") },
 );
-const tokenRight = (m: TokenMode) => m === "right" || m === "padded" || m === "lowercase-name";
 function tokenFields(m: TokenMode): [string, string][] {
   switch (m) {
     case "right":
@@ -611,18 +639,66 @@ type RawCase =
   | { kind: "junk"; text: string; addr: number }
   | { kind: "random-bytes"; bytes: Uint8Array; terminated: boolean; addr: number }
   | { kind: "incomplete"; text: string; addr: number }
+  /** Many bodies declared near the limit and trickled at once: the relay's body budget answers 503 busy, the deadline 408. */
+  | { kind: "burst"; n: number; path: string; addr: number }
   | { kind: "pipeline"; cases: HttpCase[]; addr: number };
 
 const cleanHttp = httpCase.map((c) => ({ ...c, clean: true, transfer: (c.transfer === "chunked" ? "chunked" : "cl") as Transfer, body: c.body.kind === "huge" ? ({ kind: "none" } as Body) : c.body }));
 const rawCase: fc.Arbitrary<RawCase> = fc.oneof(
-  { weight: 20, arbitrary: fc.record({ kind: fc.constant("junk" as const), text: fc.constantFrom(...FRAMING_JUNK), addr: fc.nat(10_000) }) },
-  { weight: 10, arbitrary: fc.record({ kind: fc.constant("random-bytes" as const), bytes: fc.uint8Array({ minLength: 1, maxLength: 300 }), terminated: fc.boolean(), addr: fc.nat(10_000) }) },
-  { weight: 20, arbitrary: fc.record({ kind: fc.constant("pipeline" as const), cases: fc.array(cleanHttp, { minLength: 2, maxLength: 4 }), addr: fc.nat(10_000) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant("incomplete" as const), text: fc.constantFrom(...INCOMPLETE_HEADS), addr: fc.nat(10_000) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant("burst" as const),
+      // 16-20 x 4 MiB against the 64 MiB budget: the last few get 503 busy (about three bursts a run).
+      n: fc.integer({ min: 16, max: 20 }),
+      path: fc.constantFrom("/api/v1/relay/responses/retrieve", "/retrieve", "/stream/retrieve", "/api/v1/relay/requests"),
+      addr: fc.nat(10_000),
+    }),
+  },
+  { weight: 60, arbitrary: fc.record({ kind: fc.constant("junk" as const), text: fc.constantFrom(...FRAMING_JUNK), addr: fc.nat(10_000) }) },
+  { weight: 30, arbitrary: fc.record({ kind: fc.constant("random-bytes" as const), bytes: fc.uint8Array({ minLength: 1, maxLength: 300 }), terminated: fc.boolean(), addr: fc.nat(10_000) }) },
+  { weight: 60, arbitrary: fc.record({ kind: fc.constant("pipeline" as const), cases: fc.array(cleanHttp, { minLength: 2, maxLength: 4 }), addr: fc.nat(10_000) }) },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant("incomplete" as const), text: fc.constantFrom(...INCOMPLETE_HEADS), addr: fc.nat(10_000) }) },
 );
 
+/**
+ * Valid-looking protocol traffic: a route's own method, path and framing, an untouched template body
+ * (the world's keys, ids, credentials and proofs: conflicting request_ids, stolen credentials,
+ * follow-ups on hostile requests), mostly with the right token. It drives the relay's state.
+ */
+const STATEFUL: [string, number][] = [
+  ["/api/v1/relay/servers/register", 3],
+  ["/api/v1/relay/servers/poll", 3],
+  ["/api/v1/relay/servers/control", 3],
+  ["/api/v1/relay/servers/unregister", 1],
+  ["/unregister", 1],
+  ["/api/v1/relay/requests", 6],
+  ["/api/v1/relay/requests/cancel", 3],
+  ["/api/v1/relay/responses", 3],
+  ["/api/v1/relay/progress", 3],
+  ["/api/v1/relay/responses/retrieve", 4],
+  ["/api/v1/relay/unregister", 1],
+  ["/faucet", 2],
+  ["/sink", 2],
+  ["/source", 1],
+  ["/retrieve", 1],
+  ["/stream/source", 1],
+  ["/stream/retrieve", 1],
+];
+const protocolCase: fc.Arbitrary<HttpCase> = fc
+  .oneof(...STATEFUL.map(([path, weight]) => ({ weight, arbitrary: fc.constant(ROUTES.find((r) => r.path === path && r.method === "POST")!) })))
+  .chain((route) =>
+    httpCase.map((c) => ({
+      ...c,
+      route,
+      clean: true,
+      token: c.token === "huge" || c.addr % 5 !== 0 ? ("right" as TokenMode) : c.token,
+      transfer: (c.transfer === "chunked" ? "chunked" : "cl") as Transfer,
+    })).chain((c) => TEMPLATES[route.path]!.map((template) => ({ ...c, body: { kind: "obj" as const, template, mutations: [], style: "plain" as Style } }))),
+  );
+
 type Case = HttpCase | RawCase;
-const caseArb: fc.Arbitrary<Case> = fc.oneof({ weight: 95, arbitrary: httpCase }, { weight: 5, arbitrary: rawCase });
+const caseArb: fc.Arbitrary<Case> = fc.oneof({ weight: 70, arbitrary: httpCase }, { weight: 25, arbitrary: protocolCase }, { weight: 5, arbitrary: rawCase });
 
 // ---------------------------------------------------------------------------------------------
 // Building the bytes of a case (at send time: the world decides ids, credentials, sanitising).
@@ -646,22 +722,43 @@ interface Built {
   endAfterWrite: boolean;
   /** Requests on the wire (pipelines carry several). */
   requests: number;
+  timeoutMs?: number;
   pipeline?: boolean;
+  /** Per expected response: "METHOD path" when the request was exactly a route's (for the statistics). */
+  routes?: (string | undefined)[];
+  /** Learns from an answer (credentials issued, requests queued) for later cases. */
+  learn?: ((r: RawResponse) => void)[];
 }
 
 const METHOD_KNOWN = new Set(METHODS_STANDARD);
 const enc = new TextEncoder();
 
+const isPoolKey = (v: unknown) => typeof v === "string" && (NODE_POOL.includes(v) || CLIENT_POOL.includes(v));
+
 function resolvePlaceholders(obj: Json): Json {
   const out: Json = {};
+  let hostile: (typeof world.hostileRequests)[number] | undefined;
   for (const k of Object.keys(obj)) {
     let v = obj[k];
     if (v === CRED) v = world.credential;
     else if (typeof v === "string" && v.startsWith(POSTED)) {
       const i = Number(v.slice(POSTED.length));
       v = world.postedIds.length > 0 ? world.postedIds[i % world.postedIds.length] : `chat-client-not-yet-${i}`;
+    } else if (typeof v === "string" && v.startsWith(HOSTILE_ID)) {
+      const i = Number(v.slice(HOSTILE_ID.length));
+      hostile = world.hostileRequests[i % Math.max(1, world.hostileRequests.length)];
+      v = hostile?.id ?? `chat-client-none-yet-${i}`;
     }
     Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
+  }
+  // A follow-up on a hostile request names its client and node too (unless the fuzz chose a valid or junk key).
+  if (hostile) {
+    if (isPoolKey(out.client_public_key)) out.client_public_key = hostile.client;
+    if (isPoolKey(out.server_public_key)) out.server_public_key = hostile.node;
+  }
+  for (const k of Object.keys(out)) {
+    if (out[k] === OWN_CRED) out[k] = (typeof out.server_public_key === "string" && world.creds.get(out.server_public_key)) || "no-credential-issued-to-this-key";
+    else if (out[k] === PROOF) out[k] = `proof-${String(out.request_id)}`;
   }
   return out;
 }
@@ -873,11 +970,25 @@ function buildHttp(c: HttpCase): Built {
   if (ver === "HTTP/1.0" && fields.some(([k]) => k === "Transfer-Encoding")) framing = "bun-ok";
   // A body the relay refuses before reading it may be cut off mid-upload by the close.
   if (big) mayReset = true;
+  // A head over the relay's own bounds (URL, header bytes or fields) is refused with Connection:
+  // close before the body is read: pause after the head and stop writing once the answer is in.
+  const refusedEarly = headBytes > 8_000 || fields.length > 100 || target.length > 8_000;
+  // Likewise a body larger than a socket buffer: the relay may answer (401, 429, 404, 405, 413, busy)
+  // without reading it, and Bun then closes; its answer is read before the body is written.
+  const largeBody = bytes.length > 64 * 1024 && !big;
+  if (refusedEarly || largeBody) {
+    mayReset = true;
+    const h = parts[0]!;
+    parts = [h, 20, ...parts.slice(1)];
+  }
 
   const checks: ((r: RawResponse) => string | undefined)[] = [];
   const exact = normalisedPath(target) === route.path && method === route.method;
+  // The token the relay reads: every X-Relay-Server-Token field (the extra headers may add one), joined.
+  const tokens = fields.filter(([k]) => k.toLowerCase() === "x-relay-server-token").map(([, v]) => v.trim());
+  const hasToken = tokens.join(", ") === TOKEN;
   if (exact) {
-    if (route.auth === "server-token" && !tokenRight(c.token)) checks.push(never2xx("a node route without the registration token"));
+    if (route.auth === "server-token" && !hasToken) checks.push(never2xx("a node route without the registration token"));
     if ((route.auth === "metrics-token" || route.auth === "metrics-scrape") && /^bearer +(.+)$/i.exec(c.authorization?.trim() ?? "")?.[1]?.trim() !== METRICS_TOKEN) checks.push(never2xx("an operator read without the metrics token"));
     if (route.path === "/api/v1/relay/unregister" && !operatorRight) checks.push(never2xx("operator unregister without the operator token"));
     if (obj && (transfer === "cl" || transfer === "chunked" || transfer === "trickle" || transfer === "expect-continue")) checks.push(...bodyChecks(route.path, obj));
@@ -890,26 +1001,52 @@ function buildHttp(c: HttpCase): Built {
     expect: [{ head: isHead }],
     checks: [(r) => checks.map((f) => f(r)).find((x) => x !== undefined)],
     targets: [target],
+    routes: [exact ? `${method} ${route.path}` : undefined],
+    learn: [exact && obj ? learnFrom(route.path, obj) : () => {}],
     framing,
-    localAddress: tokenRight(c.token) ? trustedAddr(c.addr) : mixedAddr(c.addr),
+    localAddress: hasToken ? trustedAddr(c.addr) : mixedAddr(c.addr),
     mayReset,
-    stopOnAnswer: big,
+    stopOnAnswer: big || refusedEarly || largeBody,
     endAfterWrite,
     requests: 1,
   };
 }
 
-function build(c: Case): Built {
+function learnFrom(path: string, obj: Json): (r: RawResponse) => void {
+  return (r) => {
+    if (r.status !== 200) return;
+    if (path === "/api/v1/relay/servers/register" && typeof obj.server_public_key === "string") {
+      try {
+        const cred = JSON.parse(Buffer.from(r.body).toString("utf8")).control_credential;
+        if (typeof cred === "string") world.creds.set(obj.server_public_key, cred);
+      } catch {
+        // judged elsewhere
+      }
+    }
+    if (path === "/api/v1/relay/requests" && typeof obj.request_id === "string" && world.hostileRequests.length < 5_000) {
+      world.hostileRequests.push({ id: obj.request_id, client: obj.client_public_key, node: obj.server_public_key });
+    }
+  };
+}
+
+function build(c: Case): Built | Built[] {
   switch (c.kind) {
+    case "burst":
+      return Array.from({ length: c.n }, (_, k) => ({
+        ...base(`burst of ${c.n}: ${c.path} declaring ${BODY_LIMIT - 1} bytes, sending 1 KiB`, [head("POST", c.path, [["Host", "relay.test"], ["Content-Type", "application/json"], ["Content-Length", String(BODY_LIMIT - 1)]]) + "[" + "0,".repeat(511)], "relay", c.addr + k),
+        stopOnAnswer: true,
+      }));
     case "http":
       return buildHttp(c);
     case "junk":
       return base(`junk ${JSON.stringify(c.text.slice(0, 40))}`, [Buffer.from(c.text, "latin1")], "bun-ok", c.addr);
     case "random-bytes":
       // Unterminated, they are an incomplete head that Bun closes after its head timeout.
-      return c.terminated ? base("random bytes", [c.bytes, "\r\n\r\n"], "bun-ok", c.addr) : base("random bytes (no end of head)", [c.bytes], "incomplete", c.addr);
+      return c.terminated
+        ? base("random bytes", [c.bytes, "\r\n\r\n"], "bun-ok", c.addr)
+        : { ...base("random bytes (no end of head)", [c.bytes], "incomplete", c.addr), timeoutMs: INCOMPLETE_HEAD_TIMEOUT_MS };
     case "incomplete":
-      return base(`incomplete head ${JSON.stringify(c.text)}`, c.text ? [c.text] : [], "incomplete", c.addr);
+      return { ...base(`incomplete head ${JSON.stringify(c.text)}`, c.text ? [c.text] : [], "incomplete", c.addr), timeoutMs: INCOMPLETE_HEAD_TIMEOUT_MS };
     case "pipeline": {
       const built = c.cases.map(buildHttp).filter((b) => b.framing === "relay" && !b.endAfterWrite && !b.stopOnAnswer);
       if (built.length === 0) return base("pipeline (empty)", [head("GET", "/livez", [["Host", "relay.test"]])], "relay", c.addr);
@@ -920,6 +1057,8 @@ function build(c: Case): Built {
         expect: built.flatMap((b) => b.expect),
         checks: built.flatMap((b) => b.checks),
         targets: built.flatMap((b) => b.targets),
+        routes: built.flatMap((b) => b.routes ?? [undefined]),
+        learn: built.flatMap((b) => b.learn ?? [() => {}]),
         framing: "relay",
         localAddress: mixedAddr(c.addr),
         // A refusal that closes the connection (431, 413, ...) may cut off the rest of the pipeline mid-write.
@@ -953,10 +1092,15 @@ function normalisedPath(target: string): string | undefined {
 // ---------------------------------------------------------------------------------------------
 // Judging answers.
 
+/** Outcomes of hostile requests: statuses ("bun:400": Bun's parser), "closed", "reset", ... */
 const counts = new Map<string, number>();
+/** Everything else worth reporting (the valid peers' traffic). */
+const notes = new Map<string, number>();
+const note = (k: string) => notes.set(k, (notes.get(k) ?? 0) + 1);
+/** Answers per route and status, for requests that reached a route with its own method and path. */
+const byRoute = new Map<string, number>();
 const count = (k: string, n = 1) => counts.set(k, (counts.get(k) ?? 0) + n);
 const failures: string[] = [];
-const profile = new Map<string, { n: number; ms: number }>();
 
 function errorField(r: RawResponse): { ok: boolean; error?: unknown } {
   try {
@@ -980,6 +1124,8 @@ function judge(r: RawResponse, b: Built, i: number): string | undefined {
     return `answer without X-Request-Id (not the relay's): ${r.status}`;
   }
   count(String(r.status));
+  const routed = b.routes?.[i];
+  if (routed) byRoute.set(`${routed} ${r.status}`, (byRoute.get(`${routed} ${r.status}`) ?? 0) + 1);
   const text = Buffer.from(r.body).toString("latin1");
   for (const s of world.secrets) if (s && text.includes(s)) return `answer carries a secret of the valid peers (${s.slice(0, 12)}...)`;
   if (r.status >= 500) {
@@ -1017,6 +1163,7 @@ function judge(r: RawResponse, b: Built, i: number): string | undefined {
 
 function assess(b: Built, o: RawOutcome): string | undefined {
   for (let i = 0; i < o.responses.length; i++) {
+    b.learn?.[i]?.(o.responses[i]!);
     const why = judge(o.responses[i]!, b, i);
     if (why) return why;
   }
@@ -1025,7 +1172,7 @@ function assess(b: Built, o: RawOutcome): string | undefined {
       return undefined;
     case "timeout":
       count("timeout");
-      return `no answer within ${REQUEST_TIMEOUT_MS} ms (hang); got ${JSON.stringify(o.partial.slice(0, 120))}`;
+      return `no answer within ${b.timeoutMs ?? REQUEST_TIMEOUT_MS} ms (hang); got ${JSON.stringify(o.partial.slice(0, 120))}`;
     case "error":
       // Bun refuses bad framing and closes at once, while the rest of the request is still being written.
       if (b.mayReset || b.framing === "bun-ok") {
@@ -1082,12 +1229,22 @@ interface JsonReply {
   headers: Record<string, string>;
   body: any;
 }
+/** A request of the valid peers; like real peers they honour `503 busy` and its Retry-After. */
 async function call(addr: string, method: string, path: string, body?: unknown, extra: [string, string][] = []): Promise<JsonReply> {
+  for (let attempt = 1; ; attempt++) {
+    const r = await callOnce(addr, method, path, body, extra);
+    if (r.status !== 503 || r.body?.error?.type !== "busy" || attempt >= 10) return r;
+    note("validPeerBusyRetries");
+    await Bun.sleep(1_000 * Number(r.headers["retry-after"] ?? 1));
+  }
+}
+
+async function callOnce(addr: string, method: string, path: string, body?: unknown, extra: [string, string][] = []): Promise<JsonReply> {
   const bytes = body === undefined ? new Uint8Array(0) : enc.encode(JSON.stringify(body));
   const fields: [string, string][] = [["Host", "relay.test"], ["Connection", "close"], ...extra];
   if (body !== undefined) fields.push(["Content-Type", "application/json"], ["Content-Length", String(bytes.length)]);
   const o = await rawRequest({ port: relay!.port, localAddress: addr, parts: [head(method, path, fields), bytes], timeoutMs: REQUEST_TIMEOUT_MS });
-  count("valid-peer-requests");
+  note("validPeerRequests");
   const r = o.responses[0];
   if (o.kind !== "responses" || !r) throw new Error(`${method} ${path}: ${o.kind} ${"error" in o ? o.error : ""}`);
   const text = Buffer.from(r.body).toString("utf8");
@@ -1196,7 +1353,7 @@ async function nodeLoop(stop: () => boolean): Promise<void> {
     const job = world.jobs.find((j) => j.id === item.request_id && item.client_public_key === VALID_CLIENT);
     if (!job) {
       // Hostile work queued to this node (other clients may use any node key): answer it, keep the queue short.
-      count("node-answered-hostile-item");
+      note("hostileItemsTheValidNodeAnswered");
       const answer = { client_public_key: item.client_public_key, chat_history: "aG9zdGlsZQ==", cipherkey: "a2V5", iv: "aXY=" };
       if (typeof item.request_id === "string") Object.assign(answer, { request_id: item.request_id });
       await call(NODE_ADDR, "POST", "/api/v1/relay/responses", answer, NODE_AUTH).catch(() => undefined);
@@ -1265,18 +1422,15 @@ test.skipIf(!have)(
       if (i === 300 || (i === 0 && CASES <= 300)) nodeDone = nodeLoop(() => nodeStop);
       const job = milestones.get(i);
       if (job) deliveries.push(postJob(job).then(() => retrieveJob(job, deliveryDeadline())));
-      const b = build(cases[i]!);
-      sent += b.requests;
-      const o = await rawRequest({ port: relay!.port, localAddress: b.localAddress, parts: b.parts, expect: b.expect, endAfterWrite: b.endAfterWrite, stopOnAnswer: b.stopOnAnswer, timeoutMs: REQUEST_TIMEOUT_MS });
-      if (process.env.FUZZ_PROFILE) {
-        const k = b.label.split(" ").slice(0, 3).join(" ") + " " + (b.label.match(/transfer=\S+/)?.[0] ?? "") + " " + (o.responses[0]?.status ?? o.kind);
-        const e = profile.get(k) ?? { n: 0, ms: 0 };
-        e.n++;
-        e.ms += o.ms;
-        profile.set(k, e);
-      }
-      const why = assess(b, o);
-      if (why) failures.push(`#${i} ${b.label}\n    ${why}\n    reproducer: ${reproducer(b)}`);
+      const built = build(cases[i]!);
+      await Promise.all(
+        (Array.isArray(built) ? built : [built]).map(async (b) => {
+          sent += b.requests;
+          const o = await rawRequest({ port: relay!.port, localAddress: b.localAddress, parts: b.parts, expect: b.expect, endAfterWrite: b.endAfterWrite, stopOnAnswer: b.stopOnAnswer, timeoutMs: b.timeoutMs ?? REQUEST_TIMEOUT_MS });
+          const why = assess(b, o);
+          if (why) failures.push(`#${i} ${b.label}\n    ${why}\n    reproducer: ${reproducer(b)}`);
+        }),
+      );
     };
     await Promise.all(
       Array.from({ length: CONCURRENCY }, async () => {
@@ -1284,7 +1438,6 @@ test.skipIf(!have)(
       }),
     );
     const fuzzSeconds = (performance.now() - started) / 1000;
-    if (process.env.FUZZ_PROFILE) console.log([...profile.entries()].sort((a, b) => b[1].ms - a[1].ms).slice(0, 40).map(([k, v]) => `${Math.round(v.ms)}ms ${v.n}x ${k}`).join("\n"));
     await Promise.all(deliveries);
     nodeStop = true;
     await nodeDone;
@@ -1305,17 +1458,22 @@ test.skipIf(!have)(
     const logged = relay.lines.filter((l) => /unhandled|"level":(50|60)/i.test(l));
 
     const byStatus = Object.fromEntries([...counts.entries()].sort(([a], [b]) => a.localeCompare(b)));
-    const hostile = [...counts.entries()].filter(([k]) => /^(\d{3}|bun:\d+|closed|reset|timeout|closed-after-answer)$/.test(k)).reduce((n, [, v]) => n + v, 0);
+    // 503 sub-counts ("503:busy") repeat the "503" total.
+    const outcomes = [...counts.entries()].filter(([k]) => !k.startsWith("503:")).reduce((n, [, v]) => n + v, 0);
     console.log(
       JSON.stringify(
         {
           seed: SEED,
           cases: CASES,
           hostileRequestsSent: sent,
-          hostileAnswersJudged: hostile,
-          validPeerRequests: counts.get("valid-peer-requests") ?? 0,
+          hostileOutcomes: outcomes,
           byStatus,
-          validJobs: world.jobs.map((j) => ({ phase: j.phase, chars: j.request.chat_history.length, nodeSaw: j.nodeSaw, delivered: j.delivered, sawProgress: j.sawProgress })),
+          ...Object.fromEntries(notes),
+          validJobs: world.jobs.map(
+            (j) =>
+              `${j.phase}: ${j.request.chat_history.length}/${j.answer.chat_history.length} chars, ${j.nodeSaw ? "reached the node" : "NOT at the node"}, ` +
+              `${j.delivered ? "delivered" : "NOT delivered"}, ${validProblems.some((p) => p.includes(j.id)) ? "BYTES DIFFER" : "bytes equal both ways"}${j.sawProgress ? ", progress seen" : ""}`,
+          ),
           failures: failures.length,
           fuzzSeconds: Math.round(fuzzSeconds * 10) / 10,
           totalSeconds: Math.round((performance.now() - started) / 100) / 10,
@@ -1327,6 +1485,7 @@ test.skipIf(!have)(
         1,
       ),
     );
+    if (process.env.FUZZ_ROUTES) console.log([...byRoute.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${v}\t${k}`).join("\n"));
     if (failures.length > 0) console.log(`first failures (of ${failures.length}):\n${failures.slice(0, 25).join("\n")}`);
 
     expect(sent).toBeGreaterThanOrEqual(CASES);

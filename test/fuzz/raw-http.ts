@@ -85,7 +85,7 @@ export function rawRequest(opts: RawRequestOptions): Promise<RawOutcome> {
       else parse(true);
     });
     sock.once("connect", async () => {
-      for (const p of opts.parts) {
+      for (const p of coalesce(opts.parts)) {
         if (done || (opts.stopOnAnswer && (buf.length > 0 || responses.length > 0))) return;
         if (typeof p === "number") await Bun.sleep(p);
         else if (!sock.destroyed) sock.write(p);
@@ -93,6 +93,27 @@ export function rawRequest(opts: RawRequestOptions): Promise<RawOutcome> {
       if (opts.endAfterWrite && !sock.destroyed) sock.end();
     });
   });
+}
+
+/**
+ * Adjacent byte parts become one write: the kernel takes them at once, so a server that answers and
+ * closes before reading everything does not turn our next write into EPIPE (and lose its answer).
+ */
+function coalesce(parts: (string | Uint8Array | number)[]): (Buffer | number)[] {
+  const out: (Buffer | number)[] = [];
+  let pending: Buffer[] = [];
+  const flush = () => {
+    if (pending.length > 0) out.push(Buffer.concat(pending));
+    pending = [];
+  };
+  for (const p of parts) {
+    if (typeof p === "number") {
+      flush();
+      out.push(p);
+    } else pending.push(typeof p === "string" ? Buffer.from(p) : Buffer.from(p.buffer, p.byteOffset, p.byteLength));
+  }
+  flush();
+  return out;
 }
 
 const preview = (b: Buffer) => b.subarray(0, 300).toString("latin1");

@@ -322,7 +322,9 @@ for (const backend of BACKENDS) {
           const first = rid();
           expect((await q.request(n.key, client, first, { chat_history: big })).status).toBe(200);
           expect((await q.request(n.key, client, rid(), { chat_history: big })).status).toBe(200);
-          expect(await q.request(n.key, client, rid(), { chat_history: big })).toMatchObject({ status: 503, body: { error: { code: "storage_full" } } });
+          const full = await q.request(n.key, client, rid(), { chat_history: big });
+          expect(full).toMatchObject({ status: 503, body: { error: { code: "storage_full" } } });
+          expect(full.headers.get("retry-after")).toBe("5");
           await q.poll(n.key, { capabilities: null });
           await q.respond(client, first, { chat_history: "c21hbGw=" });
           expect((await q.retrieve(client, first)).status).toBe(200);
@@ -370,6 +372,15 @@ for (const backend of BACKENDS) {
         expect(await p.cancel(client, id, "wrong")).toMatchObject({ status: 403, body: forbidden });
         expect(await p.cancel(client, id, "")).toMatchObject({ status: 403, body: forbidden });
         expect(await p.call("requests/cancel", { client_public_key: client })).toMatchObject({ status: 400 });
+      });
+
+      test("400 field_too_long naming an over-long key or id", async () => {
+        for (const [field, body] of [
+          ["client_public_key", { client_public_key: "k".repeat(8193), request_id: rid(), cancel_token: "t" }],
+          ["request_id", { client_public_key: fakeKey("c"), request_id: "r".repeat(257), cancel_token: "t" }],
+        ] as const) {
+          expect(await p.call("requests/cancel", body)).toMatchObject({ status: 400, body: { error: { code: "field_too_long", field } } });
+        }
       });
     });
 
@@ -445,6 +456,17 @@ for (const backend of BACKENDS) {
         await p.respond(client, id);
         expect((await p.retrieve(client)).status).toBe(404);
         expect((await p.retrieve(client, id)).status).toBe(200);
+      });
+
+      test("400 field_too_long naming an over-long key or id", async () => {
+        expect(await p.call("responses/retrieve", { client_public_key: "k".repeat(8193), request_id: rid() })).toMatchObject({
+          status: 400,
+          body: { error: { code: "field_too_long", field: "client_public_key" } },
+        });
+        expect(await p.call("responses/retrieve", { client_public_key: fakeKey("c"), request_id: "r".repeat(257) })).toMatchObject({
+          status: 400,
+          body: { error: { code: "field_too_long", field: "request_id" } },
+        });
       });
 
       test("400 for bodies without a client key (a bare string included)", async () => {
