@@ -45,6 +45,11 @@ export const v1Errors = {
     const e = v1(503, "storage_full", "The relay holds as much ciphertext as it may (RELAY_V1_MAX_STORED_BYTES); retry later");
     return new RelayError(e.status, e.code, e.message, e.body, { "Retry-After": "5" });
   },
+  /** Rate-limit shape (spec §2) with a one-second pace: this address holds its share of retrieves. */
+  holdsExceeded: () => {
+    const message = "Too many held retrieves from this address (RELAY_MAX_HOLDS_PER_IP); retry in 1 second";
+    return new RelayError(429, "long_poll_per_ip_client", message, { error: { message, type: "rate_limit_error", code: "rate_limit_exceeded", param: null } }, { "Retry-After": "1" });
+  },
   duplicateRequest: () => v1(409, "duplicate_request_id", "This request_id is already live for this client or node; use a fresh id"),
   operatorNotConfigured: () =>
     new RelayError(503, "operator_auth_not_configured", "Operator authentication is not configured", {

@@ -129,7 +129,7 @@ export function createResponseHandlers(deps: V1Deps) {
     let pending: Extract<RetrieveResult, { kind: "pending" }> | undefined;
     // Held until the answer, a progress update or the end (cancel/expiry) arrives, or until just
     // before client.py's 10 s timeout (spec §4): it would otherwise sleep 2 s between polls.
-    const { value } = await deps.clientLongPoll.hold<RetrieveResult>(
+    const { value, outcome } = await deps.clientLongPoll.hold<RetrieveResult>(
       req,
       ctx,
       v1Topics.request(clientKey, requestId),
@@ -143,6 +143,9 @@ export function createResponseHandlers(deps: V1Deps) {
       },
       requestId === undefined ? 0 : config.retrieveHoldMs,
     );
+    // Past its share of held retrieves an address is paced instead of answered "pending" at once,
+    // which a crowd would re-poll in a tight loop.
+    if (!value && outcome === "ip_limit") throw v1Errors.holdsExceeded();
     const result = value ?? pending;
     if (!result) return json(202, { status: "pending" });
     switch (result.kind) {

@@ -138,6 +138,24 @@ for (const backend of BACKENDS) {
       await Promise.all(retrieves);
     });
 
+    test("past its share of held retrieves an address is paced with 429 and Retry-After, never a tight loop", async () => {
+      relay = startV1Relay({ ...HOLD, RELAY_MAX_HOLDS_PER_IP: "1" }, backend);
+      const p = v1Peers(relay);
+      const node = await p.register();
+      const client = fakeKey("c");
+      const [a, b] = [rid(), rid()];
+      for (const id of [a, b]) await p.request(node.key, client, id);
+      const held = p.retrieve(client, a);
+      await sleep(100);
+      const paced = await p.retrieve(client, b);
+      expect(paced.status).toBe(429);
+      expect(paced.headers.get("retry-after")).toBe("1");
+      expect(paced.body.error.code).toBe("rate_limit_exceeded");
+      expect(await peek(held)).toBe("pending");
+      await p.cancel(client, a);
+      expect((await held).status).toBe(410);
+    });
+
     test("draining answers held polls at once with next ping 1", async () => {
       relay = startV1Relay(HOLD, backend);
       const p = v1Peers(relay);
