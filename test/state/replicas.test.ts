@@ -224,5 +224,6 @@ http {
       await Bun.sleep(100);
     }
   }
-  return { port, kill: () => proc.kill("SIGKILL") };
+  // SIGTERM: the master stops its workers (SIGKILL would leave them running, orphaned, on the port).
+  return { port, kill: () => proc.kill("SIGTERM") };
 }
