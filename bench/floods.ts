@@ -47,6 +47,7 @@ import { join } from "node:path";
 import { distribution, type Distribution } from "./load.ts";
 import { RELAY_BIN, REPO } from "./peers.ts";
 import { machineFacts } from "./report.ts";
+import { NODE_CAPABILITIES as CAPABILITIES, PROTOCOL } from "../src/demo/protocol.ts";
 import { fakeKey } from "./scenarios.ts";
 import { processCpuMs } from "./state.ts";
 
@@ -70,17 +71,6 @@ const TOKEN = `bench-floods-${crypto.randomUUID()}`;
 const NODE_IP = "192.0.2.10";
 const FLOOD_IP = "198.51.100.66";
 const MAX_BODY = 4 * MiB; // RELAY_MAX_BODY_BYTES default
-const PROTOCOL = "tokenplace_api_v1_relay_e2ee";
-const CAPABILITIES = {
-  api_version: "v1",
-  supported_model_ids: ["qwen3-8b-instruct"],
-  active_context_tier: "8k-fast",
-  maximum_total_context_tokens: 8192,
-  default_output_token_reservation: 1024,
-  maximum_output_tokens: 8192,
-  max_concurrency: 1,
-  backend_class: "cpu",
-};
 /** The relay under test: the compiled binary, or another build with `--relay-bin=PATH` (to compare builds). */
 const BIN = process.argv.find((a) => a.startsWith("--relay-bin="))?.slice(12) ?? RELAY_BIN;
 const DISPATCH_TARGET_MS = 50;

@@ -113,7 +113,8 @@ export interface UpstreamRelay {
   stop(): Promise<void>;
 }
 
-const alive = (pid: number) => {
+/** Whether a process with this pid still exists (signal 0 checks without signalling). */
+export const alive = (pid: number) => {
   try {
     process.kill(pid, 0);
     return true;

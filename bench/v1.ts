@@ -31,6 +31,7 @@ import { existsSync } from "node:fs";
 import { distribution, mergeLoad, runLoad, type Distribution, type LoadResult } from "./load.ts";
 import { peersProblems, RELAY_BIN, REPO, runTokenplaceE2E, startUpstreamRelay, type E2EResult, type UpstreamRelay } from "./peers.ts";
 import { machineFacts, msText, rate } from "./report.ts";
+import { NODE_CAPABILITIES as CAPABILITIES, PROTOCOL } from "../src/demo/protocol.ts";
 import { fakeKey } from "./scenarios.ts";
 import { addStats, chooseStates, commandDelta, heldOn, openRedisStore, processCpuMs, STATE_LABEL, type CommandStats, type StateBackend, type StateStore } from "./state.ts";
 
@@ -71,17 +72,6 @@ const CROSS_WAKE_TARGET_MS = 50;
 const RUN_ID = crypto.randomUUID();
 const TOKEN = `bench-v1-${RUN_ID}`;
 const NODE_AUTH = { "X-Relay-Server-Token": TOKEN };
-const PROTOCOL = "tokenplace_api_v1_relay_e2ee";
-const CAPABILITIES = {
-  api_version: "v1",
-  supported_model_ids: ["qwen3-8b-instruct"],
-  active_context_tier: "8k-fast",
-  maximum_total_context_tokens: 8192,
-  default_output_token_reservation: 1024,
-  maximum_output_tokens: 8192,
-  max_concurrency: 1,
-  backend_class: "cpu",
-};
 
 // ------------------------------------------------------------------------------ child servers
 

@@ -1,7 +1,6 @@
 import type { Logger } from "pino";
 import { brokerRoutes, createBrokerHandlers } from "./broker/handlers.ts";
 import type { BrokerStore } from "./broker/types.ts";
-import type { Clock } from "./clock.ts";
 import { createLongPoll } from "./common/long-poll.ts";
 import type { Notifier } from "./common/notifier.ts";
 import { createRateLimits, type RateLimitsDeps } from "./common/rate-limits.ts";
@@ -44,7 +43,6 @@ export interface ServerAdapter {
 
 export interface AppDeps {
   config: Config;
-  clock: Clock;
   store: BrokerStore;
   v1Store: V1Store;
   v1Metrics: V1Metrics;
@@ -118,7 +116,6 @@ export function createApp(deps: AppDeps) {
       clientLongPoll,
       metrics: deps.v1Metrics,
       config: config.v1,
-      clock: deps.clock,
       maxBodyBytes: config.maxBodyBytes,
       limits,
       release: { version: VERSION, revision: REVISION, environment: "production" },

@@ -67,7 +67,7 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
   const proxy = !config.relayOnly && o.proxy ? o.proxy({ config, metrics, logger, lifecycle }) : undefined;
   if (proxy?.readiness) checks.push(proxy.readiness);
 
-  const app = createApp({ config, clock, store, v1Store, v1Metrics, notifier, logger, metrics, lifecycle, checks, proxy, rateLimitStore: backend.rateLimitStore });
+  const app = createApp({ config, store, v1Store, v1Metrics, notifier, logger, metrics, lifecycle, checks, proxy, rateLimitStore: backend.rateLimitStore });
   const server = serve(app, config);
   metrics.sources.serverPendingRequests = () => server.pendingRequests;
   // Five gauges read the same numbers during one scrape: take them from one store read.

@@ -70,7 +70,7 @@ export function createStateBackend(config: Config, deps: BackendDeps): StateBack
   const settings = config.state.redis!;
   const client = connectRedis(settings, "state");
   // Pub/Sub needs a connection of its own (a subscribed connection runs no other commands).
-  const subscriber = connectRedis({ ...settings, commandTimeoutMs: settings.commandTimeoutMs }, "wake");
+  const subscriber = connectRedis(settings, "wake");
   const common = { keyPrefix: settings.keyPrefix, clock: deps.clock, commandTimeoutMs: settings.commandTimeoutMs };
   const notifier = new RedisNotifier(client, subscriber, settings.keyPrefix);
   return {

@@ -56,6 +56,18 @@ export const stateUnavailable = (cause?: unknown) =>
     error: { message: "The relay's state store is unavailable; retry shortly", code: 503, type: "state_unavailable" },
   }, { "Retry-After": "1" }, cause);
 
+/**
+ * Lua that sets `NOW` (ms since the epoch): the injected clock's value in ARGV[arg] (tests), or
+ * with '' the datastore's own TIME, so replicas with skewed clocks agree on leases and expiry.
+ */
+export const luaNow = (arg: number) => `local NOW
+if ARGV[${arg}] ~= '' then
+  NOW = tonumber(ARGV[${arg}])
+else
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end`;
+
 /** Resolves when the client is ready, or rejects after `timeoutMs` (connecting or reconnecting). */
 export function whenReady(client: Redis, timeoutMs: number): Promise<void> {
   if (client.status === "ready") return Promise.resolve();

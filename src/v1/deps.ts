@@ -1,4 +1,3 @@
-import type { Clock } from "../clock.ts";
 import { sha256Hex } from "../common/tokens.ts";
 import type { LongPoll } from "../common/long-poll.ts";
 import type { Notifier } from "../common/notifier.ts";
@@ -18,7 +17,6 @@ export interface V1Deps {
   clientLongPoll: LongPoll;
   metrics: V1Metrics;
   config: ApiV1Config;
-  clock: Clock;
   maxBodyBytes: number;
   /** Release metadata for /api/v1/meta and /api/v1/version. */
   release: { version: string; revision: string; environment: string };

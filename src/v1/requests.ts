@@ -6,10 +6,10 @@ import { requestUrl } from "../http/request-url.ts";
 import type { RouteTable } from "../http/routes.ts";
 import { fingerprint, reader, type V1Deps } from "./deps.ts";
 import { v1Errors } from "./errors.ts";
-import { CONTEXT_TIERS, v1Topics, type ContextTier, type Envelope, type NodeLoad, type TerminalStatus } from "./store.ts";
+import { CONTEXT_TIERS, v1Topics, type ContextTier, type NodeLoad, type TerminalStatus } from "./store.ts";
 import {
-  DEFAULT_MODEL, MAX_ID_CHARS, MAX_KEY_CHARS, MAX_MODEL_CHARS, MAX_SECRET_CHARS, checkCipherFields, checkEnvelopeKeys, isContextTier, nonEmptyString,
-  optionalString, present, resolveModel, routingString,
+  DEFAULT_MODEL, MAX_ID_CHARS, MAX_KEY_CHARS, MAX_MODEL_CHARS, MAX_SECRET_CHARS, checkEnvelopeKeys, ciphertextOf, envelopeOf, isContextTier, nonEmptyString,
+  optionalString, resolveModel, routingString,
 } from "./validate.ts";
 
 /** Client routes (spec §6.5-6.7): anonymous, browser-callable. */
@@ -27,8 +27,6 @@ const REQUEST_KEYS = new Set([
 const CANCEL_REASONS = new Set([
   "cancelled", "client_timeout", "expired", "requester_cancelled", "requester_gave_up", "provider_timeout", "pending_request_ttl_exceeded", "server_unregistered",
 ]);
-/** Protocol names are short identifiers; a bound keeps the echoed field small. */
-const MAX_PROTOCOL_CHARS = 64;
 
 const tierCounts = (nodes: NodeLoad[]) => {
   const counts: Record<string, number> = {};
@@ -95,23 +93,12 @@ export function createRequestHandlers(deps: V1Deps) {
     const body = await read(req);
     if (!body) throw v1Errors.invalidData();
     checkEnvelopeKeys(body, REQUEST_KEYS);
-    const ciphertext = present(body.ciphertext) ? body.ciphertext : body.chat_history;
-    if (!nonEmptyString(ciphertext) || !nonEmptyString(body.cipherkey) || !nonEmptyString(body.iv) || !nonEmptyString(body.server_public_key)) {
-      throw v1Errors.invalidData();
-    }
+    const ciphertext = ciphertextOf(body);
     const serverKey = routingString(body, "server_public_key", MAX_KEY_CHARS, v1Errors.invalidData);
-    const clientKey = routingString(body, "client_public_key", MAX_KEY_CHARS, v1Errors.missingClientKey);
-    checkCipherFields(body.cipherkey, body.iv);
-    const envelope: Envelope = { client_public_key: clientKey, chat_history: ciphertext, cipherkey: body.cipherkey, iv: body.iv };
-    const requestId = optionalString(body, "request_id", MAX_ID_CHARS);
-    const protocol = optionalString(body, "protocol", MAX_PROTOCOL_CHARS);
+    const envelope = envelopeOf(body, ciphertext, v1Errors.missingClientKey);
+    const clientKey = envelope.client_public_key;
+    const requestId = envelope.request_id;
     const cancelToken = optionalString(body, "cancel_token", MAX_SECRET_CHARS);
-    if (requestId !== undefined) envelope.request_id = requestId;
-    if (protocol !== undefined) envelope.protocol = protocol;
-    if (present(body.version)) {
-      if (typeof body.version !== "number" || !Number.isSafeInteger(body.version)) throw v1Errors.invalidData();
-      envelope.version = body.version;
-    }
     // Only the digest of the cancel proof is kept (compared like a credential, spec §3.3).
     const result = await store.enqueue(serverKey, envelope, cancelToken === undefined ? undefined : sha256Hex(cancelToken), config.requestDeadlineSeconds * 1000, config.maxQueueDepthPerNode);
     switch (result) {

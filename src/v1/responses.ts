@@ -5,8 +5,8 @@ import { RelayError } from "../errors.ts";
 import { sha256Hex } from "../common/tokens.ts";
 import { fingerprint, reader, secondsLeft, type V1Deps } from "./deps.ts";
 import { v1Errors } from "./errors.ts";
-import { PROTOCOL, v1Topics, type Envelope, type ProgressUpdate, type RetrieveResult } from "./store.ts";
-import { MAX_ID_CHARS, MAX_KEY_CHARS, MAX_SECRET_CHARS, checkCipherFields, checkEnvelopeKeys, nonEmptyString, optionalString, present, routingString } from "./validate.ts";
+import { PROTOCOL, v1Topics, type ProgressUpdate, type RetrieveResult } from "./store.ts";
+import { MAX_ID_CHARS, MAX_KEY_CHARS, MAX_SECRET_CHARS, checkEnvelopeKeys, ciphertextOf, envelopeOf, nonEmptyString, optionalString } from "./validate.ts";
 
 /** Progress bodies are small by design; upstream refuses larger ones before anything else (spec §6.9). */
 export const PROGRESS_MAX_BYTES = 16_384;
@@ -36,19 +36,9 @@ export function createResponseHandlers(deps: V1Deps) {
     const body = await read(req);
     if (!body) throw v1Errors.invalidData();
     checkEnvelopeKeys(body, RESPONSE_KEYS);
-    const ciphertext = present(body.ciphertext) ? body.ciphertext : body.chat_history;
-    if (!nonEmptyString(ciphertext) || !nonEmptyString(body.cipherkey) || !nonEmptyString(body.iv)) throw v1Errors.invalidData();
-    const clientKey = routingString(body, "client_public_key", MAX_KEY_CHARS, v1Errors.invalidData);
-    checkCipherFields(body.cipherkey, body.iv);
-    const envelope: Envelope = { client_public_key: clientKey, chat_history: ciphertext, cipherkey: body.cipherkey, iv: body.iv };
-    const requestId = optionalString(body, "request_id", MAX_ID_CHARS);
-    const protocol = optionalString(body, "protocol", 64);
-    if (requestId !== undefined) envelope.request_id = requestId;
-    if (protocol !== undefined) envelope.protocol = protocol;
-    if (present(body.version)) {
-      if (typeof body.version !== "number" || !Number.isSafeInteger(body.version)) throw v1Errors.invalidData();
-      envelope.version = body.version;
-    }
+    const envelope = envelopeOf(body, ciphertextOf(body), v1Errors.invalidData);
+    const clientKey = envelope.client_public_key;
+    const requestId = envelope.request_id;
     // Only a well-formed envelope may charge a client key's bucket (spec §11), never junk naming a victim.
     await deps.limits.identity("responses", clientKey, ctx);
     const result = await store.respond(envelope);

@@ -1,6 +1,6 @@
 import type { JsonObject } from "../http/json.ts";
 import { v1Errors } from "./errors.ts";
-import { CONTEXT_TIERS, type Capabilities, type ContextTier } from "./store.ts";
+import { CONTEXT_TIERS, type Capabilities, type ContextTier, type Envelope } from "./store.ts";
 
 /**
  * Bounds on routing fields. Real peers send RSA-2048 keys as base64 PEM (~600 characters), 43-
@@ -18,6 +18,39 @@ export const MAX_MODEL_CHARS = 128;
  */
 export const MAX_CIPHERKEY_CHARS = 2_048;
 export const MAX_IV_CHARS = 64;
+
+/** Protocol names are short identifiers; a bound keeps the echoed field small. */
+export const MAX_PROTOCOL_CHARS = 64;
+
+/**
+ * The ciphertext of a requests/responses body (`ciphertext` wins over `chat_history`, spec §6.6),
+ * with `cipherkey` and `iv` present: all three non-empty strings, else 400 Invalid request data.
+ */
+export function ciphertextOf(body: JsonObject): string {
+  const ciphertext = present(body.ciphertext) ? body.ciphertext : body.chat_history;
+  if (!nonEmptyString(ciphertext) || !nonEmptyString(body.cipherkey) || !nonEmptyString(body.iv)) throw v1Errors.invalidData();
+  return ciphertext;
+}
+
+/**
+ * The envelope stored for requests and responses: the client key (its own 400 when missing), the
+ * ciphertext fields, and request_id, protocol and version when sent, each bounded.
+ */
+export function envelopeOf(body: JsonObject, ciphertext: string, missingClientKey: () => Error): Envelope {
+  const clientKey = routingString(body, "client_public_key", MAX_KEY_CHARS, missingClientKey);
+  const { cipherkey, iv } = body as { cipherkey: string; iv: string };
+  checkCipherFields(cipherkey, iv);
+  const envelope: Envelope = { client_public_key: clientKey, chat_history: ciphertext, cipherkey, iv };
+  const requestId = optionalString(body, "request_id", MAX_ID_CHARS);
+  const protocol = optionalString(body, "protocol", MAX_PROTOCOL_CHARS);
+  if (requestId !== undefined) envelope.request_id = requestId;
+  if (protocol !== undefined) envelope.protocol = protocol;
+  if (present(body.version)) {
+    if (typeof body.version !== "number" || !Number.isSafeInteger(body.version)) throw v1Errors.invalidData();
+    envelope.version = body.version;
+  }
+  return envelope;
+}
 
 /** Checks the two small ciphertext fields of an envelope. */
 export function checkCipherFields(cipherkey: string, iv: string): void {

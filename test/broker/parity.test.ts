@@ -7,6 +7,7 @@ import type { BrokerStoreLimits } from "../../src/broker/redis/index.ts";
 import type { BrokerStore, ExpiredKind, Job } from "../../src/broker/types.ts";
 import { ManualClock } from "../../src/clock.ts";
 import { BROKER_BACKENDS } from "./backends.ts";
+import { prng } from "../helpers/prng.ts";
 
 const LIMITS: Partial<BrokerStoreLimits> = {
   maxNodes: 4,
@@ -27,18 +28,6 @@ const PAD = [0, 0, 5, 20, 45, 70, 120];
 // Each TTL, one below and one above it, and small steps.
 const STEPS = [0, 0, 0, 1, 999, 5_000, 19_999, 20_000, 20_001, 24_999, 25_001, 29_999, 30_000, 30_001, 44_999, 45_000];
 
-/** mulberry32: a small seeded PRNG, so a failing seed can be replayed. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return { next, int: (n: number) => Math.floor(next() * n), pick: <T>(xs: readonly T[]) => xs[Math.floor(next() * xs.length)]! };
-}
 
 const memory = BROKER_BACKENDS.find((b) => b.name === "memory")!;
 const others = BROKER_BACKENDS.filter((b) => b.name !== "memory");

@@ -13,6 +13,7 @@ import { SWEEP_BATCH } from "../../src/v1/redis/housekeeping.ts";
 import type { Capabilities, Envelope, TerminalStatus, V1Events, V1Store } from "../../src/v1/store.ts";
 import { DEFAULT_CAPABILITIES } from "../../src/v1/validate.ts";
 import { BACKENDS, REDIS_COMMAND_TIMEOUT_MS, TEST_LIMITS, recorder, redisTestClient, uniqueRedisPrefix } from "./backends.ts";
+import { prng } from "../helpers/prng.ts";
 
 const CAPS: Capabilities = { ...DEFAULT_CAPABILITIES, supported_model_ids: ["qwen3-8b-instruct"], maximum_output_tokens: 8192 };
 const CAPS_64K: Capabilities = { ...CAPS, active_context_tier: "64k-full", maximum_total_context_tokens: 65536 };
@@ -56,18 +57,6 @@ async function keysUnder(client: Redis, keyPrefix: string): Promise<string[]> {
   return keys.map((k) => k.slice(keyPrefix.length)).sort();
 }
 
-/** A small deterministic PRNG (mulberry32), so a failing sequence can be replayed by its seed. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return { next, int: (n: number) => Math.floor(next() * n), pick: <T>(xs: readonly T[]) => xs[Math.floor(next() * xs.length)]! };
-}
 
 describe.skipIf(why !== undefined)("V1Store on Valkey/Redis", () => {
   describe("the same answers as the memory store", () => {

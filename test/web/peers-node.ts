@@ -7,7 +7,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PEERS_DIR, freePort } from "../../bench/peers.ts";
+import { PEERS_DIR, alive, freePort } from "../../bench/peers.ts";
 
 export interface PeersPython {
   python: string;
@@ -41,15 +41,6 @@ export interface ComputeNode {
   resume(): void;
   stop(): Promise<void>;
 }
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 export async function startComputeNode(peers: PeersPython, relayUrl: string): Promise<ComputeNode> {
   const home = mkdtempSync(join(tmpdir(), "tp-web-node-"));

@@ -2,7 +2,7 @@ import type Redis from "ioredis";
 import type { Clock } from "../../clock.ts";
 import { sha256Hex } from "../../common/tokens.ts";
 import type { BrokerLimits } from "../../config/index.ts";
-import { guarded } from "../../state/redis.ts";
+import { guarded, luaNow } from "../../state/redis.ts";
 import type { ExpiredKind } from "../types.ts";
 
 /**
@@ -72,13 +72,7 @@ export const DEFAULT_SWEEP_BATCH = 256;
  */
 export const PRELUDE_LUA = `
 local P = ARGV[2]
-local NOW
-if ARGV[1] ~= '' then
-  NOW = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+${luaNow(1)}
 local GRACE = ${BACKSTOP_GRACE_MS}
 -- Lengthens a key's native TTL to at least ms (never shortens it; a missing key is left alone).
 local function extend(key, ms)

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type Redis from "ioredis";
 import type { Clock } from "../../clock.ts";
-import { guarded } from "../../state/redis.ts";
+import { guarded, luaNow } from "../../state/redis.ts";
 import { MAX_TERMINAL_RECORDS_PER_REQUEST_SLOT, envelopeBytes, type MemoryLimits } from "../memory/state.ts";
 import type { EvictionReason, Outcome, V1Events } from "../store.ts";
 
@@ -67,13 +67,7 @@ export interface Script {
  */
 const PRELUDE = `
 local P = ARGV[1]
-local NOW
-if ARGV[2] ~= '' then
-  NOW = tonumber(ARGV[2])
-else
-  local t = redis.call('TIME')
-  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+${luaNow(2)}
 local LIM = cjson.decode(ARGV[3])
 local EV = {}
 local function ev(e) EV[#EV + 1] = e end
