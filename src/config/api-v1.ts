@@ -14,11 +14,23 @@ export interface ApiV1Config {
   retrieveHoldMs: number;
   maxRequests: number;
   maxStoredBytes: number;
+  /** Bytes of live requests one client address may hold (RELAY_V1_MAX_STORED_BYTES_PER_CLIENT). */
+  maxStoredBytesPerClient: number;
   /** Operator tokens for POST /api/v1/relay/unregister; empty = the route answers 503. */
   operatorTokens: string[];
   /** Serve the legacy /sink protocol (upstream: off, answering 410). */
   legacyRoutes: boolean;
 }
+
+/**
+ * By default one client address may hold 1/4 of RELAY_V1_MAX_STORED_BYTES in requests that have
+ * not left yet (queued or in flight), the share the legacy protocol gives one node key
+ * (src/broker/bytes.ts): an address flooding requests leaves three quarters for everyone else.
+ * Many users behind one NAT share one address, so operators serving such sites raise it.
+ */
+export const DEFAULT_V1_CLIENT_SHARE_DIVISOR = 4;
+/** Below this a per-address share could not hold one large real request (long chat histories). */
+export const MIN_V1_STORED_BYTES_PER_CLIENT = 64 * 1024;
 
 export const OPERATOR_TOKEN_VARS = ["TOKEN_PLACE_OPERATOR_TOKEN", "TOKEN_PLACE_KEY_ROTATION_TOKEN", "PUBLIC_KEY_ROTATION_TOKEN"] as const;
 
@@ -33,6 +45,13 @@ export function loadApiV1Config(r: EnvReader, memoryBudgetBytes: number = D.DEFA
   const maxStoredBytes = r.int("RELAY_V1_MAX_STORED_BYTES", budgetShare, { min: 1024 * 1024, max: 64 * 1024 ** 3 });
   if (maxStoredBytes > memoryBudgetBytes) {
     r.problem(`RELAY_V1_MAX_STORED_BYTES: ${maxStoredBytes} exceeds the memory budget (${memoryBudgetBytes}, RELAY_MEMORY_BUDGET_BYTES)`);
+  }
+  const maxStoredBytesPerClient = r.int("RELAY_V1_MAX_STORED_BYTES_PER_CLIENT", Math.floor(maxStoredBytes / DEFAULT_V1_CLIENT_SHARE_DIVISOR), {
+    min: MIN_V1_STORED_BYTES_PER_CLIENT,
+    max: 64 * 1024 ** 3,
+  });
+  if (maxStoredBytesPerClient > maxStoredBytes) {
+    r.problem(`RELAY_V1_MAX_STORED_BYTES_PER_CLIENT: ${maxStoredBytesPerClient} exceeds RELAY_V1_MAX_STORED_BYTES (${maxStoredBytes})`);
   }
   const leaseSeconds = r.int("TOKEN_PLACE_API_V1_RELAY_SERVER_LEASE_SECONDS", D.DEFAULT_V1_LEASE_SECONDS, { min: 1, max: 3_600 });
   const pollWaitSeconds = r.number("TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS", D.DEFAULT_V1_POLL_WAIT_SECONDS, {
@@ -68,6 +87,7 @@ export function loadApiV1Config(r: EnvReader, memoryBudgetBytes: number = D.DEFA
     retrieveHoldMs,
     maxRequests: r.int("RELAY_V1_MAX_REQUESTS", D.DEFAULT_V1_MAX_REQUESTS, { min: 1, max: 1_000_000 }),
     maxStoredBytes,
+    maxStoredBytesPerClient,
     operatorTokens,
     legacyRoutes,
   };

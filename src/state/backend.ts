@@ -49,6 +49,7 @@ export function v1Limits(config: Config) {
     pendingTtlMs: v1.pendingTtlSeconds * 1000,
     answerTtlMs: b.answerTtlMs,
     maxStoredBytes: v1.maxStoredBytes,
+    maxStoredBytesPerClient: v1.maxStoredBytesPerClient,
   };
 }
 

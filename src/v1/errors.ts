@@ -45,6 +45,16 @@ export const v1Errors = {
     const e = v1(503, "storage_full", "The relay holds as much ciphertext as it may (RELAY_V1_MAX_STORED_BYTES); retry later");
     return new RelayError(e.status, e.code, e.message, e.body, { "Retry-After": "5" });
   },
+  /**
+   * This client address holds its share of the byte budget (RELAY_V1_MAX_STORED_BYTES_PER_CLIENT)
+   * in requests not yet answered: 429, the address's own doing like queue_full, so one flooding
+   * address is refused while every other is still admitted. Room comes back as its requests are
+   * answered, cancelled or expire, so the same Retry-After as storage_full.
+   */
+  clientStorageFull: () => {
+    const e = v1(429, "client_storage_full", "This address holds its share of the relay's ciphertext (RELAY_V1_MAX_STORED_BYTES_PER_CLIENT); retry later", { scope: "client" });
+    return new RelayError(e.status, e.code, e.message, e.body, { "Retry-After": "5" });
+  },
   /** Rate-limit shape (spec §2) with a one-second pace: this address holds its share of retrieves. */
   holdsExceeded: () => {
     const message = "Too many held retrieves from this address (RELAY_MAX_HOLDS_PER_IP); retry in 1 second";

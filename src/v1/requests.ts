@@ -100,7 +100,7 @@ export function createRequestHandlers(deps: V1Deps) {
     const requestId = envelope.request_id;
     const cancelToken = optionalString(body, "cancel_token", MAX_SECRET_CHARS);
     // Only the digest of the cancel proof is kept (compared like a credential, spec §3.3).
-    const result = await store.enqueue(serverKey, envelope, cancelToken === undefined ? undefined : sha256Hex(cancelToken), config.requestDeadlineSeconds * 1000, config.maxQueueDepthPerNode);
+    const result = await store.enqueue(serverKey, envelope, cancelToken === undefined ? undefined : sha256Hex(cancelToken), config.requestDeadlineSeconds * 1000, config.maxQueueDepthPerNode, ctx.clientId);
     switch (result) {
       case "unknown_node":
         throw v1Errors.unknownServer();
@@ -110,6 +110,8 @@ export function createRequestHandlers(deps: V1Deps) {
         throw v1Errors.requestsFull();
       case "storage_full":
         throw v1Errors.storageFull();
+      case "client_storage_full":
+        throw v1Errors.clientStorageFull();
       case "duplicate":
         throw v1Errors.duplicateRequest();
       case "queued":

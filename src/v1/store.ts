@@ -59,7 +59,8 @@ export type ClaimResult =
   /** remainingMs (to the request's deadline) is absent for untracked requests (no request_id). */
   | { kind: "work"; envelope: Envelope; remainingMs?: number };
 
-export type EnqueueResult = "queued" | "unknown_node" | "queue_full" | "requests_full" | "storage_full" | "duplicate";
+/** "client_storage_full": the admitting address holds its share of the byte budget (maxStoredBytesPerClient). */
+export type EnqueueResult = "queued" | "unknown_node" | "queue_full" | "requests_full" | "storage_full" | "client_storage_full" | "duplicate";
 
 export type ControlResult =
   | { kind: "forbidden" }
@@ -121,6 +122,8 @@ export interface V1Stats {
   answers: number;
   /** Ciphertext bytes held (queued, in flight, answers, progress). */
   storedBytes: number;
+  /** Client addresses whose requests hold bytes against their share (0 once every request left). */
+  clientsHoldingBytes: number;
 }
 
 /** What a transition did beyond its answer, for metrics (bounded enums only, never identities). */
@@ -143,8 +146,12 @@ export interface V1Store {
   release(nodeKey: string, envelope: Envelope): Promise<void>;
   /** servers/next: best_fit_smallest_capable_least_loaded_v1 over live nodes (spec §6.5). */
   select(query: SelectQuery): Promise<SelectResult>;
-  /** requests: admits the request with its absolute deadline and wakes the node. */
-  enqueue(nodeKey: string, envelope: Envelope, cancelDigest: string | undefined, deadlineMs: number, maxQueueDepth: number): Promise<EnqueueResult>;
+  /**
+   * requests: admits the request with its absolute deadline and wakes the node. Its bytes count
+   * against `owner` (the client address that sent it) until the request leaves the relay (answered,
+   * cancelled, expired, dropped with its node); without an owner only the global budget applies.
+   */
+  enqueue(nodeKey: string, envelope: Envelope, cancelDigest: string | undefined, deadlineMs: number, maxQueueDepth: number, owner?: string): Promise<EnqueueResult>;
   /** servers/control: owner view of one request; renews the in-flight lease while active. */
   control(nodeKey: string, requestId: string, credentialDigest: string | undefined, acknowledge: boolean): Promise<ControlResult>;
   /** servers/unregister (credential), or operator unregister (`"operator"`). */

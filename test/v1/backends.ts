@@ -20,6 +20,9 @@ export const TEST_LIMITS = {
   maxStoredBytes: 64 * 1024 * 1024,
 };
 
+/** Overrides of TEST_LIMITS, and the bounds they leave unset (no per-address share by default). */
+export type TestLimits = Partial<typeof TEST_LIMITS> & { maxStoredBytesPerClient?: number };
+
 export interface Recorded extends V1Events {
   evictions: EvictionReason[];
   outcomes: Outcome[];
@@ -42,7 +45,7 @@ export interface Backend {
   name: string;
   /** Why it cannot run here, if so (a missing tool); undefined when it can. */
   unavailable?: () => string | undefined;
-  make(clock: ManualClock, events: V1Events, limits?: Partial<typeof TEST_LIMITS>): V1Store;
+  make(clock: ManualClock, events: V1Events, limits?: TestLimits): V1Store;
 }
 
 /**

@@ -21,6 +21,8 @@ describe("API v1 settings", () => {
       maxRequests: 10000,
       // All of the memory budget while the legacy protocol is off.
       maxStoredBytes: config.memory.bytes,
+      // One client address: a quarter of it, the legacy protocol's per-node share.
+      maxStoredBytesPerClient: Math.floor(config.v1.maxStoredBytes / 4),
       operatorTokens: [],
       legacyRoutes: false,
     });

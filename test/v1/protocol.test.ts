@@ -313,7 +313,8 @@ for (const backend of BACKENDS) {
         const node = await p.register();
         expect(await p.request(node.key, fakeKey("c"), rid(), { cipherkey: "k".repeat(2049) })).toMatchObject({ status: 400, body: { error: { code: "field_too_long", field: "cipherkey" } } });
         expect(await p.request(node.key, fakeKey("c"), rid(), { iv: "i".repeat(65) })).toMatchObject({ status: 400, body: { error: { code: "field_too_long", field: "iv" } } });
-        const small = startV1Relay({ RELAY_V1_MAX_STORED_BYTES: String(1024 * 1024) }, backend);
+        // One address may fill all of it here: the per-address share has its own test below.
+        const small = startV1Relay({ RELAY_V1_MAX_STORED_BYTES: String(1024 * 1024), RELAY_V1_MAX_STORED_BYTES_PER_CLIENT: String(1024 * 1024) }, backend);
         const q = v1Peers(small);
         try {
           const n = await q.register();
@@ -329,6 +330,45 @@ for (const backend of BACKENDS) {
           await q.respond(client, first, { chat_history: "c21hbGw=" });
           expect((await q.retrieve(client, first)).status).toBe(200);
           expect((await q.request(n.key, client, rid(), { chat_history: big })).status).toBe(200);
+        } finally {
+          await small.shutdown();
+        }
+      });
+
+      test("one address flooding requests is refused at its share (429 client_storage_full); another address is still admitted", async () => {
+        // Default share: a quarter of the budget (256 KiB of 1 MiB). Addresses are named by the
+        // test as a trusted proxy would (X-Forwarded-For from a trusted peer, src/http/client-ip.ts).
+        const small = startV1Relay(
+          { RELAY_V1_MAX_STORED_BYTES: String(1024 * 1024), RELAY_PROXY_TRUST_FORWARDED: "true", RELAY_TRUSTED_PROXY_CIDRS: "127.0.0.1/32" },
+          backend,
+        );
+        const q = v1Peers(small);
+        const from = (address: string, node: string, client: string, id: string) =>
+          q.call("requests", {
+            server_public_key: node, client_public_key: client, chat_history: "B".repeat(100 * 1024), cipherkey: "a2V5", iv: "aXY=",
+            protocol: PROTOCOL, version: 1, request_id: id, cancel_token: "proof-" + id,
+          }, { "X-Forwarded-For": address });
+        try {
+          const n = await q.register();
+          const client = fakeKey("c");
+          const admitted: string[] = [];
+          for (let i = 0; i < 2; i++) {
+            const id = rid();
+            expect((await from("203.0.113.7", n.key, client, id)).status).toBe(200);
+            admitted.push(id);
+          }
+          const refused = await from("203.0.113.7", n.key, client, rid());
+          expect(refused).toMatchObject({ status: 429, body: { error: { code: "client_storage_full", scope: "client" } } });
+          expect(refused.headers.get("retry-after")).toBe("5");
+          // The flood took a quarter: another address (even for the same node and client key) goes on.
+          for (let i = 0; i < 2; i++) expect((await from("203.0.113.8", n.key, client, rid())).status).toBe(200);
+          // Room comes back as the first address's requests leave (here: answered and collected).
+          await q.poll(n.key);
+          await q.respond(client, admitted[0], { chat_history: "c21hbGw=" });
+          expect((await q.retrieve(client, admitted[0])).status).toBe(200);
+          expect((await from("203.0.113.7", n.key, client, rid())).status).toBe(200);
+          const metrics = await (await small.get("/metrics")).text();
+          expect(metrics).toMatch(/rejections_total\{reason="client_storage_full"\} 1\b/);
         } finally {
           await small.shutdown();
         }

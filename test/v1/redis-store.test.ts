@@ -259,9 +259,10 @@ describe.skipIf(why !== undefined)("V1Store on Valkey/Redis", () => {
     await store.register(b, CAPS_2, CRED);
     // Every kind of record: queued, in flight with progress, answered, cancelled (tombstone),
     // untracked queued and answered, a lease-protected stale node, round-robin cursors.
-    for (const rid of ["q1", "q2", "f1", "f2", "f3", "ans"]) await store.enqueue(a, env("c1", rid), PROOF, 60_000, 1024);
-    await store.enqueue(b, env("c2"), undefined, 0, 1024);
-    await store.enqueue(b, env("c2", "b1"), PROOF, 60_000, 1024);
+    // Each charged to a client address, so the per-address counters must be gone too.
+    for (const rid of ["q1", "q2", "f1", "f2", "f3", "ans"]) await store.enqueue(a, env("c1", rid), PROOF, 60_000, 1024, "192.0.2.1");
+    await store.enqueue(b, env("c2"), undefined, 0, 1024, "192.0.2.2");
+    await store.enqueue(b, env("c2", "b1"), PROOF, 60_000, 1024, "192.0.2.2");
     for (let i = 0; i < 4; i++) await store.claim(a, undefined, 0);
     await store.claim(b, undefined, 0);
     await store.progress(a, CRED, { client_public_key: "c1", request_id: "f2", protocol: "tokenplace_api_v1_relay_e2ee", version: 1, ciphertext: "cA==", cipherkey: "aw==", iv: "aQ==" });
@@ -278,7 +279,7 @@ describe.skipIf(why !== undefined)("V1Store on Valkey/Redis", () => {
       clock.advance(30_000);
       await store.sweep();
     }
-    expect(await store.stats()).toEqual({ nodes: 0, healthyNodes: 0, queued: 0, oldestQueuedAgeSeconds: 0, inFlight: 0, oldestInFlightAgeSeconds: 0, oldestLeaseAgeSeconds: 0, answers: 0, storedBytes: 0 });
+    expect(await store.stats()).toEqual({ nodes: 0, healthyNodes: 0, queued: 0, oldestQueuedAgeSeconds: 0, inFlight: 0, oldestInFlightAgeSeconds: 0, oldestLeaseAgeSeconds: 0, answers: 0, storedBytes: 0, clientsHoldingBytes: 0 });
     expect(await keysUnder(client, keyPrefix)).toEqual(SINGLETONS);
   });
 

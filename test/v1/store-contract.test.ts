@@ -3,8 +3,9 @@ import { beforeEach, describe, expect, test } from "bun:test";
 import { ManualClock } from "../../src/clock.ts";
 import { sha256Hex } from "../../src/common/tokens.ts";
 import type { Capabilities, Envelope, V1Store } from "../../src/v1/store.ts";
+import { envelopeBytes } from "../../src/v1/memory/state.ts";
 import { DEFAULT_CAPABILITIES } from "../../src/v1/validate.ts";
-import { BACKENDS, TEST_LIMITS, recorder, type Recorded } from "./backends.ts";
+import { BACKENDS, TEST_LIMITS, recorder, type Recorded, type TestLimits } from "./backends.ts";
 
 const CAPS: Capabilities = { ...DEFAULT_CAPABILITIES, supported_model_ids: ["qwen3-8b-instruct"], maximum_output_tokens: 8192 };
 const CAPS_64K: Capabilities = { ...CAPS, active_context_tier: "64k-full", maximum_total_context_tokens: 65536 };
@@ -413,6 +414,142 @@ for (const backend of BACKENDS) {
         const n = await registered();
         await admit(n, key("c"), "r");
         expect(await store.close()).toMatchObject({ nodes: 1, queued: 1 });
+      });
+    });
+
+    describe("per-address byte share", () => {
+      // Requests of one exact size (fixed-length ids), so a share of SHARE_REQUESTS of them is exact.
+      const SHARE_REQUESTS = 4;
+      const unit = (client: string, rid = "r000") => envelopeBytes(env(client, rid));
+      const A = "198.51.100.1";
+      const B = "198.51.100.2";
+      /** A store whose per-address share holds exactly SHARE_REQUESTS requests of `client`. */
+      const sharedStore = async (client: string, extra: TestLimits = {}) =>
+        backend.make(clock, events, { maxStoredBytesPerClient: SHARE_REQUESTS * unit(client), ...extra });
+      const put = (s: V1Store, node: string, client: string, rid: string | undefined, owner: string) =>
+        s.enqueue(node, env(client, rid), PROOF, DEADLINE_MS, DEPTH, owner);
+      /** Admits a full share for `owner`, checks one more is refused, and returns the ids. */
+      const fillShare = async (s: V1Store, node: string, client: string, owner: string, tracked = true) => {
+        const ids: string[] = [];
+        for (let i = 0; i < SHARE_REQUESTS; i++) {
+          const rid = `r${String(++seq % 1000).padStart(3, "0")}`;
+          ids.push(rid);
+          expect(await put(s, node, client, tracked ? rid : undefined, owner)).toBe("queued");
+        }
+        expect(await put(s, node, client, tracked ? "r999" : undefined, owner)).toBe("client_storage_full");
+        return ids;
+      };
+      const newNode = async (s: V1Store) => {
+        const n = key("node");
+        expect((await s.register(n, CAPS, CRED)).kind).toBe("registered");
+        return n;
+      };
+      /** The counters are back to nothing: the address fills exactly one share again, not one byte more. */
+      const settled = async (s: V1Store, client: string, owner: string) => {
+        expect((await s.stats()).clientsHoldingBytes).toBe(0);
+        await fillShare(s, await newNode(s), client, owner);
+      };
+
+      test("an address holds at most its share; other addresses and unowned requests are still admitted", async () => {
+        const c = key("c");
+        const s = await sharedStore(c);
+        const n = await newNode(s);
+        await fillShare(s, n, c, A);
+        expect(await put(s, n, c, "rb01", B)).toBe("queued");
+        expect(await s.enqueue(n, env(c, "rn01"), PROOF, DEADLINE_MS, DEPTH)).toBe("queued");
+        expect((await s.stats()).clientsHoldingBytes).toBe(2);
+      });
+
+      test("the global budget still answers storage_full, before the share", async () => {
+        const c = key("c");
+        const s = await sharedStore(c, { maxStoredBytes: 2 * unit(c) });
+        const n = await newNode(s);
+        expect(await put(s, n, c, "r001", A)).toBe("queued");
+        expect(await put(s, n, c, "r002", B)).toBe("queued");
+        expect(await put(s, n, c, "r003", B)).toBe("storage_full");
+      });
+
+      type Exit = (s: V1Store, node: string, client: string, ids: string[]) => Promise<void>;
+      const claimAll = async (s: V1Store, node: string, count: number) => {
+        for (let i = 0; i < count; i++) expect((await s.claim(node, undefined, 0)).kind).toBe("work");
+      };
+      const exits: [string, Exit][] = [
+        ["claimed and answered, answers collected", async (s, n, c, ids) => {
+          await claimAll(s, n, ids.length);
+          for (const id of ids) expect((await s.respond(env(c, id))).kind).toBe("accepted");
+          for (const id of ids) expect((await s.retrieve(c, id)).kind).toBe("answer");
+        }],
+        ["answered while still queued (answers left uncollected)", async (s, _n, c, ids) => {
+          for (const id of ids) expect((await s.respond(env(c, id))).kind).toBe("accepted");
+        }],
+        ["claimed, released after a failed hand-over, then answered", async (s, n, c, ids) => {
+          const r = await s.claim(n, undefined, 0);
+          if (r.kind !== "work") throw new Error(r.kind);
+          await s.release(n, r.envelope);
+          await claimAll(s, n, ids.length);
+          for (const id of ids) expect((await s.respond(env(c, id))).kind).toBe("accepted");
+        }],
+        ["cancelled while queued and in flight", async (s, n, c, ids) => {
+          await claimAll(s, n, 2);
+          for (const id of ids) expect((await s.cancel(c, id, PROOF, "cancelled", "requester_cancelled")).kind).toBe("cancelled");
+        }],
+        ["expired by the sweep, queued and in flight", async (s, n) => {
+          await claimAll(s, n, 2);
+          clock.advance(DEADLINE_MS);
+          await s.sweep();
+        }],
+        ["expired heads dropped by a claim", async (s, n) => {
+          // The node renews its lease (no claim) until its queued requests are past their deadline.
+          for (let t = 0; t < DEADLINE_MS; t += TEST_LIMITS.leaseMs / 2) {
+            clock.advance(TEST_LIMITS.leaseMs / 2);
+            await s.register(n, CAPS, CRED);
+          }
+          expect((await s.claim(n, undefined, 0)).kind).toBe("empty");
+        }],
+        ["expired when the client retrieves past the deadline", async (s, _n, c, ids) => {
+          clock.advance(DEADLINE_MS);
+          for (const id of ids) expect((await s.retrieve(c, id)).kind).toBe("terminal");
+        }],
+        ["dropped with their node (unregistered), queued and in flight", async (s, n) => {
+          await claimAll(s, n, 2);
+          expect(await s.unregister(n, { credentialDigest: CRED })).toBe("removed");
+        }],
+        ["dropped with their node (evicted: its lease lapsed)", async (s) => {
+          clock.advance(TEST_LIMITS.leaseMs + 1);
+          await s.sweep();
+          expect((await s.stats()).nodes).toBe(0);
+        }],
+      ];
+      for (const [name, exit] of exits) {
+        test(`released exactly on exit: ${name}`, async () => {
+          const c = key("c");
+          const s = await sharedStore(c);
+          const n = await newNode(s);
+          const ids = await fillShare(s, n, c, A);
+          await exit(s, n, c, ids);
+          await settled(s, c, A);
+        });
+      }
+
+      test("requests without request_id: released when claimed, expired or dropped with their node; a released one is charged to no address", async () => {
+        const c = key("c");
+        const s = await sharedStore(c);
+        const n = await newNode(s);
+        await fillShare(s, n, c, A, false);
+        const r = await s.claim(n, undefined, 0);
+        if (r.kind !== "work") throw new Error(r.kind);
+        // One left: one more fits again.
+        expect(await put(s, n, c, undefined, A)).toBe("queued");
+        expect(await put(s, n, c, undefined, A)).toBe("client_storage_full");
+        await s.release(n, r.envelope);
+        const other = await newNode(s);
+        expect(await put(s, other, c, undefined, A)).toBe("client_storage_full");
+        // The sweep expires some (pending TTL) and, the node gone silent, drops the rest with it.
+        clock.advance(TEST_LIMITS.pendingTtlMs);
+        await s.sweep();
+        const left = await s.stats();
+        expect(left).toMatchObject({ queued: 0, clientsHoldingBytes: 0, storedBytes: 0 });
+        await settled(s, c, A);
       });
     });
   });

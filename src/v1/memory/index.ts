@@ -41,8 +41,8 @@ export class MemoryV1Store implements V1Store {
   async select(query: SelectQuery) {
     return nodes.select(this.s, query);
   }
-  async enqueue(key: string, envelope: Envelope, cancelDigest: string | undefined, deadlineMs: number, maxQueueDepth: number) {
-    return requests.enqueue(this.s, key, envelope, cancelDigest, this.s.now() + deadlineMs, maxQueueDepth);
+  async enqueue(key: string, envelope: Envelope, cancelDigest: string | undefined, deadlineMs: number, maxQueueDepth: number, owner?: string) {
+    return requests.enqueue(this.s, key, envelope, cancelDigest, this.s.now() + deadlineMs, maxQueueDepth, owner);
   }
   async control(key: string, requestId: string, digest: string | undefined, acknowledge: boolean) {
     return nodes.control(this.s, key, requestId, digest, acknowledge);
@@ -116,7 +116,7 @@ export class MemoryV1Store implements V1Store {
   async stats(): Promise<V1Stats> {
     const s = this.s;
     const now = s.now();
-    const st: V1Stats = { nodes: s.nodes.size, healthyNodes: 0, queued: 0, oldestQueuedAgeSeconds: 0, inFlight: 0, oldestInFlightAgeSeconds: 0, oldestLeaseAgeSeconds: 0, answers: s.answerCount, storedBytes: s.storedBytes };
+    const st: V1Stats = { nodes: s.nodes.size, healthyNodes: 0, queued: 0, oldestQueuedAgeSeconds: 0, inFlight: 0, oldestInFlightAgeSeconds: 0, oldestLeaseAgeSeconds: 0, answers: s.answerCount, storedBytes: s.storedBytes, clientsHoldingBytes: s.clientBytes.size };
     for (const n of s.nodes.values()) {
       if (!s.isStale(n, now)) st.healthyNodes++;
       st.queued += n.queue.length;
@@ -137,6 +137,7 @@ export class MemoryV1Store implements V1Store {
     this.s.pending.clear();
     this.s.answers.clear();
     this.s.answerCount = 0;
+    this.s.clientBytes.clear();
     return left;
   }
 }

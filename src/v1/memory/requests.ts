@@ -10,6 +10,7 @@ export function enqueue(
   cancelDigest: string | undefined,
   deadlineAt: number,
   maxQueueDepth: number,
+  owner: string | undefined,
 ): EnqueueResult {
   const node = s.nodes.get(nodeKey);
   if (!node || s.isEvictable(node)) return "unknown_node";
@@ -17,12 +18,14 @@ export function enqueue(
   if (s.pending.size + s.untrackedQueued >= s.limits.maxRequests) return "requests_full";
   const bytes = envelopeBytes(envelope);
   if (!s.fits(bytes)) return "storage_full";
+  if (!s.fitsClient(owner, bytes)) return "client_storage_full";
   const now = s.now();
   const rid = envelope.request_id;
   if (rid === undefined) {
-    node.queue.push({ envelope, enqueuedAt: now, expiresAt: now + s.limits.pendingTtlMs, bytes });
+    node.queue.push({ envelope, enqueuedAt: now, expiresAt: now + s.limits.pendingTtlMs, bytes, owner });
     s.untrackedQueued++;
     s.storedBytes += bytes;
+    s.chargeClient(owner, bytes);
     return "queued";
   }
   const pair = pairId(envelope.client_public_key, rid);
@@ -33,8 +36,9 @@ export function enqueue(
   s.outcomes.delete(pair);
   node.queue.push({ envelope, pair, enqueuedAt: now, expiresAt: deadlineAt });
   node.requestIds.add(rid);
-  s.pending.set(pair, { nodeKey, clientKey: envelope.client_public_key, requestId: rid, admittedAt: now, deadlineAt, cancelDigest, state: "queued", bytes });
+  s.pending.set(pair, { nodeKey, clientKey: envelope.client_public_key, requestId: rid, admittedAt: now, deadlineAt, cancelDigest, state: "queued", bytes, owner });
   s.storedBytes += bytes;
+  s.chargeClient(owner, bytes);
   return "queued";
 }
 

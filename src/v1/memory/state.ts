@@ -14,6 +14,11 @@ export interface MemoryLimits {
   answerTtlMs: number;
   /** Ciphertext bytes held at once (queued requests, stored answers, progress); beyond: storage_full. */
   maxStoredBytes?: number;
+  /**
+   * Bytes of live requests one client address may hold (queued or in flight, until they leave);
+   * beyond: client_storage_full. Absent: only maxStoredBytes applies. See DEFAULT_V1_CLIENT_SHARE_DIVISOR.
+   */
+  maxStoredBytesPerClient?: number;
 }
 
 /**
@@ -32,6 +37,8 @@ export interface QueueItem {
   expiresAt: number;
   /** Untracked requests only: the bytes they hold while queued (tracked ones count in Pending). */
   bytes?: number;
+  /** Untracked requests only: the client address they are charged to (tracked ones: Pending.owner). */
+  owner?: string;
 }
 
 export interface InFlight {
@@ -71,6 +78,8 @@ export interface Pending {
   state: "queued" | "in_flight";
   /** Bytes of its envelope, counted against the store's byte budget. */
   bytes: number;
+  /** The client address its bytes are charged to, if any. */
+  owner?: string;
 }
 
 interface Expiring {
@@ -119,6 +128,8 @@ export class MemoryState {
   readonly tombstones = new Map<string, Tombstone>();
   /** Ciphertext bytes held now (queued, in flight, stored answers, progress). */
   storedBytes = 0;
+  /** Bytes of live requests per client address; an address leaves the map at 0. */
+  readonly clientBytes = new Map<string, number>();
   /** Answers by client key, oldest first (retrieve without request_id takes the oldest). */
   readonly answers = new Map<string, Map<string, StoredAnswer>>();
   answerCount = 0;
@@ -205,6 +216,20 @@ export class MemoryState {
     return this.limits.maxStoredBytes === undefined || this.storedBytes + bytes <= this.limits.maxStoredBytes;
   }
 
+  /** Whether `bytes` more fit the share of client address `owner` (none: no share applies). */
+  fitsClient(owner: string | undefined, bytes: number): boolean {
+    const cap = this.limits.maxStoredBytesPerClient;
+    return owner === undefined || cap === undefined || (this.clientBytes.get(owner) ?? 0) + bytes <= cap;
+  }
+
+  /** Moves the bytes charged to `owner` by `delta`; exactly what was added is released. */
+  chargeClient(owner: string | undefined, delta: number): void {
+    if (owner === undefined || delta === 0) return;
+    const left = (this.clientBytes.get(owner) ?? 0) + delta;
+    if (left === 0) this.clientBytes.delete(owner);
+    else this.clientBytes.set(owner, left);
+  }
+
   /** Marks a pair terminal and counts its outcome once; the request's bytes are released. */
   makeTerminal(pair: string, status: TerminalStatus, reason: string): void {
     const now = this.now();
@@ -232,6 +257,7 @@ export class MemoryState {
   dropUntracked(item: QueueItem): void {
     this.untrackedQueued--;
     this.storedBytes -= item.bytes ?? 0;
+    this.chargeClient(item.owner, -(item.bytes ?? 0));
   }
 
   /** Removes a live request's record and releases the bytes of its envelope. */
@@ -240,6 +266,7 @@ export class MemoryState {
     if (!p) return;
     this.pending.delete(pair);
     this.storedBytes -= p.bytes;
+    this.chargeClient(p.owner, -p.bytes);
   }
 
   setProgress(pair: string, update: ProgressUpdate): void {

@@ -14,7 +14,7 @@ const SWEEP_MAX_RUNS = 8;
 
 /** ARGV: batch. Housekeeping in upstream's order (spec §7.7), over the due part of each index. */
 const SWEEP = script("Sweep", `
-local B = tonumber(ARGV[4])
+local B = tonumber(ARGV[3])
 local more = false
 local function due(index)
   local ids = redis.call('ZRANGEBYSCORE', index, '-inf', num(NOW), 'LIMIT', 0, B)
@@ -40,13 +40,9 @@ for _, ph in ipairs(due(XDL)) do
 end
 local untracked = 0
 for _, id in ipairs(due(XUNT)) do
-  local u = redis.call('HMGET', kUreq(id), 'node', 'b')
-  if u[1] then
-    untracked = untracked + redis.call('LREM', kQ(u[1]), 1, 'u:' .. id)
-    addBytes(-(tonumber(u[2]) or 0))
-  end
-  redis.call('DEL', kUreq(id))
-  redis.call('ZREM', XUNT, id)
+  local nh = redis.call('HGET', kUreq(id), 'node')
+  if nh then untracked = untracked + redis.call('LREM', kQ(nh), 1, 'u:' .. id) end
+  dropUntracked(id)
 end
 if untracked > 0 then ev('dropped:untracked_request:' .. untracked) end
 local answers = 0
@@ -108,6 +104,7 @@ for _, nh in ipairs(redis.call('ZRANGE', KN, 0, -1)) do
 end
 s.answers = redis.call('ZCARD', XANS)
 s.bytes = tonumber(redis.call('GET', KBYTES) or 0)
+s.clients = redis.call('HLEN', KCB)
 return out(s)
 `);
 
@@ -134,7 +131,7 @@ export async function diagnostics(s: RedisState): Promise<NodeView[]> {
 }
 
 export async function stats(s: RedisState): Promise<V1Stats> {
-  const r = await s.run<{ nodes: number; healthy: number; queued: number; oldestQueued: number; inFlight: number; oldestInFlight: number; oldestLease: number; answers: number; bytes: number }>(STATS);
+  const r = await s.run<{ nodes: number; healthy: number; queued: number; oldestQueued: number; inFlight: number; oldestInFlight: number; oldestLease: number; answers: number; bytes: number; clients: number }>(STATS);
   return {
     nodes: r.nodes,
     healthyNodes: r.healthy,
@@ -145,6 +142,7 @@ export async function stats(s: RedisState): Promise<V1Stats> {
     oldestLeaseAgeSeconds: r.oldestLease / 1000,
     answers: r.answers,
     storedBytes: r.bytes,
+    clientsHoldingBytes: r.clients,
   };
 }
 

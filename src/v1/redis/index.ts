@@ -47,8 +47,8 @@ export class RedisV1Store implements V1Store {
   select(query: SelectQuery) {
     return nodes.select(this.s, query);
   }
-  enqueue(key: string, envelope: Envelope, cancelDigest: string | undefined, deadlineMs: number, maxQueueDepth: number) {
-    return requests.enqueue(this.s, key, envelope, cancelDigest, deadlineMs, maxQueueDepth);
+  enqueue(key: string, envelope: Envelope, cancelDigest: string | undefined, deadlineMs: number, maxQueueDepth: number, owner?: string) {
+    return requests.enqueue(this.s, key, envelope, cancelDigest, deadlineMs, maxQueueDepth, owner);
   }
   control(key: string, requestId: string, digest: string | undefined, acknowledge: boolean) {
     return nodes.control(this.s, key, requestId, digest, acknowledge);

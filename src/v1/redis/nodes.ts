@@ -5,7 +5,7 @@ import { envelopeBytes, list, pairHash, script, sha256, wholeMs, type RedisState
 
 /** ARGV: nh, key, caps, cred, lease. A live key is renewed in place; a new one appended (spec §6.1). */
 const REGISTER = script("Register", `
-local nh, key, caps, cred, lease = ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+local nh, key, caps, cred, lease = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 local ls, oldLease, held = nodeTimes(nh)
 if ls then
   if not isEvictable(nh, ls, oldLease, held) then
@@ -29,7 +29,7 @@ return out({ k = 'registered', issued = true })
  * oldest live request, dropping dead heads (spec §6.2).
  */
 const CLAIM = script("Claim", `
-local nh, caps, hold = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local nh, caps, hold = ARGV[3], ARGV[4], tonumber(ARGV[5])
 local ls, lease, held = nodeTimes(nh)
 if not ls then return out({ k = 'unknown_node' }) end
 -- A node that housekeeping would have evicted is gone for every route that names it.
@@ -46,10 +46,8 @@ while true do
   if not item then return out({ k = 'empty' }) end
   if isUntracked(item) then
     local id = string.sub(item, 3)
-    local u = redis.call('HMGET', kUreq(id), 'env', 'exp', 'b')
-    redis.call('DEL', kUreq(id))
-    redis.call('ZREM', XUNT, id)
-    addBytes(-(tonumber(u[3]) or 0))
+    local u = redis.call('HMGET', kUreq(id), 'env', 'exp')
+    dropUntracked(id)
     if u[1] and tonumber(u[2]) > NOW then return out({ k = 'work', env = u[1] }) end
   else
     local r = redis.call('HMGET', kReq(item), 'rid', 'dl', 'env')
@@ -72,7 +70,7 @@ end
  * failed: a tracked request still in flight here goes back to the head with its admission time.
  */
 const RELEASE = script("Release", `
-local nh, ph, rid, envelope, uid, bytes = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
+local nh, ph, rid, envelope, uid, bytes = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
 if redis.call('EXISTS', kNode(nh)) == 0 then return out(false) end
 if ph == '' then
   local exp = NOW + LIM.pendingTtlMs
@@ -100,7 +98,7 @@ const TIER_TABLE = `{ ${Object.entries(CONTEXT_TIERS).map(([tier, tokens]) => `[
  */
 const SELECT = script("Select", `
 local TIERS = ${TIER_TABLE}
-local model, wanted, maxQ = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local model, wanted, maxQ = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local all = redis.call('ZRANGE', KN, 0, -1, 'WITHSCORES')
 if #all == 0 then return out({ k = 'no_registered_compute_nodes' }) end
 local function supports(ids)
@@ -152,7 +150,7 @@ return out({ k = 'selected', chosen = chosen, eligible = views })
 
 /** ARGV: nh, rid, digest ('' = none), acknowledge (1|0). Owner view of one request (spec §6.3). */
 const CONTROL = script("Control", `
-local nh, rid, digest, ack = ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1'
+local nh, rid, digest, ack = ARGV[3], ARGV[4], ARGV[5], ARGV[6] == '1'
 local ls, lease, held = nodeTimes(nh)
 if ls and isEvictable(nh, ls, lease, held) then
   removeNode(nh, 'stale_lease')
@@ -189,7 +187,7 @@ return out({ k = 'forbidden' })
 
 /** ARGV: nh, digest ('' = none), operator (1|0). Unregister and its effects (spec §6.4). */
 const UNREGISTER = script("Unregister", `
-local nh, digest, operator = ARGV[4], ARGV[5], ARGV[6] == '1'
+local nh, digest, operator = ARGV[3], ARGV[4], ARGV[5] == '1'
 local cred = redis.call('HGET', kNode(nh), 'cred')
 if not cred then return out('not_found') end
 if not operator and not digestEquals(cred, digest) then return out('forbidden') end

@@ -5,22 +5,25 @@ import { envelopeBytes, pairHash, script, sha256, wholeMs, type RedisState } fro
 
 /**
  * ARGV: nh, ch, ph ('' = untracked), rid, envelope, cancel digest ('' = none), deadline duration,
- * max queue depth, untracked id, bytes. Admits the request with its absolute deadline (spec §6.6, §7.4).
+ * max queue depth, untracked id, bytes, owner ('' = charged to no address). Admits the request
+ * with its absolute deadline (spec §6.6, §7.4), its bytes charged to the owner's share.
  */
 const ENQUEUE = script("Enqueue", `
-local nh, ch, ph, rid, envelope, cd = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local deadline, maxQ, uid, bytes = NOW + tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12], tonumber(ARGV[13])
+local nh, ch, ph, rid, envelope, cd = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local deadline, maxQ, uid, bytes, owner = NOW + tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11], tonumber(ARGV[12]), ARGV[13]
 local ls, lease, held = nodeTimes(nh)
 if not ls or isEvictable(nh, ls, lease, held) then return out('unknown_node') end
 if redis.call('LLEN', kQ(nh)) >= maxQ then return out('queue_full') end
 -- Live requests: every pending record plus every queued untracked request.
 if redis.call('ZCARD', XDL) + redis.call('ZCARD', XUNT) >= LIM.maxRequests then return out('requests_full') end
 if not fits(bytes) then return out('storage_full') end
+if not fitsClient(owner, bytes) then return out('client_storage_full') end
 if ph == '' then
   local exp = NOW + LIM.pendingTtlMs
-  redis.call('HSET', kUreq(uid), 'env', envelope, 'b', bytes, 'enq', NOW, 'exp', exp, 'node', nh)
+  redis.call('HSET', kUreq(uid), 'env', envelope, 'b', bytes, 'o', owner, 'enq', NOW, 'exp', exp, 'node', nh)
   redis.call('ZADD', XUNT, exp, uid)
   addBytes(bytes)
+  addClientBytes(owner, bytes)
   redis.call('RPUSH', kQ(nh), 'u:' .. uid)
   return out('queued')
 end
@@ -33,8 +36,9 @@ dropRecord(XTERM, kTerm(ph))
 dropRecord(XOUT, kOut(ph))
 redis.call('RPUSH', kQ(nh), ph)
 redis.call('HSET', kRids(nh), rid, ph)
-redis.call('HSET', kReq(ph), 'node', nh, 'rid', rid, 'adm', NOW, 'dl', deadline, 'st', 'q', 'env', envelope, 'b', bytes)
+redis.call('HSET', kReq(ph), 'node', nh, 'rid', rid, 'adm', NOW, 'dl', deadline, 'st', 'q', 'env', envelope, 'b', bytes, 'o', owner)
 addBytes(bytes)
+addClientBytes(owner, bytes)
 if cd ~= '' then redis.call('HSET', kReq(ph), 'cd', cd) end
 redis.call('ZADD', XDL, deadline, ph)
 return out('queued')
@@ -42,7 +46,7 @@ return out('queued')
 
 /** ARGV: ph, cancel digest, status, reason. Cancel with the proof set at admission (spec §6.7). */
 const CANCEL = script("Cancel", `
-local ph, digest, status, reason = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local ph, digest, status, reason = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local r = redis.call('HMGET', kReq(ph), 'node', 'cd', 'st')
 if not r[1] or not digestEquals(r[2], digest) then return out({ k = 'forbidden' }) end
 local nh = r[1]
@@ -63,6 +67,7 @@ export async function enqueue(
   cancelDigest: string | undefined,
   deadlineMs: number,
   maxQueueDepth: number,
+  owner: string | undefined,
 ): Promise<EnqueueResult> {
   const rid = envelope.request_id;
   const client = envelope.client_public_key;
@@ -78,6 +83,7 @@ export async function enqueue(
     maxQueueDepth,
     crypto.randomUUID(),
     envelopeBytes(envelope),
+    owner === undefined ? "" : sha256(owner),
   );
 }
 

@@ -8,7 +8,7 @@ import { envelopeBytes, pairHash, script, sha256, type RedisState } from "./stat
  * request, exactly once (spec §6.8, §7.8).
  */
 const RESPOND = script("Respond", `
-local ch, ph, aid, envelope, bytes = ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+local ch, ph, aid, envelope, bytes = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 if ph == '' then
   if redis.call('ZCARD', XANS) >= LIM.maxAnswers then return out({ k = 'answers_full' }) end
   if not fits(bytes) then return out({ k = 'storage_full' }) end
@@ -46,7 +46,7 @@ return out({ k = 'accepted' })
 
 /** ARGV: nh, digest, ph, update, bytes. Keeps the latest update of a request in flight here (spec §6.9). */
 const PROGRESS = script("Progress", `
-local nh, digest, ph, update, bytes = ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+local nh, digest, ph, update, bytes = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 if not digestEquals(redis.call('HGET', kNode(nh), 'cred'), digest) then return out('forbidden') end
 -- ph names the (client key, request_id) pair, so another client's request is never matched.
 if not redis.call('ZSCORE', kFl(nh), ph) then return out('not_active') end
@@ -64,7 +64,7 @@ return out('accepted')
  * the answer once, or reports terminal or pending with the buffered progress, taking it (spec §6.10).
  */
 const RETRIEVE = script("Retrieve", `
-local ch, ph = ARGV[4], ARGV[5]
+local ch, ph = ARGV[3], ARGV[4]
 if ph == '' then
   local envelope = takeAnswer(ch, nil)
   if not envelope then return out({ k = 'unknown' }) end
@@ -94,7 +94,7 @@ return out({ k = 'pending', rem = dl - NOW, prog = r[2] or nil })
 
 /** ARGV: ch, answer id, envelope, bytes. Undoes a retrieve whose hand-over failed: the answer is stored again. */
 const UNRETRIEVE = script("Unretrieve", `
-storeAnswer(ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), NOW + LIM.answerTtlMs)
+storeAnswer(ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), NOW + LIM.answerTtlMs)
 return out(true)
 `);
 

@@ -21,8 +21,9 @@ import type { EvictionReason, Outcome, V1Events } from "../store.ts";
  *   P fl:{nh}          zset ph -> accounting lease end: in flight at the node (spec §7.3)
  *   P rids:{nh}        hash request_id -> ph for work queued or in flight at the node
  *   P req:{ph}         hash (pending record, spec §7.2): node, rid, adm, dl, cd, st (q|f),
- *                      env (envelope JSON), b (its bytes), started, prog (latest progress JSON), pb
- *   P ureq:{id}        hash env, b, enq, exp, node: a queued request without request_id
+ *                      env (envelope JSON), b (its bytes), o (owner, if charged), started,
+ *                      prog (latest progress JSON), pb
+ *   P ureq:{id}        hash env, b, o, enq, exp, node: a queued request without request_id
  *   P term:{ph}        hash st, rs, exp, m: terminal record (spec §7.5); m = its x:terminal member
  *   P out:{ph}         hash o, exp, m: outcome record
  *   P tomb:{tid}       hash st, rs, dl, own, exp: control tombstone, tid = sha1(nh, request_id)
@@ -32,6 +33,8 @@ import type { EvictionReason, Outcome, V1Events } from "../store.ts";
  *   P rr, P rrg        round-robin cursors: per tie set (capped hash), and the global one
  *   P rseq             counter ordering terminal and outcome records created in the same ms
  *   P bytes            ciphertext bytes held (absent = 0)
+ *   P cbytes           hash owner -> bytes of live requests charged to that client address
+ *                      (owner = SHA-256 hex of the address; a field leaves at 0)
  *   P x:deadline       zset ph -> deadline: every pending record (its size counts live requests)
  *   P x:untracked      zset id -> expiry: every queued untracked request (counted with the above)
  *   P x:answers        zset ch:aid -> expiry: every stored answer (its size is the answer count)
@@ -43,7 +46,8 @@ import type { EvictionReason, Outcome, V1Events } from "../store.ts";
  * datastore clock must both hold, so every record that ends by time sits in an x: index that
  * sweep drains a bounded batch at a time, and every read checks the expiry itself. Counts are the
  * sizes of those indexes; the one counter, bytes, moves with the records that carry their own
- * size (b, pb, ansb), so what is released is always what was added.
+ * size (b, pb, ansb), so what is released is always what was added; so do the per-address
+ * counters of cbytes, released with the b of the record that names its owner (o).
  */
 
 /** The bounds and lifetimes the store enforces (milliseconds), as for the memory store. */
@@ -62,19 +66,25 @@ export interface Script {
 /**
  * Helpers shared by every script, mirroring MemoryState (memory/state.ts). ARGV[1] is the key
  * prefix, ARGV[2] the injected clock's now ('' = the datastore's TIME, so replicas with skewed
- * clocks agree), ARGV[3] the limits as JSON; a script's own arguments start at ARGV[4]. Times are
- * whole milliseconds. A script returns out(result): its answer plus what it did, for metrics.
+ * clocks agree); a script's own arguments start at ARGV[3]. The limits are constants of the
+ * script's source (LIM, see luaLimits): decoding them from JSON on every call cost each
+ * transition time on the datastore's one thread, and a different configuration is simply a
+ * different script (another SHA). Times are whole milliseconds. A script returns out(result): its
+ * answer plus what it did, for metrics.
  */
-const PRELUDE = `
+const prelude = (limits: string) => `
 local P = ARGV[1]
 ${luaNow(2)}
-local LIM = cjson.decode(ARGV[3])
+local LIM = ${limits}
+`;
+
+const HELPERS = `
 local EV = {}
 local function ev(e) EV[#EV + 1] = e end
 local function out(r) return cjson.encode({ r = r, e = table.concat(EV, ';') }) end
 local function num(x) return string.format('%.17g', x) end
 
-local KN, KSEQ, KRR, KRRG, KRSEQ, KBYTES = P .. 'nodes', P .. 'seq', P .. 'rr', P .. 'rrg', P .. 'rseq', P .. 'bytes'
+local KN, KSEQ, KRR, KRRG, KRSEQ, KBYTES, KCB = P .. 'nodes', P .. 'seq', P .. 'rr', P .. 'rrg', P .. 'rseq', P .. 'bytes', P .. 'cbytes'
 local XEVICT, XDL, XUNT, XANS = P .. 'x:evict', P .. 'x:deadline', P .. 'x:untracked', P .. 'x:answers'
 local XTERM, XOUT, XTOMB = P .. 'x:terminal', P .. 'x:outcome', P .. 'x:tombstone'
 local function kNode(nh) return P .. 'node:' .. nh end
@@ -97,6 +107,22 @@ local function addBytes(n)
 end
 local function fits(n)
   return LIM.maxStoredBytes == nil or tonumber(redis.call('GET', KBYTES) or 0) + n <= LIM.maxStoredBytes
+end
+-- A client address's share of it (o = owner hash, '' or nil = charged to no address).
+local function addClientBytes(o, n)
+  if o and o ~= '' and n ~= 0 and redis.call('HINCRBY', KCB, o, n) == 0 then redis.call('HDEL', KCB, o) end
+end
+local function fitsClient(o, n)
+  return LIM.maxStoredBytesPerClient == nil or o == '' or tonumber(redis.call('HGET', KCB, o) or 0) + n <= LIM.maxStoredBytesPerClient
+end
+-- A queued request without request_id leaves (claimed, expired, its node gone): its record and bytes go.
+local function dropUntracked(id)
+  local u = redis.call('HMGET', kUreq(id), 'b', 'o')
+  local b = tonumber(u[1]) or 0
+  addBytes(-b)
+  addClientBytes(u[2], -b)
+  redis.call('DEL', kUreq(id))
+  redis.call('ZREM', XUNT, id)
 end
 
 -- Terminal and outcome records: x: members are seq:ph, so equal expiries keep creation order.
@@ -142,10 +168,11 @@ end
 
 -- The pending record (and its buffered progress) ends and releases its bytes; callers dequeue it first.
 local function dropPending(ph)
-  local r = redis.call('HMGET', kReq(ph), 'b', 'pb')
+  local r = redis.call('HMGET', kReq(ph), 'b', 'pb', 'o')
   redis.call('DEL', kReq(ph))
   redis.call('ZREM', XDL, ph)
   addBytes(-(tonumber(r[1]) or 0) - (tonumber(r[2]) or 0))
+  addClientBytes(r[3], -(tonumber(r[1]) or 0))
 end
 
 -- A terminal outcome is counted once per pair (an expired but unswept record still counts).
@@ -205,10 +232,7 @@ local function removeNode(nh, reason)
   local cred = redis.call('HGET', kNode(nh), 'cred')
   for _, item in ipairs(redis.call('LRANGE', kQ(nh), 0, -1)) do
     if isUntracked(item) then
-      local id = string.sub(item, 3)
-      addBytes(-(tonumber(redis.call('HGET', kUreq(id), 'b')) or 0))
-      redis.call('DEL', kUreq(id))
-      redis.call('ZREM', XUNT, id)
+      dropUntracked(string.sub(item, 3))
     else
       local dl = tonumber(redis.call('HGET', kReq(item), 'dl'))
       -- A deadline that already passed wins: housekeeping expires requests before it evicts (spec §7.7).
@@ -277,8 +301,12 @@ local function takeAnswer(ch, aid)
 end
 `;
 
-/** One transition: the shared helpers, then its own body. */
-export const script = (name: string, body: string): Script => ({ name: `tokenplaceV1${name}`, lua: PRELUDE + body });
+/** One transition: its body, run after the shared helpers (RedisState.define puts them together). */
+export const script = (name: string, body: string): Script => ({ name: `tokenplaceV1${name}`, lua: body });
+
+/** A Lua table constructor of whole numbers (absent keys stay nil, e.g. an unbounded budget). */
+const luaTable = (values: Record<string, number | undefined>) =>
+  `{ ${Object.entries(values).filter(([, v]) => v !== undefined).map(([k, v]) => `${k} = ${Math.floor(v!)}`).join(", ")} }`;
 
 type Command = (...args: (string | number)[]) => Promise<string>;
 
@@ -286,7 +314,10 @@ type Command = (...args: (string | number)[]) => Promise<string>;
 export class RedisState {
   readonly prefix: string;
   private readonly nodesKey: string;
-  private readonly limitsJson: string;
+  /** LIM of every script (see prelude), and the suffix that names this configuration's commands. */
+  private readonly limitsLua: string;
+  private readonly commandSuffix: string;
+  private readonly commands = new Map<string, Command>();
 
   constructor(
     readonly client: Redis,
@@ -300,7 +331,7 @@ export class RedisState {
     this.nodesKey = `${this.prefix}nodes`;
     // Whole milliseconds: the scripts compare and store integers (Lua prints 14 significant digits).
     const ms = (v: number) => Math.max(0, Math.ceil(v));
-    this.limitsJson = JSON.stringify({
+    this.limitsLua = luaTable({
       maxNodes: limits.maxNodes,
       maxRequests: limits.maxRequests,
       maxAnswers: limits.maxAnswers,
@@ -310,22 +341,29 @@ export class RedisState {
       pendingTtlMs: ms(limits.pendingTtlMs),
       answerTtlMs: ms(limits.answerTtlMs),
       maxTerminalRecords: limits.maxRequests * MAX_TERMINAL_RECORDS_PER_REQUEST_SLOT,
-      ...(limits.maxStoredBytes === undefined ? {} : { maxStoredBytes: limits.maxStoredBytes }),
+      maxStoredBytes: limits.maxStoredBytes,
+      maxStoredBytesPerClient: limits.maxStoredBytesPerClient,
     });
+    // Stores with other limits may share the connection (and its command table): each
+    // configuration registers its own commands.
+    this.commandSuffix = sha256(this.limitsLua).slice(0, 12);
   }
 
   /** Registers the scripts on the client (ioredis then sends EVALSHA, falling back to EVAL). */
   define(scripts: Script[]): void {
-    for (const s of scripts) this.client.defineCommand(s.name, { numberOfKeys: 1, lua: s.lua });
+    const helpers = prelude(this.limitsLua) + HELPERS;
+    for (const s of scripts) {
+      const name = `${s.name}_${this.commandSuffix}`;
+      this.client.defineCommand(name, { numberOfKeys: 1, lua: helpers + s.lua });
+      this.commands.set(s.name, (this.client as unknown as Record<string, Command>)[name]!);
+    }
   }
 
   /** Runs one transition; any datastore failure is a 503 state_unavailable (src/state/redis.ts). */
   async run<T>(s: Script, ...args: (string | number)[]): Promise<T> {
     const now = this.clock ? String(Math.floor(this.clock.now())) : "";
-    const command = (this.client as unknown as Record<string, Command>)[s.name]!;
-    const raw = await guarded(this.client, this.timeoutMs, () =>
-      command.call(this.client, this.nodesKey, this.prefix, now, this.limitsJson, ...args),
-    );
+    const command = this.commands.get(s.name)!;
+    const raw = await guarded(this.client, this.timeoutMs, () => command.call(this.client, this.nodesKey, this.prefix, now, ...args));
     const { r, e } = JSON.parse(raw) as { r: T; e: string };
     if (e) this.emit(e);
     return r;
