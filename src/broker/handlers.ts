@@ -28,6 +28,21 @@ const REPOLL_NOW = 0;
  * loop until it stops, so nodes come back in a second (through the Service, to a new pod).
  */
 export const DRAIN_NEXT_PING_SECONDS = 1;
+/**
+ * A client poll past its address's share of held polls (RELAY_MAX_HOLDS_PER_IP) is paced: its
+ * "none yet" comes this late, with `Retry-After` of the same length. API v1 answers such polls 429
+ * with Retry-After (its clients read the status); legacy peers do not. The legacy protocol's
+ * "none yet" is status 200 with an error body (relay-protocol, "POST /retrieve" and "POST
+ * /stream/retrieve": existing clients read the body, not the status), and upstream token.place's
+ * own legacy end-to-end test (test_integration.py, early history) asserts status 200 on every
+ * /retrieve poll, so a 429 would end its loop. Answered at once instead, a crowd over its share re-polls in a tight loop; answered a
+ * second late, each connection polls at most once a second, and the reference client (which
+ * polls every 2 s with a 10 s timeout, relay-protocol "What existing peers do") sees only a
+ * normal poll. The pace holds no slot of the hold budget; one more look at the store at its end
+ * hands over whatever arrived meanwhile.
+ */
+export const CLIENT_PACE_MS = 1_000;
+const CLIENT_PACE_HEADERS = { "Retry-After": String(CLIENT_PACE_MS / 1000) };
 
 /**
  * The legacy protocol (relay-protocol of token.place before API v1). Upstream serves /sink,
@@ -48,6 +63,16 @@ export function createBrokerHandlers(deps: BrokerDeps) {
   const { store, notifier, longPoll, clientLongPoll, limits } = deps;
   const newId = deps.newId ?? (() => crypto.randomUUID());
   const read = (req: Request) => readJsonObject(req, deps.maxBodyBytes);
+
+  /**
+   * A held client poll that ended "ip_limit" waits out the pace (or until its client leaves) and
+   * looks once more; `paced` says whether the answer should carry Retry-After.
+   */
+  async function paced<T>(req: Request, held: { value: T | undefined; outcome: string }, attempt: () => Promise<T | undefined>) {
+    if (held.value !== undefined || held.outcome !== "ip_limit") return { value: held.value, paced: false };
+    await sleepUnlessAborted(CLIENT_PACE_MS, req.signal);
+    return { value: req.signal.aborted ? undefined : await attempt(), paced: true };
+  }
 
   async function nextServer(): Promise<Response> {
     const key = await store.pickNode();
@@ -141,8 +166,9 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     if (!body || !isKey(body.client_public_key)) throw protocolErrors.invalidData();
     checkFieldLengths(body, BOUNDS.retrieve);
     const key = body.client_public_key;
-    const { value } = await clientLongPoll.hold(req, ctx, topics.answer(key), () => store.takeAnswer(key));
-    if (!value) return json(200, { error: "No response available for the given public key" });
+    const take = () => store.takeAnswer(key);
+    const { value, paced: wasPaced } = await paced(req, await clientLongPoll.hold(req, ctx, topics.answer(key), take), take);
+    if (!value) return json(200, { error: "No response available for the given public key" }, wasPaced ? CLIENT_PACE_HEADERS : undefined);
     return json(200, { chat_history: value.chat_history, cipherkey: value.cipherkey, iv: value.iv });
   }
 
@@ -176,18 +202,34 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     checkFieldLengths(body, BOUNDS.streamRetrieve);
     const key = body.client_public_key;
     let empty: StreamDrain | undefined;
-    const { value } = await clientLongPoll.hold(req, ctx, topics.stream(key), async () => {
+    const drain = async () => {
       const drained = await store.drainStream(key);
       if (drained && (drained.chunks.length > 0 || drained.final)) return drained;
       empty = drained ?? empty;
       return undefined;
-    });
+    };
+    const { value, paced: wasPaced } = await paced(req, await clientLongPoll.hold(req, ctx, topics.stream(key), drain), drain);
     const result = value ?? empty;
-    if (!result) return json(200, { error: "No active stream for the given public key" });
-    return json(200, { stream: true, session_id: result.sessionId, chunks: result.chunks, final: result.final });
+    const headers = wasPaced ? CLIENT_PACE_HEADERS : undefined;
+    if (!result) return json(200, { error: "No active stream for the given public key" }, headers);
+    return json(200, { stream: true, session_id: result.sessionId, chunks: result.chunks, final: result.final }, headers);
   }
 
   return { nextServer, faucet, sink, source, retrieve, streamSource, streamRetrieve };
 }
 
 export type BrokerHandlers = ReturnType<typeof createBrokerHandlers>;
+
+/** Resolves after `ms`, or at once when `signal` aborts (the client left: nobody waits for the answer). */
+function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}

@@ -102,7 +102,7 @@ for (const backend of BROKER_BACKENDS) {
       }
     });
 
-    test("held polls per client address (RELAY_MAX_HOLDS_PER_IP): beyond it polls answer at once, counted; nodes and clients apart", async () => {
+    test("held polls per client address (RELAY_MAX_HOLDS_PER_IP): beyond it nodes answer at once and clients are paced, counted; nodes and clients apart", async () => {
       const relay = await startBrokerRelay(backend, { RELAY_LONG_POLL_MS: "1500", RELAY_MAX_HOLDS_PER_IP: "2" });
       try {
         const held = [fakeKey("c"), fakeKey("c")].map((k) => relay.post("/retrieve", { client_public_key: k }));
@@ -113,12 +113,16 @@ for (const backend of BROKER_BACKENDS) {
         expect(relay.app.holds.waiting).toBe(4);
 
         const t0 = performance.now();
-        const third = await relay.post("/retrieve", { client_public_key: fakeKey("c") });
-        expect(await third.json()).toEqual({ error: "No response available for the given public key" });
         const thirdNode = await relay.post("/sink", { server_public_key: fakeKey("n") });
         // Not held: told to come back after the usual pace rather than at once.
         expect(await thirdNode.json()).toEqual({ next_ping_in_x_seconds: 10 });
         expect(performance.now() - t0).toBeLessThan(1_000);
+        // Not held either, but a client reads no next_ping: its usual "none yet" comes a second late.
+        const t1 = performance.now();
+        const third = await relay.post("/retrieve", { client_public_key: fakeKey("c") });
+        expect(await third.json()).toEqual({ error: "No response available for the given public key" });
+        expect(third.headers.get("retry-after")).toBe("1");
+        expect(performance.now() - t1).toBeGreaterThanOrEqual(950);
 
         const text = await relay.metrics.registry.metrics();
         expect(metricValue(text, "tokenplace_relay_rejections_total", { reason: "long_poll_per_ip_client" })).toBe(1);

@@ -125,6 +125,85 @@ for (const backend of BROKER_BACKENDS) {
       });
     });
 
+    describe("client polls past their address's hold share (RELAY_MAX_HOLDS_PER_IP)", () => {
+      // The legacy "none yet" is a 200 its clients read the body of: pacing keeps that answer
+      // (never a 429) and sends it a second late, so a crowd cannot re-poll in a tight loop.
+      let capped: TestRelay;
+      beforeAll(async () => {
+        capped = await startBrokerRelay(backend, { RELAY_LONG_POLL_MS: "3000", RELAY_MAX_HOLDS_PER_IP: "1" });
+      });
+      afterAll(() => capped.shutdown());
+      /** One held poll takes the address's share; release() ends it (the holder leaves). */
+      const holdOne = async (route: string) => {
+        const ac = new AbortController();
+        const held = fetch(capped.url + route, { method: "POST", body: JSON.stringify({ client_public_key: fakeKey("holder") }), signal: ac.signal }).catch(() => "aborted");
+        await waitUntil(() => capped.app.holds.waiting === 1);
+        return {
+          async release() {
+            ac.abort();
+            await held;
+            await waitUntil(() => capped.app.holds.waiting === 0);
+          },
+        };
+      };
+
+      test("/retrieve: the usual 200 \"none yet\" with Retry-After 1, a second late, and counted", async () => {
+        const held = await holdOne("/retrieve");
+        const t0 = performance.now();
+        const paced = await capped.post("/retrieve", { client_public_key: fakeKey("crowd") });
+        const elapsed = performance.now() - t0;
+        expect(paced.status).toBe(200);
+        expect(paced.headers.get("retry-after")).toBe("1");
+        expect(await paced.json()).toEqual({ error: "No response available for the given public key" });
+        // Paced, not held: the pace is the point (a tight loop is what it prevents).
+        expect(elapsed).toBeGreaterThanOrEqual(950);
+        expect(capped.app.holds.waiting).toBe(1);
+        const metrics = await (await capped.get("/metrics")).text();
+        expect(metrics).toMatch(/rejections_total\{reason="long_poll_per_ip_client"\} [1-9]/);
+        await held.release();
+      });
+
+      test("/retrieve: an answer that arrives during the pace is handed over at its end", async () => {
+        const held = await holdOne("/retrieve");
+        const client = fakeKey("paced");
+        const t0 = performance.now();
+        const paced = capped.post("/retrieve", { client_public_key: client });
+        await Bun.sleep(200);
+        await capped.post("/source", { client_public_key: client, chat_history: "answer", cipherkey: "k", iv: "v" });
+        const res = await paced;
+        // Not woken by the answer (a paced poll holds no slot): it is taken when the pace ends.
+        expect(performance.now() - t0).toBeGreaterThanOrEqual(950);
+        expect(await res.json()).toEqual({ chat_history: "answer", cipherkey: "k", iv: "v" });
+        await held.release();
+      });
+
+      test("/retrieve: a client that leaves during the pace takes nothing; its answer waits for the next poll", async () => {
+        const held = await holdOne("/retrieve");
+        const client = fakeKey("leaver");
+        const ac = new AbortController();
+        const gone = fetch(capped.url + "/retrieve", { method: "POST", body: JSON.stringify({ client_public_key: client }), signal: ac.signal }).catch(() => "aborted");
+        await Bun.sleep(100);
+        await capped.post("/source", { client_public_key: client, chat_history: "kept", cipherkey: "k", iv: "v" });
+        ac.abort();
+        expect(await gone).toBe("aborted");
+        await Bun.sleep(1_100);
+        // The holder's slot is still taken, so this poll is paced too, and gets the kept answer.
+        expect(await (await capped.post("/retrieve", { client_public_key: client })).json()).toEqual({ chat_history: "kept", cipherkey: "k", iv: "v" });
+        await held.release();
+      });
+
+      test("/stream/retrieve: the usual 200 \"no active stream\" with Retry-After 1, a second late", async () => {
+        const held = await holdOne("/stream/retrieve");
+        const t0 = performance.now();
+        const paced = await capped.post("/stream/retrieve", { client_public_key: fakeKey("crowd") });
+        expect(performance.now() - t0).toBeGreaterThanOrEqual(950);
+        expect(paced.status).toBe(200);
+        expect(paced.headers.get("retry-after")).toBe("1");
+        expect(await paced.json()).toEqual({ error: "No active stream for the given public key" });
+        await held.release();
+      });
+    });
+
     describe("long-poll capacity", () => {
       test("beyond RELAY_MAX_LONG_POLLS a poll is answered at once with the normal pace and counted", async () => {
         const capped = await startBrokerRelay(backend, { RELAY_LONG_POLL_MS: "3000", RELAY_MAX_LONG_POLLS: "1" });
