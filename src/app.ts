@@ -17,6 +17,7 @@ import { Router, type Handler } from "./http/router.ts";
 import { mount, type Mount, type RouteSpec } from "./http/routes.ts";
 import { createHealthHandlers, opsRoutes, type ReadinessCheck } from "./ops/health.ts";
 import type { Lifecycle } from "./ops/lifecycle.ts";
+import type { MemoryGuard } from "./ops/memory-guard.ts";
 import type { Metrics } from "./ops/metrics.ts";
 import { createOperatorReadGuard } from "./ops/operator-auth.ts";
 import { isReservedPath } from "./routes.ts";
@@ -54,6 +55,8 @@ export interface AppDeps {
   proxy?: ProxyRoute;
   /** Where rate-limit counters live when state is shared (the state backend's datastore); else this process. */
   rateLimitStore?: RateLimitsDeps["redis"];
+  /** Refuses large bodies while RSS is near RELAY_MEMORY_BUDGET_BYTES (src/ops/memory-guard.ts). */
+  memoryGuard?: MemoryGuard;
 }
 
 /** CORS of the browser-callable client routes (token.place API v1 relay spec §2). */
@@ -80,6 +83,8 @@ export function createApp(deps: AppDeps) {
       drainSignal: deps.lifecycle.drainSignal,
     });
   const admission = createAdmission(config.bounds, metrics);
+  const memoryGuard = deps.memoryGuard;
+  if (memoryGuard) admission.budget.onLargeBody(memoryGuard.sample);
   const longPoll = holds("node");
   const clientLongPoll = holds("client");
   const health = createHealthHandlers({
@@ -212,6 +217,7 @@ export function createApp(deps: AppDeps) {
     let res: Response;
     try {
       admission.admit(req, spec?.quiet === true, adapter.pendingRequests?.());
+      if (memoryGuard?.shedding) memoryGuard.checkBody(req, spec?.auth === "server-token");
       res = await dispatch(req, ctx, pathname);
     } catch (err) {
       res = toErrorResponse(err, ctx);

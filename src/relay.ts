@@ -8,6 +8,7 @@ import type { Config } from "./config/index.ts";
 import { createLogger, lifecycleLogger } from "./log.ts";
 import { gpuHostCheck, resolveWithDns, type ReadinessCheck, type ResolveHost } from "./ops/health.ts";
 import { Lifecycle } from "./ops/lifecycle.ts";
+import { createMemoryGuard } from "./ops/memory-guard.ts";
 import { createMetrics, type Metrics } from "./ops/metrics.ts";
 import { serve } from "./server.ts";
 import { createStateBackend } from "./state/backend.ts";
@@ -67,7 +68,9 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
   const proxy = !config.relayOnly && o.proxy ? o.proxy({ config, metrics, logger, lifecycle }) : undefined;
   if (proxy?.readiness) checks.push(proxy.readiness);
 
-  const app = createApp({ config, store, v1Store, v1Metrics, notifier, logger, metrics, lifecycle, checks, proxy, rateLimitStore: backend.rateLimitStore });
+  const memoryGuard = createMemoryGuard({ budget: config.memory, registry: metrics.registry, logger });
+  checks.push(memoryGuard.healthCheck);
+  const app = createApp({ config, store, v1Store, v1Metrics, notifier, logger, metrics, lifecycle, checks, proxy, rateLimitStore: backend.rateLimitStore, memoryGuard });
   const server = serve(app, config);
   metrics.sources.serverPendingRequests = () => server.pendingRequests;
   // Five gauges read the same numbers during one scrape: take them from one store read.
@@ -109,6 +112,7 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
       await server.stop(true);
     }
     clearInterval(sweeper);
+    memoryGuard.close();
     proxy?.close?.();
     // In-memory state ends with the process: say what was still waiting, so it is not lost silently.
     // In Valkey it stays for the other replicas (and this one's successor).

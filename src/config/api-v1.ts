@@ -38,10 +38,10 @@ export const OPERATOR_TOKEN_VARS = ["TOKEN_PLACE_OPERATOR_TOKEN", "TOKEN_PLACE_K
  * Upstream falls back to defaults (or clamps) on junk; here every bad value is a problem listed at
  * start, so a typo never runs a relay with timings nobody chose.
  */
-export function loadApiV1Config(r: EnvReader, memoryBudgetBytes: number = D.DEFAULT_MEMORY_BUDGET_BYTES): ApiV1Config {
+export function loadApiV1Config(r: EnvReader, memoryBudgetBytes: number = D.DEFAULT_MEMORY_BUDGET_BYTES, storedShareBytes: number = memoryBudgetBytes): ApiV1Config {
   const legacyRoutes = r.bool("TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES", false);
-  // The memory budget is API v1's alone unless the legacy protocol runs beside it.
-  const budgetShare = Math.floor(memoryBudgetBytes * (legacyRoutes ? 1 - D.LEGACY_MEMORY_BUDGET_SHARE : 1));
+  // The stored-payload share is API v1's alone unless the legacy protocol runs beside it.
+  const budgetShare = Math.floor(storedShareBytes * (legacyRoutes ? 1 - D.LEGACY_MEMORY_BUDGET_SHARE : 1));
   const maxStoredBytes = r.int("RELAY_V1_MAX_STORED_BYTES", budgetShare, { min: 1024 * 1024, max: 64 * 1024 ** 3 });
   if (maxStoredBytes > memoryBudgetBytes) {
     r.problem(`RELAY_V1_MAX_STORED_BYTES: ${maxStoredBytes} exceeds the memory budget (${memoryBudgetBytes}, RELAY_MEMORY_BUDGET_BYTES)`);

@@ -67,7 +67,7 @@ export interface Config {
   dnsCacheMs: number;
   broker: BrokerLimits;
   v1: ApiV1Config;
-  /** What stored payloads may take in all (RELAY_MEMORY_BUDGET_BYTES) and where the number came from. */
+  /** The relay's memory ceiling (RELAY_MEMORY_BUDGET_BYTES), its shares and the memory guard's levels (src/config/memory.ts). */
   memory: MemoryBudget;
   /** Where relay state lives: this process, or a shared Valkey/Redis. */
   state: StateConfig;
@@ -176,12 +176,12 @@ export function loadConfig(env: Env): ConfigResult {
   }
 
   const state = loadStateConfig(r);
-  const bounds = loadBoundsConfig(r, maxBodyBytes);
-
   const memory = loadMemoryBudget(r);
-  const v1 = loadApiV1Config(r, memory.bytes);
-  // The legacy protocol's share of the budget (unused while its routes are off).
-  broker.maxStoredBytes = Math.floor(memory.bytes * D.LEGACY_MEMORY_BUDGET_SHARE);
+  const bounds = loadBoundsConfig(r, maxBodyBytes, memory);
+  // Stored payloads get their share of the memory budget; an explicit RELAY_V1_MAX_STORED_BYTES is checked against the whole.
+  const v1 = loadApiV1Config(r, memory.bytes, memory.shares.storedBytes);
+  // The legacy protocol's part of the stored-payload share (unused while its routes are off).
+  broker.maxStoredBytes = Math.floor(memory.shares.storedBytes * D.LEGACY_MEMORY_BUDGET_SHARE);
   const proxy = loadProxyConfig(r, upstreamUrl);
   const limits = loadLimitsConfig(r, { trustForwarded: proxy.trustForwarded });
   // With a list, the list is what is proxied to; a primary URL outside it would be ignored.

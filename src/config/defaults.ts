@@ -76,21 +76,53 @@ export const DEFAULT_REDIS_KEY_PREFIX = "tokenplace-relay:";
 /** A datastore call without an answer this long fails with 503 state_unavailable (never a hang). */
 export const DEFAULT_REDIS_COMMAND_TIMEOUT_MS = 2_000;
 
-// Memory budget.
+// Memory budget (src/config/memory.ts): the relay's whole memory ceiling, split into shares.
 
 /**
- * Share of the container's memory limit that stored payloads may take by default: the rest is the
- * runtime (~60 MB), request bodies being read (bounded separately) and headroom. With the chart's
- * 512 Mi limit on a Pi that is 256 MiB.
+ * Share of the container's memory limit the relay's resident memory may reach by default. The
+ * kernel charges the pod more than the process's RSS (socket buffers of every connection, page
+ * cache of the binary), so a quarter stays outside: with the chart's 512 Mi limit on a Pi the
+ * ceiling is 384 MiB.
  */
-export const MEMORY_BUDGET_SHARE_OF_LIMIT = 0.5;
+export const MEMORY_BUDGET_SHARE_OF_LIMIT = 0.75;
 /** A budget set by hand may not exceed this share of the container limit (exit 2 otherwise). */
-export const MAX_MEMORY_BUDGET_SHARE = 0.8;
-/** Without a container limit (a laptop, a bare binary): 256 MiB. */
-export const DEFAULT_MEMORY_BUDGET_BYTES = 256 * 1024 * 1024;
-export const MIN_MEMORY_BUDGET_BYTES = 16 * 1024 * 1024;
-/** With legacy routes on, the legacy protocol's stores get this share of the budget, API v1 the rest. */
+export const MAX_MEMORY_BUDGET_SHARE = 0.9;
+/** Without a container limit (a laptop, a bare binary): the reference pod's 512 MiB. */
+export const DEFAULT_MEMORY_BUDGET_BYTES = 512 * 1024 * 1024;
+/**
+ * The runtime's own share, taken off the top: the compiled binary's resident size when idle
+ * (measured 58-60 MiB on x64, Bun 1.4.5: code pages, JavaScriptCore, mimalloc arenas) and a little
+ * for bookkeeping (nodes, holds, rate-limit counters). The rest is the working memory.
+ */
+export const MEMORY_RUNTIME_RESERVE_BYTES = 64 * 1024 * 1024;
+/** Smallest budget: the runtime's reserve plus 32 MiB of working memory. */
+export const MIN_MEMORY_BUDGET_BYTES = MEMORY_RUNTIME_RESERVE_BYTES + 32 * 1024 * 1024;
+/** Share of the working memory for stored payloads (queued requests and jobs, answers, progress, chunks). */
+export const MEMORY_STORED_SHARE = 0.5;
+/**
+ * Share of the working memory for request bodies being read, counted at MEMORY_BODY_COST_MULTIPLE
+ * times their size. The rest (a quarter) is headroom for garbage the collector has not reclaimed
+ * yet; the memory guard works inside it.
+ */
+export const MEMORY_BODY_SHARE = 0.25;
+/**
+ * What one byte of a request body being read costs at its peak: Bun's body buffer, the decoded
+ * text and the parsed object's strings are alive together (three copies), plus the allocator's
+ * slack for buffers this large (docs/security.md, "Memory", has the measurements).
+ */
+export const MEMORY_BODY_COST_MULTIPLE = 4;
+/** With legacy routes on, the legacy protocol's stores get this share of the stored-payload share, API v1 the rest. */
 export const LEGACY_MEMORY_BUDGET_SHARE = 0.25;
+/** How often the memory guard samples RSS (~20 us a read of /proc/self/statm, so ~0.1% of a core). */
+export const MEMORY_GUARD_INTERVAL_MS = 20;
+/**
+ * Bodies at least this large declared (and chunked bodies, whose size is unknown) are refused
+ * while the guard sheds; smaller ones pass, so held polls, retrieves and small requests go on.
+ * Real keys are ~600 characters and a poll or retrieve body stays far below this.
+ */
+export const MEMORY_GUARD_SMALL_BODY_BYTES = 64 * 1024;
+/** Forced full collections are at least this far apart (each pauses the one JS thread). */
+export const MEMORY_GUARD_GC_MIN_INTERVAL_MS = 250;
 
 // Rate limits (token.place API v1 relay spec §11; upstream's variables, defaults and limit syntax).
 
@@ -123,12 +155,6 @@ export const DEFAULT_AUTH_FAILURE_LIMIT = "10/minute";
  * included); beyond, new requests answer 503 busy before their body is read. Probes are exempt.
  */
 export const DEFAULT_MAX_CONNECTIONS = 4_096;
-/**
- * Request-body bytes being read at once over all requests (a declared Content-Length reserves its
- * whole size up front, chunked bodies reserve as they arrive); beyond: 503 busy with Retry-After.
- * 16 bodies of the maximum 4 MiB; far below the 512 MiB container limit even at JSON.parse's ~5x.
- */
-export const DEFAULT_MAX_INFLIGHT_BODY_BYTES = 64 * 1024 * 1024;
 /**
  * Held long-polls per client address, per budget (compute nodes and clients are counted apart);
  * beyond, a poll answers at once as if holds were off. One node holds one poll, one browser one

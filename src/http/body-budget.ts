@@ -6,10 +6,22 @@ import { RelayError } from "../errors.ts";
  * declares 4 MiB and trickles holds its share for the whole trickle), a chunked body reserves each
  * chunk as it arrives; everything is given back once the body has been read and parsed.
  */
+/** A body at least this large is reported to the budget's observer as it is reserved and released. */
+export const LARGE_BODY_BYTES = 1024 * 1024;
+
 export class BodyBudget {
   private used = 0;
+  private observer: (() => void) | undefined;
 
   constructor(readonly capacity: number) {}
+
+  /**
+   * Called as each large body is reserved and released: the memory guard samples RSS then, since
+   * one such body moves it by several times its size within a sampling interval.
+   */
+  onLargeBody(observer: () => void): void {
+    this.observer = observer;
+  }
 
   get inUse(): number {
     return this.used;
@@ -20,11 +32,13 @@ export class BodyBudget {
     if (n <= 0) return true;
     if (this.used + n > this.capacity) return false;
     this.used += n;
+    if (n >= LARGE_BODY_BYTES) this.observer?.();
     return true;
   }
 
   release(n: number): void {
     this.used = Math.max(0, this.used - n);
+    if (n >= LARGE_BODY_BYTES) this.observer?.();
   }
 }
 

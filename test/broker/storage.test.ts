@@ -134,8 +134,9 @@ for (const backend of BROKER_BACKENDS) {
     });
 
     test("over HTTP: 429 node_storage_full, 503 storage_full with Retry-After, each counted; collected payloads make room", async () => {
-      // The smallest budget, 16 MiB: the legacy protocol's share is 4 MiB, a node's 1 MiB.
-      const env = { RELAY_LONG_POLL_MS: "0", RELAY_MEMORY_BUDGET_BYTES: String(16 * MiB) };
+      // The smallest budget, 96 MiB: 16 MiB for stored payloads, the legacy protocol's share 4 MiB,
+      // a node's 1 MiB; bodies up to 1 MiB (the budget reads 2 MiB at once).
+      const env = { RELAY_LONG_POLL_MS: "0", RELAY_MEMORY_BUDGET_BYTES: String(96 * MiB), RELAY_MAX_BODY_BYTES: String(MiB) };
       expect(testConfig({ ...LEGACY_ON, ...env }).broker.maxStoredBytes).toBe(4 * MiB);
       const relay = await startBrokerRelay(backend, env);
       try {

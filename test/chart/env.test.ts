@@ -186,7 +186,7 @@ describe.skipIf(skip)("relay.apiV1 bounds match the relay's", () => {
         expect(rendered[env]).toBe(String(v));
         // The stored-bytes cap must also fit the memory budget, which comes from the container's
         // limit at run time: give the relay a budget as large as the cap to test the bound itself.
-        const budget = key === "maxStoredBytes" ? { RELAY_MEMORY_BUDGET_BYTES: String(Math.max(v, 16 * 1024 * 1024)) } : {};
+        const budget = key === "maxStoredBytes" ? { RELAY_MEMORY_BUDGET_BYTES: String(Math.max(v, 128 * 1024 * 1024)) } : {};
         const problems = loadConfig({ ...rendered, ...budget }).problems.filter((p) => !p.includes("the kernel would kill the relay"));
         expect(problems).toEqual([]);
       }

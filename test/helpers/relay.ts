@@ -25,7 +25,9 @@ export function captureLogger(level: pino.Level = "debug") {
 }
 
 export function testConfig(env: Record<string, string> = {}): Config {
-  const { config, problems } = loadConfig({ RELAY_PORT: "0", RELAY_HOST: "127.0.0.1", TOKENPLACE_RELAY_ONLY: "true", ...env });
+  // The memory guard off: an in-process relay would watch the test runner's RSS, which every suite
+  // in the process shares (test/limits/rss.test.ts checks the guard on the compiled binary).
+  const { config, problems } = loadConfig({ RELAY_PORT: "0", RELAY_HOST: "127.0.0.1", TOKENPLACE_RELAY_ONLY: "true", RELAY_MEMORY_GUARD: "false", ...env });
   if (problems.length > 0) throw new Error(`test config invalid: ${problems.join("; ")}`);
   return config;
 }

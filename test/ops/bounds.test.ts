@@ -41,7 +41,8 @@ describe("settings", () => {
     expect(problems).toEqual([]);
     expect(config.bounds).toEqual({
       maxConnections: 4096,
-      maxInflightBodyBytes: 64 * 1024 * 1024,
+      // The default 512 MiB budget's body share (112 MiB) at 4x what each byte read costs.
+      maxInflightBodyBytes: 28 * 1024 * 1024,
       bodyTimeoutMs: 60_000,
       maxHoldsPerIp: 32,
       proxyMaxUploadsPerIp: 16,

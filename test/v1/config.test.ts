@@ -19,8 +19,8 @@ describe("API v1 settings", () => {
       maxQueueDepthPerNode: 1024,
       retrieveHoldMs: 8000,
       maxRequests: 10000,
-      // All of the memory budget while the legacy protocol is off.
-      maxStoredBytes: config.memory.bytes,
+      // All of the memory budget's stored-payload share while the legacy protocol is off.
+      maxStoredBytes: config.memory.shares.storedBytes,
       // One client address: a quarter of it, the legacy protocol's per-node share.
       maxStoredBytesPerClient: Math.floor(config.v1.maxStoredBytes / 4),
       operatorTokens: [],
@@ -99,23 +99,56 @@ describe("memory budget", () => {
   };
   const MiB = 1024 * 1024;
 
-  test("derived from the container's limit: cgroup v2, else v1; a constant without one", () => {
-    expect(budget({}, { "/sys/fs/cgroup/memory.max": String(512 * MiB) }).budget).toEqual({ bytes: 256 * MiB, source: "cgroup v2 memory.max", containerLimitBytes: 512 * MiB });
-    expect(budget({}, { "/sys/fs/cgroup/memory.max": "max", "/sys/fs/cgroup/memory/memory.limit_in_bytes": String(1024 * MiB) }).budget.bytes).toBe(512 * MiB);
-    expect(budget({}, { "/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712" }).budget).toEqual({ bytes: 256 * MiB, source: "default (no container limit)" });
+  test("derived from the container's limit (3/4 of it): cgroup v2, else v1; 512 MiB without one", () => {
+    const v2 = budget({}, { "/sys/fs/cgroup/memory.max": String(512 * MiB) });
+    expect(v2.problems).toEqual([]);
+    expect(v2.budget).toMatchObject({ bytes: 384 * MiB, source: "cgroup v2 memory.max", containerLimitBytes: 512 * MiB });
+    expect(budget({}, { "/sys/fs/cgroup/memory.max": "max", "/sys/fs/cgroup/memory/memory.limit_in_bytes": String(1024 * MiB) }).budget.bytes).toBe(768 * MiB);
+    const none = budget({}, { "/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712" }).budget;
+    expect(none).toMatchObject({ bytes: 512 * MiB, source: "default (no container limit)" });
+    expect(none.containerLimitBytes).toBeUndefined();
   });
 
-  test("a budget set by hand is checked against the container's limit", () => {
-    expect(budget({ RELAY_MEMORY_BUDGET_BYTES: String(300 * MiB) }, { "/sys/fs/cgroup/memory.max": String(512 * MiB) }).problems).toEqual([]);
-    expect(budget({ RELAY_MEMORY_BUDGET_BYTES: String(500 * MiB) }, { "/sys/fs/cgroup/memory.max": String(512 * MiB) }).problems.join()).toContain("the kernel would kill the relay");
+  test("the ceiling is split: runtime reserve, then stored 1/2, bodies 1/4, headroom 1/4; the guard acts inside the headroom", () => {
+    const { budget: b } = budget({ RELAY_MEMORY_BUDGET_BYTES: String(512 * MiB) }, {});
+    expect(b.shares).toEqual({ runtimeBytes: 64 * MiB, storedBytes: 224 * MiB, bodyBytes: 112 * MiB, headroomBytes: 112 * MiB });
+    const { runtimeBytes, storedBytes, bodyBytes, headroomBytes } = b.shares;
+    expect(runtimeBytes + storedBytes + bodyBytes + headroomBytes).toBe(b.bytes);
+    expect(b.guard).toEqual({ enabled: true, collectBytes: 400 * MiB, shedClientsBytes: 456 * MiB, shedAllBytes: 484 * MiB });
+    expect(budget({ RELAY_MEMORY_BUDGET_BYTES: String(512 * MiB), RELAY_MEMORY_GUARD: "false" }, {}).budget.guard.enabled).toBe(false);
   });
 
-  test("API v1 gets the budget, minus the legacy share when legacy routes are on; an override beyond it is refused", () => {
+  test("a budget set by hand is checked against the container's limit and the runtime's reserve", () => {
+    expect(budget({ RELAY_MEMORY_BUDGET_BYTES: String(400 * MiB) }, { "/sys/fs/cgroup/memory.max": String(512 * MiB) }).problems).toEqual([]);
+    expect(budget({ RELAY_MEMORY_BUDGET_BYTES: String(470 * MiB) }, { "/sys/fs/cgroup/memory.max": String(512 * MiB) }).problems.join()).toContain("the kernel would kill the relay");
+    expect(budget({ RELAY_MEMORY_BUDGET_BYTES: String(64 * MiB) }, {}).problems).toEqual(["RELAY_MEMORY_BUDGET_BYTES: must be >= 100663296, got 67108864"]);
+    expect(budget({}, { "/sys/fs/cgroup/memory.max": String(100 * MiB) }).problems.join()).toContain("the container's memory limit (104857600, cgroup v2 memory.max) is too small");
+  });
+
+  test("stored payloads: API v1 gets the stored share, minus the legacy quarter when legacy routes are on; an override beyond the budget is refused", () => {
     const on = loadConfig({ RELAY_MEMORY_BUDGET_BYTES: String(200 * MiB), TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES: "true" });
     expect(on.problems).toEqual([]);
-    expect(on.config.v1.maxStoredBytes).toBe(150 * MiB);
-    expect(on.config.broker.maxStoredBytes).toBe(50 * MiB);
-    const over = loadConfig({ RELAY_MEMORY_BUDGET_BYTES: String(100 * MiB), RELAY_V1_MAX_STORED_BYTES: String(200 * MiB) });
+    expect(on.config.memory.shares.storedBytes).toBe(68 * MiB);
+    expect(on.config.v1.maxStoredBytes).toBe(51 * MiB);
+    expect(on.config.broker.maxStoredBytes).toBe(17 * MiB);
+    const over = loadConfig({ RELAY_MEMORY_BUDGET_BYTES: String(128 * MiB), RELAY_V1_MAX_STORED_BYTES: String(200 * MiB) });
     expect(over.problems.join()).toContain("exceeds the memory budget");
+  });
+
+  test("bodies being read: RELAY_MAX_INFLIGHT_BODY_BYTES defaults to the body share at 4x; set by hand it must fit beside the stored share", () => {
+    const derived = loadConfig({ RELAY_MEMORY_BUDGET_BYTES: String(512 * MiB) });
+    expect(derived.problems).toEqual([]);
+    expect(derived.config.bounds.maxInflightBodyBytes).toBe(28 * MiB);
+    // Body share plus headroom: 224 MiB, 56 MiB at 4x.
+    expect(loadConfig({ RELAY_MEMORY_BUDGET_BYTES: String(512 * MiB), RELAY_MAX_INFLIGHT_BODY_BYTES: String(56 * MiB) }).problems).toEqual([]);
+    const tooMuch = loadConfig({ RELAY_MEMORY_BUDGET_BYTES: String(512 * MiB), RELAY_MAX_INFLIGHT_BODY_BYTES: String(57 * MiB) });
+    expect(tooMuch.problems).toEqual([expect.stringContaining("RELAY_MAX_INFLIGHT_BODY_BYTES: 59768832 bytes being read cost ~239075328 at 4x")]);
+    // The smallest budget reads 2 MiB at once: a 4 MiB body limit cannot fit, and says which knob to turn.
+    const small = loadConfig({ RELAY_MEMORY_BUDGET_BYTES: String(96 * MiB) });
+    expect(small.problems).toEqual([expect.stringContaining("less than one RELAY_MAX_BODY_BYTES (4194304); raise the budget or lower RELAY_MAX_BODY_BYTES")]);
+    expect(loadConfig({ RELAY_MEMORY_BUDGET_BYTES: String(96 * MiB), RELAY_MAX_BODY_BYTES: String(2 * MiB) }).problems).toEqual([]);
+    // Every problem at once, exit 2 lists them all.
+    const both = loadConfig({ RELAY_MEMORY_BUDGET_BYTES: String(96 * MiB), RELAY_MAX_INFLIGHT_BODY_BYTES: String(64 * MiB), RELAY_V1_MAX_STORED_BYTES: String(97 * MiB) });
+    expect(both.problems.length).toBe(2);
   });
 });

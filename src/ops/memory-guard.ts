@@ -1,0 +1,112 @@
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import * as D from "../config/defaults.ts";
+import type { MemoryBudget } from "../config/memory.ts";
+import { busy } from "../http/body-budget.ts";
+import type { ReadinessCheck } from "./health.ts";
+import { GUARD_LEVELS, createMemoryMetrics, type GuardLevel } from "./memory-metrics.ts";
+
+/**
+ * The memory guard: a resource monitor on the relay's RSS with actions at thresholds, after
+ * Envoy's overload manager (envoy.overload_actions.shrink_heap, stop_accepting_requests). The
+ * shares of RELAY_MEMORY_BUDGET_BYTES bound what clients may make the relay hold; this watches
+ * what it actually holds, because the garbage of bodies already read (Bun's buffer, the decoded
+ * text, the parsed copy) stays resident until JavaScriptCore collects, and JSC sizes its heap from
+ * the host's RAM, not the container's limit. Levels (src/config/memory.ts, all in the headroom):
+ *
+ * - collect: a forced full collection (`Bun.gc(true)`), at most every MEMORY_GUARD_GC_MIN_INTERVAL_MS;
+ *   below it the guard admits again (the low-water mark);
+ * - shed clients: bodies of at least MEMORY_GUARD_SMALL_BODY_BYTES (or of unknown size) on client
+ *   routes are refused before a byte is read, 503 busy with reason "memory" and Retry-After;
+ * - shed all: node routes' large bodies too.
+ *
+ * Small bodies always pass: nodes' polls, retrieves and small requests go on, so dispatch never
+ * stops, and nodes' answers (accepted work completing) pass until the last level.
+ */
+export interface MemoryGuard {
+  /** True while large bodies are refused: the one check on every request's path. */
+  readonly shedding: boolean;
+  readonly level: GuardLevel;
+  /** Called only while shedding: throws the refusal when this request's body must wait. */
+  checkBody(req: Request, nodeRoute: boolean): void;
+  /** Reads RSS now and acts on it (the interval does this; so does every large body read). */
+  sample(): void;
+  /** /healthz detail (always ok: shedding is not unreadiness, the pod keeps serving polls). */
+  readonly healthCheck: ReadinessCheck;
+  close(): void;
+}
+
+export interface MemoryGuardDeps {
+  budget: Pick<MemoryBudget, "bytes" | "shares" | "guard">;
+  registry: Registry;
+  logger: Logger;
+  /** Resident bytes of this process; default process.memoryUsage.rss() (reads /proc/self/statm). */
+  readRss?: () => number;
+  /** A synchronous full collection; default Bun.gc(true). */
+  collect?: () => void;
+  intervalMs?: number;
+}
+
+export const memoryBusy = () => busy("memory", "The relay is near its memory budget; retry shortly");
+
+export function createMemoryGuard(deps: MemoryGuardDeps): MemoryGuard {
+  const { guard: levels } = deps.budget;
+  const readRss = deps.readRss ?? (() => process.memoryUsage.rss());
+  const collect = deps.collect ?? (() => Bun.gc(true));
+  let level: GuardLevel = 0;
+  let lastCollect = -Infinity;
+  const metrics = createMemoryMetrics(deps.registry, deps.budget, { rss: readRss, level: () => level });
+  const log = deps.logger.child({ component: "memory-guard" });
+
+  function sample(): void {
+    if (!levels.enabled) return;
+    let rss = readRss();
+    const now = performance.now();
+    if (rss >= levels.collectBytes && now - lastCollect >= D.MEMORY_GUARD_GC_MIN_INTERVAL_MS) {
+      collect();
+      const after = performance.now();
+      lastCollect = after;
+      metrics.collected((after - now) / 1000);
+      rss = readRss();
+    }
+    // Up at once; down only below the level's own threshold, and to admitting only below the
+    // collect level: hysteresis, so a relay hovering at a threshold does not flap.
+    const next: GuardLevel =
+      rss >= levels.shedAllBytes ? 2 : rss >= levels.shedClientsBytes ? 1 : rss >= levels.collectBytes && level > 0 ? 1 : 0;
+    if (next !== level) {
+      const line = { from: GUARD_LEVELS[level], to: GUARD_LEVELS[next], rssBytes: rss, budgetBytes: deps.budget.bytes };
+      if (next > level) log.warn(line, "memory guard: refusing large bodies");
+      else log.info(line, "memory guard: level down");
+      level = next;
+    }
+  }
+
+  const timer = levels.enabled ? setInterval(sample, deps.intervalMs ?? D.MEMORY_GUARD_INTERVAL_MS) : undefined;
+  timer?.unref();
+  if (levels.enabled) sample();
+
+  return {
+    get shedding() {
+      return level > 0;
+    },
+    get level() {
+      return level;
+    },
+    checkBody(req, nodeRoute) {
+      if (level === 0 || !req.body) return;
+      const declared = req.headers.get("content-length");
+      if (declared !== null && Number(declared) < D.MEMORY_GUARD_SMALL_BODY_BYTES) return;
+      if (nodeRoute && level < 2) return;
+      metrics.refused(nodeRoute ? "node" : "client");
+      throw memoryBusy();
+    },
+    sample,
+    healthCheck: {
+      name: "memory",
+      check: async () => ({ ok: true, detail: { memoryGuard: levels.enabled ? GUARD_LEVELS[level] : "off" } }),
+    },
+    close() {
+      if (timer) clearInterval(timer);
+    },
+  };
+}
