@@ -306,7 +306,8 @@ describe.skipIf(skip)("dashboard ConfigMap", () => {
   });
 
   test("the schema refuses a bad label key, namespace or an unknown key", () => {
-    for (const set of [{ "dashboard.label": "bad label" }, { "dashboard.namespace": "Monitoring" }, { "dashboard.folder": "x" }]) {
+    const bad: Record<string, string>[] = [{ "dashboard.label": "bad label" }, { "dashboard.namespace": "Monitoring" }, { "dashboard.folder": "x" }];
+    for (const set of bad) {
       const r = render(withMinimal({ set: { "dashboard.enabled": true, ...set } }));
       expect(r.ok).toBe(false);
       expect(r.stderr).toContain("dashboard");
