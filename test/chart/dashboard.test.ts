@@ -111,6 +111,13 @@ export function parseExposition(text: string): Exported {
 /** Every problem of one query against what the relay exports; empty when the query is sound. */
 export function problemsOf(query: string, exported: Exported): string[] {
   const problems: string[] = [];
+  // Brackets balance outside string literals (a cheap guard against a broken edit).
+  const stack: string[] = [];
+  for (const c of query.replace(/"(?:[^"\\]|\\.)*"/g, '""')) {
+    if ("({[".includes(c)) stack.push(c);
+    else if (")}]".includes(c) && stack.pop() !== "({["[")}]".indexOf(c)]) return [`unbalanced ${c}: ${query}`];
+  }
+  if (stack.length > 0) return [`unclosed ${stack.join("")}: ${query}`];
   const { selectors, grouping } = parseQuery(query);
   if (selectors.length === 0) problems.push(`names no series: ${query}`);
   const known = new Set(TARGET_LABELS);
@@ -204,6 +211,8 @@ describe("dashboard JSON", () => {
     expect(problemsOf("label_values(tokenplace_relay_http_requests_total, pod)", exported)).toEqual([]);
     expect(problemsOf("label_values(tokenplace_relay_http_requests_total, status_code)", exported)).toEqual(["groups by status_code, which none of its series carries"]);
     expect(problemsOf("vector(1)", exported)).toEqual(["names no series: vector(1)"]);
+    expect(problemsOf("sum(rate(tokenplace_relay_http_requests_total[5m])", exported)[0]).toStartWith("unclosed (");
+    expect(problemsOf('sum(tokenplace_relay_http_requests_total{route="/a)"}))', exported)[0]).toStartWith("unbalanced )");
   });
 });
 
