@@ -8,8 +8,8 @@ import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 
 export const REPO = resolve(import.meta.dir, "..");
-/** shared/ sits beside the repository, both here and in CI (read-only there). */
-export const PEERS_DIR = resolve(REPO, "../shared/peers");
+/** shared/ sits beside the repository, both here and in CI (read-only there); TOKENPLACE_PEERS_DIR moves it. */
+export const PEERS_DIR = resolve(REPO, process.env.TOKENPLACE_PEERS_DIR ?? "../shared/peers");
 export const E2E_SCRIPT = join(PEERS_DIR, "tokenplace-e2e.sh");
 export const UPSTREAM_SCRIPT = join(PEERS_DIR, "start-upstream-relay.sh");
 /** Where the peers' scripts keep their venv (they build it from PyPI on first use, ~30-60 s). */
@@ -123,12 +123,15 @@ export const alive = (pid: number) => {
   }
 };
 
-/** `start-upstream-relay.sh <port> [token]`: upstream relay.py (mock LLM), detached; we stop it by its pid. */
-export async function startUpstreamRelay(token: string | undefined): Promise<UpstreamRelay> {
+/**
+ * `start-upstream-relay.sh <port> [token]`: upstream relay.py (mock LLM), detached; we stop it by
+ * its pid. `relayEnv` goes to relay.py through the script's TP_RELAY_ENV (e.g. its legacy routes).
+ */
+export async function startUpstreamRelay(token: string | undefined, relayEnv: Record<string, string> = {}): Promise<UpstreamRelay> {
   const port = await freePort();
   const proc = Bun.spawn(["bash", UPSTREAM_SCRIPT, String(port), ...(token ? [token] : [])], {
     cwd: PEERS_DIR,
-    env: { ...process.env },
+    env: { ...process.env, ...(Object.keys(relayEnv).length > 0 ? { TP_RELAY_ENV: Object.entries(relayEnv).map(([k, v]) => `${k}=${v}`).join(" ") } : {}) },
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",

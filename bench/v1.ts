@@ -29,11 +29,12 @@
  */
 import { existsSync } from "node:fs";
 import { distribution, mergeLoad, runLoad, type Distribution, type LoadResult } from "./load.ts";
-import { peersProblems, RELAY_BIN, REPO, runTokenplaceE2E, startUpstreamRelay, type E2EResult, type UpstreamRelay } from "./peers.ts";
+import { peersProblems, RELAY_BIN, runTokenplaceE2E, startUpstreamRelay, type E2EResult, type UpstreamRelay } from "./peers.ts";
 import { machineFacts, msText, rate } from "./report.ts";
-import { NODE_CAPABILITIES as CAPABILITIES, PROTOCOL } from "../src/demo/protocol.ts";
 import { fakeKey } from "./scenarios.ts";
-import { addStats, chooseStates, commandDelta, heldOn, openRedisStore, processCpuMs, STATE_LABEL, type CommandStats, type StateBackend, type StateStore } from "./state.ts";
+import { addStats, chooseStates, commandDelta, openRedisStore, processCpuMs, STATE_LABEL, type CommandStats, type StateBackend, type StateStore } from "./state.ts";
+import { revisionOf, spawnListening, type Child } from "./child.ts";
+import { b64, describe, post, registerNode as registerV1Node, v1Bodies, wakeLatency, type Place, type Scope, type WakeSeries } from "./v1-wake.ts";
 
 // ------------------------------------------------------------------------------ options
 
@@ -73,231 +74,6 @@ const RUN_ID = crypto.randomUUID();
 const TOKEN = `bench-v1-${RUN_ID}`;
 const NODE_AUTH = { "X-Relay-Server-Token": TOKEN };
 
-// ------------------------------------------------------------------------------ child servers
-
-interface Child {
-  url: string;
-  port: number;
-  pid: number;
-  output: string[];
-  stop(): Promise<void>;
-}
-
-/** Spawns a server that logs a `"msg":"listening"` JSON line with its port; exact env, nothing inherited but PATH. */
-async function spawnListening(cmd: string[], env: Record<string, string>): Promise<Child> {
-  const proc = Bun.spawn(cmd, { cwd: REPO, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env }, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  const output: string[] = [];
-  let onPort!: (p: number) => void;
-  const port = new Promise<number>((r) => (onPort = r));
-  const pump = async (s: ReadableStream<Uint8Array>) => {
-    const dec = new TextDecoder();
-    let buf = "";
-    try {
-      for await (const chunk of s) {
-        buf += dec.decode(chunk, { stream: true });
-        let nl: number;
-        while ((nl = buf.indexOf("\n")) >= 0) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          if (output.length < 200) output.push(line);
-          if (line.includes('"listening"')) {
-            try {
-              const p = (JSON.parse(line) as { port?: unknown }).port;
-              if (typeof p === "number") onPort(p);
-            } catch {}
-          }
-        }
-      }
-    } catch {}
-  };
-  void pump(proc.stdout);
-  void pump(proc.stderr);
-  const stop = async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return;
-    proc.kill("SIGTERM");
-    const t = setTimeout(() => proc.kill("SIGKILL"), 3_000);
-    await proc.exited;
-    clearTimeout(t);
-  };
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const got = await Promise.race([
-    port,
-    proc.exited.then((c) => `exited with ${c}`),
-    new Promise<string>((r) => (timer = setTimeout(() => r("no listening line within 15 s"), 15_000))),
-  ]);
-  clearTimeout(timer);
-  if (typeof got === "string") {
-    await stop();
-    throw new Error(`${cmd.join(" ")} ${got}:\n${output.slice(-20).join("\n")}`);
-  }
-  return { url: `http://127.0.0.1:${got}`, port: got, pid: proc.pid, output, stop };
-}
-
-/** "0.1.0 (revision abc123)" from a relay's listening line, if it logged one. */
-function revisionOf(c: Child | undefined): string | undefined {
-  const line = c?.output.find((l) => l.includes('"listening"'));
-  try {
-    const j = line ? (JSON.parse(line) as { version?: unknown; revision?: unknown }) : undefined;
-    return j && typeof j.version === "string" ? `${j.version} (revision ${String(j.revision)})` : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-// ------------------------------------------------------------------------------ HTTP
-
-interface Answer {
-  status: number;
-  json: Record<string, unknown>;
-  /** performance.now() when the answer was parsed (not when the caller got round to awaiting it). */
-  at: number;
-}
-
-async function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<Answer> {
-  const res = await fetch(url, {
-    method: "POST",
-    headers: { "Content-Type": "application/json", ...headers },
-    body: typeof body === "string" ? body : JSON.stringify(body),
-    signal: AbortSignal.timeout(20_000),
-  });
-  const json = (await res.json()) as Record<string, unknown>;
-  return { status: res.status, json, at: performance.now() };
-}
-
-const b64 = (bytes: number) => Buffer.from(crypto.getRandomValues(new Uint8Array(bytes))).toString("base64");
-const describe = (a: Answer) => `${a.status} ${JSON.stringify(a.json).slice(0, 200)}`;
-
-/** A fake node: a registered key (its control credential is not needed for poll/responses). */
-async function registerNode(relay: string): Promise<string> {
-  const key = fakeKey();
-  const r = await post(`${relay}/api/v1/relay/servers/register`, { server_public_key: key, capabilities: CAPABILITIES }, NODE_AUTH);
-  if (r.status !== 200) throw new Error(`servers/register: ${describe(r)}`);
-  return key;
-}
-
-/** What client.py sends to `requests` (spec §6.6), and what server.py sends to `responses` (§6.8). */
-function v1Bodies(nodeKey: string, clientKey: string) {
-  const ciphertext = b64(512);
-  const cipherkey = b64(256);
-  const iv = b64(16);
-  const common = (request_id: string) => ({ client_public_key: clientKey, request_id, protocol: PROTOCOL, version: 1, chat_history: ciphertext, cipherkey, iv });
-  return {
-    request: (id: string) => JSON.stringify({ server_public_key: nodeKey, ...common(id) }),
-    response: (id: string) => JSON.stringify(common(id)),
-    poll: JSON.stringify({ server_public_key: nodeKey }),
-    retrieve: (id: string) => JSON.stringify({ client_public_key: clientKey, request_id: id }),
-  };
-}
-
-// ------------------------------------------------------------------------------ what is measured where
-
-/**
- * One place a measurement runs. `hold` is the relay the node polls (and registers) and the client
- * retrieves on; `post` is the relay the wake-ups (POST requests, POST responses) go to. The same
- * relay for "one relay"; relay A and relay B for the cross-replica figures.
- */
-type Scope = "memory" | "redis" | "redisCrossReplica";
-interface Place {
-  scope: Scope;
-  hold: string;
-  post: string;
-}
-
-// ------------------------------------------------------------------------------ (b) wake latency
-
-interface WakeSeries {
-  poll: number[];
-  retrieve: number[];
-  requestAck: number[];
-}
-
-interface WakeResult {
-  series: Record<string, WakeSeries>;
-  baselineRtt: Distribution;
-  misses: number;
-  firstMiss?: string;
-}
-
-const POLL_ROUTE = "servers/poll";
-const RETRIEVE_ROUTE = "responses/retrieve";
-
-/**
- * Holds `route` on `relay` with `send()`, and resolves once the relay's gauge shows it held (or
- * with `false` after 2 s, the held answer still awaited by the caller). Reading the gauge before
- * too means a hold left over from elsewhere cannot pass for this one.
- */
-async function holdConfirmed(relay: string, route: string, send: () => Promise<Answer>) {
-  const before = await heldOn(relay, route);
-  const held = send();
-  held.catch(() => {});
-  await Bun.sleep(opts.settleMs);
-  const deadline = performance.now() + 2_000;
-  let ok = false;
-  while (performance.now() < deadline) {
-    if ((await heldOn(relay, route)) > before) {
-      ok = true;
-      break;
-    }
-    await Bun.sleep(1);
-  }
-  return { held, ok };
-}
-
-async function wakeLatency(places: Place[], baseline: string): Promise<WakeResult> {
-  const bodies = await Promise.all(places.map(async (p) => v1Bodies(await registerNode(p.hold), fakeKey())));
-  const series: Record<string, WakeSeries> = Object.fromEntries(places.map((p) => [p.scope, { poll: [], retrieve: [], requestAck: [] }]));
-  const plain = JSON.stringify({ chat_history: b64(512) });
-  const rtts: number[] = [];
-  let misses = 0;
-  let firstMiss: string | undefined;
-  const miss = (what: string) => {
-    misses++;
-    firstMiss ??= what;
-  };
-
-  const sample = async (p: Place, body: ReturnType<typeof v1Bodies>, s: WakeSeries, i: number) => {
-    const id = `bench-v1-${p.scope}-${i}-${crypto.randomUUID()}`;
-    const poll = await holdConfirmed(p.hold, POLL_ROUTE, () => post(`${p.hold}/api/v1/relay/servers/poll`, body.poll, NODE_AUTH));
-    if (!poll.ok) miss(`${p.scope}: servers/poll was not held within 2 s`);
-    const t0 = performance.now();
-    const admitted = await post(`${p.post}/api/v1/relay/requests`, body.request(id));
-    if (admitted.status !== 200) throw new Error(`${p.scope}: requests: ${describe(admitted)}`);
-    s.requestAck.push(admitted.at - t0);
-    const work = await poll.held;
-    if (work.status === 200 && work.json.request_id === id) {
-      if (poll.ok) s.poll.push(work.at - t0);
-    } else {
-      miss(`${p.scope}: servers/poll gave ${describe(work)}`);
-      return;
-    }
-
-    const retrieve = await holdConfirmed(p.hold, RETRIEVE_ROUTE, () => post(`${p.hold}/api/v1/relay/responses/retrieve`, body.retrieve(id)));
-    if (!retrieve.ok) miss(`${p.scope}: responses/retrieve was not held within 2 s`);
-    const t1 = performance.now();
-    const answered = await post(`${p.post}/api/v1/relay/responses`, body.response(id), NODE_AUTH);
-    if (answered.status !== 200) throw new Error(`${p.scope}: responses: ${describe(answered)}`);
-    const got = await retrieve.held;
-    if (got.status === 200 && got.json.request_id === id) {
-      if (retrieve.ok) s.retrieve.push(got.at - t1);
-    } else miss(`${p.scope}: responses/retrieve gave ${describe(got)}`);
-  };
-
-  for (let i = 0; i < opts.samples; i++) {
-    const b0 = performance.now();
-    const p = await post(`${baseline}/plain`, plain);
-    if (p.status !== 200) throw new Error(`baseline answered ${p.status}`);
-    rtts.push(p.at - b0);
-    // Every backend each round, starting with a different one each time: drift hits all alike.
-    for (let k = 0; k < places.length; k++) {
-      const j = (i + k) % places.length;
-      await sample(places[j]!, bodies[j]!, series[places[j]!.scope]!, i);
-    }
-  }
-  const out: WakeResult = { series, baselineRtt: distribution(rtts), misses };
-  if (firstMiss !== undefined) out.firstMiss = firstMiss;
-  return out;
-}
-
 // ------------------------------------------------------------------------------ (c) cycle rate
 
 /** A place for request cycles: the client (requests, retrieve) on `client`, the node (poll, responses) on `node`. */
@@ -328,7 +104,7 @@ async function cycleRates(places: CyclePlace[], baseline: string, meter: Meter) 
   let seq = 0;
   const cycles = await Promise.all(
     places.map(async (p) => {
-      const workers = await Promise.all(Array.from({ length: opts.concurrency }, async () => v1Bodies(await registerNode(p.node), fakeKey())));
+      const workers = await Promise.all(Array.from({ length: opts.concurrency }, async () => v1Bodies(await registerV1Node(p.node, NODE_AUTH), fakeKey())));
       return async (w: number) => {
         const b = workers[w]!;
         const id = `bench-v1-cycle-${p.scope}-${w}-${++seq}`;
@@ -505,7 +281,7 @@ async function main(): Promise<number> {
       wakePlaces.push({ scope: "redisCrossReplica", hold: relayA.url, post: relayB.url });
     }
     console.error(`wake latency: ${opts.samples} samples x ${wakePlaces.map((p) => p.scope).join(", ")}...`);
-    const wake = await wakeLatency(wakePlaces, baseline.url);
+    const wake = await wakeLatency(wakePlaces, baseline.url, { samples: opts.samples, settleMs: opts.settleMs, nodeAuth: NODE_AUTH });
     if (wake.misses > 0) failures.push(`${wake.misses} wake sample(s) missed, first: ${wake.firstMiss}`);
     const rtt = wake.baselineRtt;
     const dist = (scope: Scope, what: keyof WakeSeries) => (wake.series[scope] ? distribution(wake.series[scope][what]) : undefined);
