@@ -12,7 +12,7 @@ import { createClientIpResolver, rateLimitKey } from "./http/client-ip.ts";
 import type { RequestContext } from "./http/context.ts";
 import { errorResponse, json } from "./http/json.ts";
 import { REQUEST_ID_HEADER, requestIdFor } from "./http/request-id.ts";
-import { requestUrl } from "./http/request-url.ts";
+import { requestPath } from "./http/request-url.ts";
 import { Router, type Handler } from "./http/router.ts";
 import { mount, type Mount, type RouteSpec } from "./http/routes.ts";
 import { createHealthHandlers, opsRoutes, type ReadinessCheck } from "./ops/health.ts";
@@ -61,12 +61,18 @@ export interface AppDeps {
 
 /** CORS of the browser-callable client routes (token.place API v1 relay spec §2). */
 const CORS_HEADERS = { "Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Retry-After" } as const;
+const CORS_ENTRIES = Object.entries(CORS_HEADERS);
 const PREFLIGHT_HEADERS = {
   ...CORS_HEADERS,
   "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
   "Access-Control-Allow-Headers": "Content-Type, Accept",
   "Access-Control-Max-Age": "600",
 } as const;
+
+/** Peers whose client identity is remembered (src/http/client-ip.ts does the work once per peer); the cache starts over when full. */
+const IDENTITY_CACHE_ENTRIES = 4_096;
+/** Longer X-Forwarded-For values are resolved every time rather than kept (bounds the cache's memory). */
+const IDENTITY_CACHE_MAX_HEADER = 256;
 
 export function createApp(deps: AppDeps) {
   const { config, metrics, logger } = deps;
@@ -97,10 +103,25 @@ export function createApp(deps: AppDeps) {
   const scrape = async () =>
     new Response(await metrics.registry.metrics(), { headers: { "Content-Type": metrics.registry.contentType } });
 
-  const resolveClient = createClientIpResolver({ trustForwarded: config.proxy.trustForwarded, trustedProxies: config.limits.trustedProxies });
+  const trustForwarded = config.proxy.trustForwarded;
+  const resolveClient = createClientIpResolver({ trustForwarded, trustedProxies: config.limits.trustedProxies });
+  // The identity is a pure function of the peer address (and, behind a trusted proxy, of
+  // X-Forwarded-For), and the same few peers send nearly every request: parsing and formatting
+  // once per peer instead of once per request.
+  const identities = new Map<string, string>();
   const clientIdentity = (req: Request, socketIp: string | undefined) => {
-    const ip = resolveClient(req, socketIp);
-    return ip ? rateLimitKey(ip) : "unknown";
+    const forwarded = trustForwarded ? req.headers.get("x-forwarded-for") : null;
+    const cacheKey = socketIp === undefined || (forwarded !== null && forwarded.length > IDENTITY_CACHE_MAX_HEADER) ? undefined : forwarded === null ? socketIp : `${socketIp}\n${forwarded}`;
+    let id = cacheKey === undefined ? undefined : identities.get(cacheKey);
+    if (id === undefined) {
+      const ip = resolveClient(req, socketIp);
+      id = ip ? rateLimitKey(ip) : "unknown";
+      if (cacheKey !== undefined) {
+        if (identities.size >= IDENTITY_CACHE_ENTRIES) identities.clear();
+        identities.set(cacheKey, id);
+      }
+    }
+    return id;
   };
   const serverTokensConfigured = config.serverTokens.length > 0;
   const limits = createRateLimits({
@@ -158,13 +179,18 @@ export function createApp(deps: AppDeps) {
       };
     }
     const limit = spec.maxBodyBytes;
+    const charged = spec.limit !== undefined && config.limits.enabled;
+    const tokenChecked = spec.auth === "server-token" && serverTokensConfigured;
+    const operatorRead = spec.auth === "metrics-scrape" || spec.auth === "metrics-token";
+    // A route without policies is its handler: no wrapper, no extra promise per request.
+    if (limit === undefined && !charged && !tokenChecked && !operatorRead) return handler;
     return async (req, ctx) => {
       if (limit !== undefined && Number(req.headers.get("content-length") ?? 0) > limit) {
         throw v1Errors.progressTooLarge();
       }
       // Rate limits run before the token check (spec §3.1, §11).
-      if (spec.limit !== undefined) await limits.charge(spec, req, ctx);
-      if (spec.auth === "server-token" && serverTokensConfigured) {
+      if (charged) await limits.charge(spec, req, ctx);
+      if (tokenChecked) {
         // Failed attempts are counted per address; once RELAY_AUTH_FAILURE_LIMIT is spent, the
         // address is refused before any comparison, so tokens cannot be guessed at full speed.
         const attempt = await limits.authAttempt(req, ctx);
@@ -173,12 +199,12 @@ export function createApp(deps: AppDeps) {
           throw v1Errors.unauthorized();
         }
       }
-      guardOperatorRead(spec.auth, req); // /metrics, /relay/diagnostics: 401 without the metrics token
+      if (operatorRead) guardOperatorRead(spec.auth, req); // /metrics, /relay/diagnostics: 401 without the metrics token
       return handler(req, ctx);
     };
   }
 
-  async function dispatch(req: Request, ctx: RequestContext, pathname: string): Promise<Response> {
+  function dispatch(req: Request, ctx: RequestContext, pathname: string): Promise<Response> | Response {
     if (req.method === "OPTIONS" && specs.get(pathname)?.cors) return new Response(null, { status: 204, headers: PREFLIGHT_HEADERS });
     const match = router.match(req.method, pathname);
     if (match) return match.handler(req, ctx);
@@ -187,33 +213,60 @@ export function createApp(deps: AppDeps) {
     throw notFound(`No route for ${req.method} ${pathname}`);
   }
 
+  /**
+   * One request's context. A class, not an object literal with getters: JavaScriptCore builds a
+   * literal's accessors on every request, a class's once. The socket address, the client
+   * identity and the child logger are only worked out when something asks for them.
+   */
+  class Context implements RequestContext {
+    route: string;
+    #log: Logger | undefined;
+    #clientId: string | undefined;
+    #socketIp: string | undefined;
+    #socketIpRead = false;
+
+    constructor(
+      readonly requestId: string,
+      private readonly req: Request,
+      private readonly adapter: ServerAdapter,
+      route: string,
+    ) {
+      this.route = route;
+    }
+
+    get log(): Logger {
+      return (this.#log ??= logger.child({ reqId: this.requestId }));
+    }
+
+    get clientIp(): string | undefined {
+      if (!this.#socketIpRead) {
+        this.#socketIp = this.adapter.clientIp(this.req);
+        this.#socketIpRead = true;
+      }
+      return this.#socketIp;
+    }
+
+    get clientId(): string {
+      return (this.#clientId ??= clientIdentity(this.req, this.clientIp));
+    }
+
+    holdOpen(): void {
+      this.adapter.holdOpen(this.req);
+    }
+  }
+
   async function fetch(req: Request, adapter: ServerAdapter): Promise<Response> {
     const started = performance.now();
     const requestId = requestIdFor(req);
     let pathname: string;
     try {
-      pathname = requestUrl(req.url).pathname;
+      pathname = requestPath(req.url);
     } catch {
       // A target without a path (CONNECT's authority-form) routes nowhere: 404.
       pathname = "";
     }
-    let log: Logger | undefined;
-    let clientId: string | undefined;
-    const socketIp = adapter.clientIp(req);
     const spec = specs.get(pathname);
-    const ctx: RequestContext = {
-      requestId,
-      // Created on first use: most requests log one line or none, and a child costs ~1 µs.
-      get log() {
-        return (log ??= logger.child({ reqId: requestId }));
-      },
-      clientIp: socketIp,
-      get clientId() {
-        return (clientId ??= clientIdentity(req, socketIp));
-      },
-      holdOpen: () => adapter.holdOpen(req),
-      route: spec ? pathname : "unmatched",
-    };
+    const ctx = new Context(requestId, req, adapter, spec ? pathname : "unmatched");
     let res: Response;
     try {
       admission.admit(req, spec?.quiet === true, adapter.pendingRequests?.());
@@ -233,16 +286,18 @@ export function createApp(deps: AppDeps) {
     metrics.observeRequest(req.method, ctx.route, res.status, seconds);
     const quiet = spec?.quiet === true;
     if (logger.isLevelEnabled(quiet ? "debug" : "info")) {
-      const line = { method: req.method, route: ctx.route, status: res.status, durationMs: Math.round(seconds * 1e4) / 10 };
-      if (quiet) ctx.log.debug(line, "request");
-      else ctx.log.info(line, "request");
+      // Through the parent with reqId first: the same line a child bound to reqId writes
+      // (test/ops/log-redaction.test.ts), without building a child per request.
+      const line = { reqId: requestId, method: req.method, route: ctx.route, status: res.status, durationMs: Math.round(seconds * 1e4) / 10 };
+      if (quiet) logger.debug(line, "request");
+      else logger.info(line, "request");
     }
     return res;
   }
 
   function decorate(headers: Headers, requestId: string, spec: RouteSpec | undefined): void {
     headers.set(REQUEST_ID_HEADER, requestId);
-    if (spec?.cors) for (const [k, v] of Object.entries(CORS_HEADERS)) headers.set(k, v);
+    if (spec?.cors) for (const [k, v] of CORS_ENTRIES) headers.set(k, v);
     if (spec?.cache) headers.set("Cache-Control", spec.cache);
   }
 

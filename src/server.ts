@@ -1,5 +1,5 @@
 import type { Server } from "bun";
-import type { App } from "./app.ts";
+import type { App, ServerAdapter } from "./app.ts";
 import { json } from "./http/json.ts";
 
 export interface ServeOptions {
@@ -17,6 +17,14 @@ const BUN_BODY_LIMIT = 4 * 1024 ** 3;
 
 /** The only place that touches Bun.serve. */
 export function serve(app: App, opts: ServeOptions): Server<undefined> {
+  // One adapter for the server's lifetime (it is told the request on each call), not three
+  // closures per request.
+  let adapter: ServerAdapter | undefined;
+  const adapterFor = (server: Server<undefined>): ServerAdapter => ({
+    clientIp: (r) => server.requestIP(r)?.address,
+    holdOpen: (r) => server.timeout(r, 0),
+    pendingRequests: () => server.pendingRequests,
+  });
   return Bun.serve({
     hostname: opts.host,
     port: opts.port,
@@ -24,11 +32,7 @@ export function serve(app: App, opts: ServeOptions): Server<undefined> {
     maxRequestBodySize: BUN_BODY_LIMIT,
     development: false,
     fetch(req, server) {
-      return app.fetch(req, {
-        clientIp: (r) => server.requestIP(r)?.address,
-        holdOpen: (r) => server.timeout(r, 0),
-        pendingRequests: () => server.pendingRequests,
-      });
+      return app.fetch(req, (adapter ??= adapterFor(server)));
     },
     error() {
       return json(500, { error: { message: "Internal relay error", code: 500, type: "internal_error" } });

@@ -1,10 +1,10 @@
-import { createHash } from "node:crypto";
 import type Redis from "ioredis";
 import type { Logger } from "pino";
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from "rate-limiter-flexible";
 import { CONTROL_PLANE_ROUTE_BY_PATH, CONTROL_PLANE_ROUTES, type ControlPlaneRoute, type LimitsConfig, type RateLimit } from "../config/limits.ts";
 import { RelayError } from "../errors.ts";
 import { whenReady } from "../state/redis.ts";
+import { sha256Hex } from "./tokens.ts";
 import type { RequestContext } from "../http/context.ts";
 import type { RouteSpec } from "../http/routes.ts";
 
@@ -70,7 +70,7 @@ interface Bucket {
 }
 
 /** Bucket keys never carry a raw address or key: a fixed-length digest of it. */
-const digest = (value: string) => createHash("sha256").update(value).digest("hex").slice(0, 32);
+const digest = (value: string) => sha256Hex(value).slice(0, 32);
 
 export function rateLimitExceeded(limit: RateLimit, msBeforeNext: number): RelayError {
   const retryAfter = Math.max(1, Math.ceil(msBeforeNext / 1000));

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes, timingSafeEqual } from "node:crypto";
 
 export const SERVER_TOKEN_HEADER = "X-Relay-Server-Token";
 
@@ -9,17 +9,23 @@ export const SERVER_TOKEN_HEADER = "X-Relay-Server-Token";
  */
 export function createTokenCheck(tokens: readonly string[]): (presented: string | null) => boolean {
   if (tokens.length === 0) return () => true;
-  const digests = tokens.map((t) => createHash("sha256").update(t).digest());
+  const digests = tokens.map(sha256);
   return (presented) => {
-    const candidate = createHash("sha256").update(presented ?? "").digest();
+    const candidate = sha256(presented ?? "");
     let ok = false;
     for (const d of digests) ok = timingSafeEqual(d, candidate) || ok;
     return ok && presented !== null;
   };
 }
 
+/**
+ * SHA-256 of a string's UTF-8 bytes. Bun's one-shot hasher: the same digest as node:crypto's
+ * createHash, about four times cheaper per call, and several run on every node request.
+ */
+const sha256 = (s: string): Uint8Array => Bun.CryptoHasher.hash("sha256", s);
+
 /** Lowercase hex SHA-256 of a secret's UTF-8 bytes: the only form in which credentials are kept. */
-export const sha256Hex = (secret: string) => createHash("sha256").update(secret, "utf8").digest("hex");
+export const sha256Hex = (secret: string): string => Bun.CryptoHasher.hash("sha256", secret, "hex");
 
 /** A per-registration control credential: 32 random bytes, URL-safe base64 without padding (43 chars). */
 export const newCredential = () => randomBytes(32).toString("base64url");

@@ -21,3 +21,30 @@ export function requestUrl(raw: string): URL {
   // Concatenated, not new URL(target, base): a path starting with "//" must stay a path.
   return new URL(ORIGIN + target);
 }
+
+/**
+ * Characters a path may consist of for its own text to be its pathname: URL parsing changes
+ * nothing in such a path (no percent-encoding to apply, no dot segment, no backslash).
+ */
+const PLAIN_PATH = /^\/[A-Za-z0-9_\-/]*$/;
+
+/**
+ * `requestUrl(raw).pathname` without building a URL for the usual request target, a plain path
+ * like `/api/v1/relay/requests` (the router looks up every request by it); anything else goes
+ * through requestUrl. Throws as requestUrl does.
+ */
+export function requestPath(raw: string): string {
+  let start = 0;
+  if (!raw.startsWith("/")) {
+    const scheme = raw.indexOf("://");
+    start = scheme < 0 ? -1 : raw.indexOf("/", scheme + 3);
+  }
+  if (start >= 0) {
+    const query = raw.indexOf("?", start);
+    const hash = raw.indexOf("#", start);
+    const end = query < 0 ? (hash < 0 ? raw.length : hash) : hash < 0 ? query : Math.min(query, hash);
+    const path = raw.slice(start, end);
+    if (PLAIN_PATH.test(path)) return path;
+  }
+  return requestUrl(raw).pathname;
+}
