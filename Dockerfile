@@ -93,6 +93,11 @@ COPY --from=build --chown=0:0 --chmod=0555 /out/image/tokenplace-relay /usr/loca
 USER 65532:65532
 WORKDIR /home/nonroot
 ENV RELAY_PORT=5010
+# JavaScriptCore sizes its heap growth from the RAM it sees, which in a container is the host's:
+# on a 24 GiB host it let garbage of read bodies pile up to twice the relay's memory budget before
+# collecting. Told the reference pod's 512 MiB it collects on its own before the memory guard must
+# force it (docs/security.md, "Memory"); the chart sets it to the pod's own limit.
+ENV BUN_JSC_forceRAMSize=536870912
 EXPOSE 5010
 
 # Runs inside the container with its environment, so it follows RELAY_PORT. The check's own HTTP

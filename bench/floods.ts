@@ -591,10 +591,12 @@ interface RelayCounts {
   fivexx: Record<string, number>;
   rejections: Record<string, number>;
   holds: Record<string, number>;
+  /** The memory guard (src/ops/memory-guard.ts): forced full collections and their pauses, refusals by side. */
+  guard: { forcedGc: number; gcSeconds: number; gcOver50ms: number; refusals: Record<string, number> };
 }
 
 async function relayCounts(url: string): Promise<RelayCounts> {
-  const out: RelayCounts = { fivexx: {}, rejections: {}, holds: {} };
+  const out: RelayCounts = { fivexx: {}, rejections: {}, holds: {}, guard: { forcedGc: 0, gcSeconds: 0, gcOver50ms: 0, refusals: {} } };
   try {
     const text = await (await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
     const series = (name: string) => [...text.matchAll(new RegExp(`^${name}\\{([^}]*)\\} (\\S+)$`, "gm"))].map((m) => ({ labels: m[1]!, value: Number(m[2]) }));
@@ -607,6 +609,12 @@ async function relayCounts(url: string): Promise<RelayCounts> {
     for (const { labels, value } of series("tokenplace_relay_long_poll_outcomes_total")) {
       if (value > 0) bump(out.holds, `${label(labels, "route")} ${label(labels, "outcome")}`, value);
     }
+    const plain = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
+    out.guard.forcedGc = plain("tokenplace_relay_memory_forced_gc_seconds_count");
+    out.guard.gcSeconds = plain("tokenplace_relay_memory_forced_gc_seconds_sum");
+    const upTo50 = series("tokenplace_relay_memory_forced_gc_seconds_bucket").find((s) => label(s.labels, "le") === "0.05")?.value ?? 0;
+    out.guard.gcOver50ms = out.guard.forcedGc - upTo50;
+    for (const { labels, value } of series("tokenplace_relay_memory_guard_refusals_total")) if (value > 0) bump(out.guard.refusals, label(labels, "side"), value);
   } catch {
     out.fivexx["metrics unreadable"] = 1;
   }
@@ -929,7 +937,7 @@ async function runOne(spec: RunSpec, opts: { floodMs: number; quietMs: number })
         }
       }
     }
-    const seen = relayAlive ? await relayCounts(relay.url) : { fivexx: {}, rejections: {}, holds: {} };
+    const seen = relayAlive ? await relayCounts(relay.url) : { fivexx: {}, rejections: {}, holds: {}, guard: { forcedGc: 0, gcSeconds: 0, gcOver50ms: 0, refusals: {} } };
     const fivexx = seen.fivexx;
 
     sampling = false;
@@ -1022,6 +1030,13 @@ function markdown(head: string[], rows: string[][]): string {
   return [head, head.map(() => "---"), ...rows].map((r) => `| ${r.map(esc).join(" | ")} |`).join("\n");
 }
 
+/** Forced collections (count, mean and longest-bucket pauses) and refusals of the memory guard. */
+function guardText(g: RelayCounts["guard"]): string {
+  const gc = g.forcedGc > 0 ? `${g.forcedGc} forced GC (mean ${((g.gcSeconds / g.forcedGc) * 1000).toFixed(1)} ms, ${g.gcOver50ms} over 50 ms)` : "no forced GC";
+  const refused = Object.keys(g.refusals).length ? `, refused: ${counts(g.refusals)}` : "";
+  return gc + refused;
+}
+
 /** Two markdown tables: the figures per run, then what every party was answered. */
 function report(results: RunResult[]): string {
   const figures = results.map((r, i) => {
@@ -1048,7 +1063,8 @@ function report(results: RunResult[]): string {
     const relaySide =
       `refusals: ${counts(r.relayCounts.rejections)}` +
       (holds.length ? `; retrieve holds: ${counts(Object.fromEntries(holds.map(([k, v]) => [k.replace(/^.*retrieve /, ""), v])))}` : "") +
-      `; 5xx: ${counts(r.relayCounts.fivexx)}`;
+      `; 5xx: ${counts(r.relayCounts.fivexx)}` +
+      `; memory guard: ${guardText(r.relayCounts.guard)}`;
     const legit =
       `${r.legit.accepted}/${r.legit.posted} accepted` +
       (Object.keys(r.legit.refused).length ? `, refused: ${counts(r.legit.refused)}` : "") +
@@ -1129,6 +1145,7 @@ async function main(): Promise<number> {
     console.error(
       `  peak RSS ${mib(r.peakRssFloodBytes)}, dispatch p50 ${ms(r.dispatchFlood.p50)} p99 ${ms(r.dispatchFlood.p99)} ms (n=${r.dispatchFlood.count}), legit POST answered p50 ${ms(r.ackFlood.p50)} p99 ${ms(r.ackFlood.p99)} ms, relay CPU ${r.relayCpuPercentDuringFlood.toFixed(0)}%, ` +
         `flood ${r.flood.requests} requests: ${counts(r.flood.answers)}${Object.keys(r.flood.noAnswer).length ? `; no answer: ${counts(r.flood.noAnswer)}` : ""}` +
+        `; memory guard: ${guardText(r.relayCounts.guard)}` +
         `${r.problems.length ? `\n  PROBLEMS: ${r.problems.join("; ")}` : ""}`,
     );
   }
