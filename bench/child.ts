@@ -4,7 +4,7 @@
  * request logging going to a file, as it would in a container), optionally with a raised
  * open-file limit (thousands of held sockets need more than the usual 1,024).
  */
-import { existsSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO } from "./peers.ts";
 
@@ -94,6 +94,13 @@ export interface Server {
 /** Open files the servers may need: 10,000 proxied streams are 20,000 sockets in the relay. */
 export const BENCH_FD_LIMIT = 65_536;
 
+/** The open-file limit a child can raise itself to here (the hard limit, unless root may go beyond). */
+export function reachableFdLimit(): number {
+  const r = Bun.spawnSync(["bash", "-c", `ulimit -n ${BENCH_FD_LIMIT} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; ulimit -n`], { stdout: "pipe" });
+  const n = Number(r.stdout.toString().trim());
+  return Number.isFinite(n) && n > 0 ? n : 1_024;
+}
+
 /**
  * Runs `cmd` under bash with the open-file limit raised to `fdLimit` (or to the hard limit when
  * that is lower and we are not root); `exec` keeps the pid, so stopping it stops the server.
@@ -119,7 +126,10 @@ export async function startOnPort(o: StartOptions): Promise<Server> {
   const logFile = join(o.logDir, `${o.name.replace(/[^a-z0-9]+/gi, "-")}-${o.port}.log`);
   const env = { ...(o.inherit ? process.env : { PATH: process.env.PATH ?? "/usr/bin:/bin" }), ...o.env } as Record<string, string>;
   const t0 = performance.now();
-  const proc = Bun.spawn(o.cmd, { cwd: REPO, env, stdin: "ignore", stdout: Bun.file(logFile), stderr: Bun.file(logFile) });
+  // One append-mode descriptor for both streams, so stderr (a crash report) never overwrites stdout.
+  const fd = openSync(logFile, "a");
+  const proc = Bun.spawn(o.cmd, { cwd: REPO, env, stdin: "ignore", stdout: fd, stderr: fd });
+  closeSync(fd);
   const url = `http://127.0.0.1:${o.port}`;
   const stop = async () => {
     if (proc.exitCode !== null || proc.signalCode !== null) return;

@@ -86,8 +86,3 @@ export async function postJson(url: string, body: string, signal?: AbortSignal):
   });
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
 }
-
-export async function getJson(url: string): Promise<{ status: number; json: Record<string, unknown> }> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
-  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
-}

@@ -25,7 +25,7 @@
 import { existsSync, mkdirSync, mkdtempSync, statSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
-import { BENCH_FD_LIMIT, revisionFromLog, startOnPort, withFdLimit, type Server } from "./child.ts";
+import { BENCH_FD_LIMIT, reachableFdLimit, revisionFromLog, startOnPort, withFdLimit, type Server } from "./child.ts";
 import { cyclesSection, PAIRS, PROTOCOLS, type CycleServer, type Protocol } from "./cycles.ts";
 import { distribution } from "./load.ts";
 import { memoryRelayEnv, memorySection } from "./memory.ts";
@@ -87,6 +87,8 @@ const opts = {
 };
 
 const TOKEN = `bench-${crypto.randomUUID()}`;
+/** Descriptors the relay keeps for everything but the measured sockets (listeners, logs, the bench's own). */
+const FD_HEADROOM = 1_000;
 const log = (m: string) => console.error(`[bench] ${m}`);
 
 // ------------------------------------------------------------------------------ servers
@@ -251,8 +253,18 @@ async function memory(): Promise<SectionResult> {
   const up = await sseUpstream();
   const relay = await start("relay-rss", withFdLimit([RELAY_BIN]), { RELAY_HOST: "127.0.0.1", TOKENPLACE_RELAY_UPSTREAM_URL: up.url, TOKEN_PLACE_RELAY_SERVER_TOKEN: TOKEN, RELAY_RATE_LIMITS: "off", RELAY_AUTH_FAILURE_LIMIT: "1000000/minute", ...memoryRelayEnv(opts.holds) }, "RELAY_PORT");
   const bare = await start("bare-rss", [await bareBin()], {}, "BASELINE_PORT");
+  // Each proxied stream is two sockets in the relay (client and upstream): where the open-file
+  // limit cannot be raised far enough, measure as many streams as fit and say so.
+  const fdLimit = reachableFdLimit();
+  const streams = Math.min(opts.holds, Math.floor((fdLimit - FD_HEADROOM) / 2));
+  const note =
+    streams < opts.holds
+      ? `\n\nStreams: ${streams.toLocaleString("en-US")}, not ${opts.holds.toLocaleString("en-US")}: the open-file limit here is ${fdLimit.toLocaleString("en-US")} and cannot be raised ` +
+        `(\`ulimit -n ${BENCH_FD_LIMIT}\` is refused), and every proxied stream holds two sockets in the relay, so ${opts.holds.toLocaleString("en-US")} streams need over ${(opts.holds * 2).toLocaleString("en-US")} descriptors in one process.`
+      : "";
   try {
-    return await memorySection(relay, bare, { holds: opts.holds, streams: opts.holds, settleMs: opts.settleMs, token: TOKEN, log });
+    const r = await memorySection(relay, bare, { holds: opts.holds, streams, settleMs: opts.settleMs, token: TOKEN, log });
+    return { ...r, body: r.body + note };
   } finally {
     await Promise.all([relay.stop(), bare.stop()]);
   }
@@ -322,7 +334,7 @@ async function main(): Promise<number> {
         ["load average at end", fmtLoad(load1)],
         ["tools", Object.entries(tools).map(([k, v]) => `${k} ${v}`).join("; ")],
         ["relay", `dist/tokenplace-relay-linux-x64 built ${relayBuilt}${revision ? `, ${revision}` : ""}`],
-        ["open-file limit for servers", String(BENCH_FD_LIMIT)],
+        ["open-file limit for servers", String(reachableFdLimit())],
       ],
     ),
     "",

@@ -1,40 +1,106 @@
-// Smoke test for `npm run bench`: quick mode completes, exits 0 and reports ratios against the
-// same-run baseline. Deliberately no speed assertions: speed is measured by the bench, not tests.
+// Smoke test for `npm run bench`: --quick (tiny durations, no results.md) runs the sections that
+// need no Python (cycles without upstream relay.py, wake, proxy, memory, start-up) and checks every
+// section produced its figures and nothing failed. Deliberately no speed assertions: speed is
+// measured by the bench, not by tests. wrk, nginx and redis-server are needed: without them it
+// skips with a message, and under CI=true it fails.
 import { expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { REPO_ROOT } from "../src/demo/relay-process.ts";
 import { redisSkipReason } from "./helpers/redis.ts";
 
-test("bench --quick completes and prints a ratio table", async () => {
-  const proc = Bun.spawn([process.execPath, "run", "bench/run.ts", "--quick", "--duration-ms=300", "--samples=10"], {
-    cwd: REPO_ROOT,
-    stdout: "pipe",
-    stderr: "pipe",
-    env: { ...process.env, BENCH_CONCURRENCY: "8" },
-  });
-  const killer = setTimeout(() => proc.kill("SIGKILL"), 50_000);
+const RELAY_BIN = join(REPO_ROOT, "dist/tokenplace-relay-linux-x64");
+
+/** Why the full-harness smoke run cannot run here, or undefined. */
+function harnessSkipReason(): string | undefined {
+  const which = (cmd: string) => Bun.spawnSync(["bash", "-c", `command -v ${cmd}`], { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
+  const missing = [
+    ...["wrk", "redis-server"].filter((c) => !which(c)),
+    ...(["/usr/sbin/nginx", "/usr/bin/nginx"].some((p) => existsSync(p)) ? [] : ["nginx"]),
+    ...(existsSync(RELAY_BIN) ? [] : ["dist/tokenplace-relay-linux-x64 (npm run build)"]),
+  ];
+  if (missing.length === 0) return undefined;
+  const why = `npm run bench smoke test: missing ${missing.join(", ")} (scripts/install-system-deps.sh, apt-get install wrk)`;
+  if (process.env.CI === "true") throw new Error(`${why}; required under CI=true`);
+  console.warn(`SKIPPED ${why}`);
+  return why;
+}
+
+interface Target {
+  what: string;
+  met: boolean | undefined;
+}
+interface BenchReport {
+  sections: string[];
+  quick: boolean;
+  cores: number;
+  tools: Record<string, string>;
+  targets: Target[];
+  failures: number;
+  results: {
+    cycles: { runs: { role: string; protocol: string; pairs: number; cycles: number; errors: number; steps: { count: number }[] }[] };
+    wake: { misses: number; memory: { poll: { count: number }; retrieve: { count: number } }; redisCrossReplica: { poll: { count: number }; retrieve: { count: number } } };
+    proxy: { phases: { path: string; streams: number; ok: number; failed: number; latency: { count: number } }[] };
+    memory: { rssBytes: Record<string, number> };
+    startup: { relayMs: number[]; bareMs: number[] };
+  };
+}
+
+const harnessSkip = harnessSkipReason();
+test.skipIf(harnessSkip !== undefined)("npm run bench --quick: every section produces its figures, nothing fails", async () => {
+  const out = join(mkdtempSync(join(tmpdir(), "bench-smoke-")), "results.md");
+  const proc = Bun.spawn(
+    [process.execPath, "run", "bench/run.ts", "--quick", "--skip=peers", "--no-upstream", "--samples=10", "--holds=100", "--startup-runs=2", `--out=${out}`],
+    { cwd: REPO_ROOT, stdout: "pipe", stderr: "pipe", env: { ...process.env } },
+  );
+  const killer = setTimeout(() => proc.kill("SIGKILL"), 170_000);
   const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   clearTimeout(killer);
-  if (code !== 0) console.error(stdout, stderr);
+  if (code !== 0) console.error(stdout.slice(-4000), stderr.slice(-4000));
   expect(code).toBe(0);
-  expect(stdout).toContain("ratio relay/baseline");
-  expect(stdout).toMatch(/cores: \d+/);
-  expect(stdout).toMatch(/\d+\.\d\dx/);
 
   const line = stdout.split("\n").find((l) => l.startsWith("BENCH_JSON "));
   expect(line).toBeDefined();
-  const report = JSON.parse(line!.slice("BENCH_JSON ".length)) as {
-    ratios: Record<string, number>;
-    throughput: Record<string, { perSecond: number; failed: number }>;
-    dispatchMs: { count: number };
-  };
-  expect(Object.keys(report.ratios).length).toBeGreaterThanOrEqual(4);
-  for (const ratio of Object.values(report.ratios)) expect(ratio).toBeGreaterThan(0);
-  for (const t of Object.values(report.throughput)) {
-    expect(t.perSecond).toBeGreaterThan(0);
-    expect(t.failed).toBe(0);
+  const r = JSON.parse(line!.slice("BENCH_JSON ".length)) as BenchReport;
+  expect(r.sections).toEqual(["cycles", "wake", "proxy", "memory", "startup"]);
+  expect(r.failures).toBe(0);
+  expect(r.cores).toBeGreaterThan(0);
+  for (const tool of ["bun", "wrk", "nginx", "redis-server"]) expect(r.tools[tool]).not.toBe("not installed");
+
+  // cycles: ceiling, memory and Valkey, both protocols, 1 and 2 pairs; every step timed
+  const runs = r.results.cycles.runs;
+  expect(new Set(runs.map((x) => x.role))).toEqual(new Set(["ceiling", "memory", "valkey"]));
+  expect(runs).toHaveLength(2 * 2 * 3);
+  for (const run of runs) {
+    expect(run.errors).toBe(0);
+    expect(run.cycles).toBeGreaterThan(0);
+    for (const st of run.steps) expect(st.count).toBeGreaterThanOrEqual(run.cycles);
   }
-  expect(report.dispatchMs.count).toBe(10);
-}, 60_000);
+  // wake: every sample a real wake-up, also across replicas
+  expect(r.results.wake.misses).toBe(0);
+  for (const w of [r.results.wake.memory, r.results.wake.redisCrossReplica]) {
+    expect(w.poll.count).toBe(10);
+    expect(w.retrieve.count).toBe(10);
+  }
+  // proxy: direct, nginx and relay at both stream counts, every stream read to its end
+  expect(r.results.proxy.phases).toHaveLength(3 * 2);
+  for (const ph of r.results.proxy.phases) {
+    expect(ph.failed).toBe(0);
+    expect(ph.ok).toBe(ph.streams);
+    expect(ph.latency.count).toBe(ph.streams * 4); // 5 events per stream, event 0 is the TTFB
+  }
+  // memory and start-up figures exist
+  for (const k of ["idle", "bareIdle", "holds", "afterHolds", "streams", "afterStreams"]) expect(r.results.memory.rssBytes[k]).toBeGreaterThan(0);
+  expect(r.results.startup.relayMs).toHaveLength(2);
+  expect(r.results.startup.bareMs).toHaveLength(2);
+  // every target judged, and the Markdown written where asked
+  expect(r.targets.length).toBeGreaterThan(20);
+  for (const t of r.targets) expect(typeof t.met).toBe("boolean");
+  const md = readFileSync(out, "utf8");
+  for (const h of ["## Targets", "## 1. Broker cycles", "## 2. Held-poll wake latency", "## 4. Streaming proxy", "## 5. Memory", "## 6. Start-up"]) expect(md).toContain(h);
+  expect(md).toMatch(/\| cores \| \d+ \|/);
+}, 180_000);
 
 // `npm run bench:v1 -- --quick`: only the wake-latency and request-cycle parts (the real peers are
 // covered by test/v1/peers.test.ts). Again no speed assertions: every sample and cycle succeeded.
