@@ -8,7 +8,7 @@ import type { Config } from "./config/index.ts";
 import { createLogger, lifecycleLogger } from "./log.ts";
 import { gpuHostCheck, resolveWithDns, type ReadinessCheck, type ResolveHost } from "./ops/health.ts";
 import { Lifecycle } from "./ops/lifecycle.ts";
-import { createMemoryGuard } from "./ops/memory-guard.ts";
+import { createMemoryGuard, type MemoryGuard } from "./ops/memory-guard.ts";
 import { createMetrics, type Metrics } from "./ops/metrics.ts";
 import { serve } from "./server.ts";
 import { createStateBackend } from "./state/backend.ts";
@@ -27,6 +27,8 @@ export interface RelayOverrides {
   /** Registering process metrics twice in one process fails; tests turn them off. */
   processMetrics?: boolean;
   proxy?: (deps: { config: Config; metrics: Metrics; logger: Logger; lifecycle: Lifecycle }) => ProxyRoute & { readiness?: ReadinessCheck; close?(): void };
+  /** What the memory guard reads as this process's RSS (tests drive its levels); default the real RSS. */
+  readRss?: () => number;
 }
 
 export interface Relay {
@@ -39,6 +41,7 @@ export interface Relay {
   readonly store: BrokerStore;
   readonly v1Store: V1Store;
   readonly logger: Logger;
+  readonly memoryGuard: MemoryGuard;
   /** Drain: readiness off, held polls answered, in-flight work finishes, then the listener closes. */
   shutdown(reason?: string): Promise<void>;
 }
@@ -68,7 +71,7 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
   const proxy = !config.relayOnly && o.proxy ? o.proxy({ config, metrics, logger, lifecycle }) : undefined;
   if (proxy?.readiness) checks.push(proxy.readiness);
 
-  const memoryGuard = createMemoryGuard({ budget: config.memory, registry: metrics.registry, logger });
+  const memoryGuard = createMemoryGuard({ budget: config.memory, registry: metrics.registry, logger, readRss: o.readRss });
   checks.push(memoryGuard.healthCheck);
   const app = createApp({ config, store, v1Store, v1Metrics, notifier, logger, metrics, lifecycle, checks, proxy, rateLimitStore: backend.rateLimitStore, memoryGuard });
   const server = serve(app, config);
@@ -142,6 +145,7 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
     store,
     v1Store,
     logger,
+    memoryGuard,
     shutdown: (reason = "shutdown") => (stopping ??= drain(reason)),
   };
 }

@@ -1,0 +1,163 @@
+// The memory guard's levels and what each refuses, with RSS readings fed by the test: unit level
+// (thresholds, hysteresis, collections at most every 250 ms) and over HTTP on an in-process relay
+// (503 busy with reason "memory" before the body is read; small bodies, polls and node answers go
+// on; /healthz and /metrics tell). test/limits/rss.test.ts checks the real RSS of the binary.
+import { afterEach, describe, expect, test } from "bun:test";
+import { Registry } from "prom-client";
+import { memoryShares } from "../../src/config/memory.ts";
+import { createMemoryGuard } from "../../src/ops/memory-guard.ts";
+import { captureLogger, fakeKey, startTestRelay, type TestRelay } from "../helpers/relay.ts";
+import { NODE_CAPS, PROTOCOL, rid } from "../v1/helpers.ts";
+
+const MiB = 1024 * 1024;
+const BUDGET = 512 * MiB;
+// 512 MiB: collect at 400 MiB, client bodies refused from 456 MiB, every large body from 484 MiB.
+const { shares, guard: levels } = memoryShares(BUDGET);
+
+function unitGuard(enabled = true) {
+  let rss = 100 * MiB;
+  let collections = 0;
+  const registry = new Registry();
+  const guard = createMemoryGuard({
+    budget: { bytes: BUDGET, shares, guard: { ...levels, enabled } },
+    registry,
+    logger: captureLogger("warn").logger,
+    readRss: () => rss,
+    collect: () => collections++,
+    intervalMs: 60_000,
+  });
+  return { guard, registry, set: (v: number) => ((rss = v), guard.sample()), collections: () => collections };
+}
+
+const body = (size: number | null, chunked = false) =>
+  new Request("http://relay.test/x", {
+    method: "POST",
+    headers: size === null ? {} : { "Content-Length": String(size) },
+    body: chunked ? new ReadableStream({ start: (c) => c.close() }) : "x",
+  });
+
+describe("memory guard levels", () => {
+  test("thresholds in the headroom, up at once, down only below the collect level", () => {
+    expect(levels).toMatchObject({ collectBytes: 400 * MiB, shedClientsBytes: 456 * MiB, shedAllBytes: 484 * MiB });
+    const { guard, set } = unitGuard();
+    expect(guard.level).toBe(0);
+    set(430 * MiB);
+    expect(guard.level).toBe(0);
+    set(460 * MiB);
+    expect([guard.level, guard.shedding]).toEqual([1, true]);
+    set(490 * MiB);
+    expect(guard.level).toBe(2);
+    set(470 * MiB);
+    expect(guard.level).toBe(1);
+    // Between collect and shed-clients: still refusing (hysteresis), until below the collect level.
+    set(410 * MiB);
+    expect(guard.level).toBe(1);
+    set(399 * MiB);
+    expect([guard.level, guard.shedding]).toEqual([0, false]);
+  });
+
+  test("past the collect level a full collection is forced, at most every 250 ms", async () => {
+    const { set, collections } = unitGuard();
+    set(300 * MiB);
+    expect(collections()).toBe(0);
+    set(401 * MiB);
+    set(402 * MiB);
+    expect(collections()).toBe(1);
+    await Bun.sleep(260);
+    set(402 * MiB);
+    expect(collections()).toBe(2);
+  });
+
+  test("what is refused: large and chunked bodies on client routes at level 1, node routes too at level 2; small bodies never", () => {
+    const { guard, set, registry } = unitGuard();
+    set(460 * MiB);
+    const refused = (req: Request, node: boolean) => {
+      try {
+        guard.checkBody(req, node);
+        return undefined;
+      } catch (err) {
+        return (err as { code: string }).code;
+      }
+    };
+    expect(refused(body(64 * 1024), false)).toBe("busy_memory");
+    expect(refused(body(null, true), false)).toBe("busy_memory");
+    expect(refused(body(64 * 1024 - 1), false)).toBeUndefined();
+    expect(refused(body(4 * MiB), true)).toBeUndefined();
+    set(490 * MiB);
+    expect(refused(body(4 * MiB), true)).toBe("busy_memory");
+    expect(refused(body(1_000), true)).toBeUndefined();
+    return registry.metrics().then((text) => {
+      expect(text).toContain('tokenplace_relay_memory_guard_refusals_total{side="client"} 2');
+      expect(text).toContain('tokenplace_relay_memory_guard_refusals_total{side="node"} 1');
+      expect(text).toContain("tokenplace_relay_memory_guard_level 2");
+    });
+  });
+
+  test("RELAY_MEMORY_GUARD=false: never refuses, never collects", () => {
+    const { guard, set, collections } = unitGuard(false);
+    set(500 * MiB);
+    expect(guard.shedding).toBe(false);
+    expect(collections()).toBe(0);
+  });
+});
+
+describe("memory guard over HTTP", () => {
+  let relay: TestRelay | undefined;
+  afterEach(async () => {
+    await relay?.shutdown();
+    relay = undefined;
+  });
+
+  test("shedding: 503 busy (memory) with Retry-After before the body is read; polls, small requests and node answers go on; /healthz and /metrics tell", async () => {
+    let rss = 100 * MiB;
+    relay = startTestRelay({ RELAY_MEMORY_GUARD: "true", RELAY_MEMORY_BUDGET_BYTES: String(BUDGET), RELAY_RATE_LIMITS: "off", TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS: "0" }, { readRss: () => rss });
+    const node = fakeKey("node");
+    expect((await relay.post("/api/v1/relay/servers/register", { server_public_key: node, capabilities: NODE_CAPS })).status).toBe(200);
+    const request = (chatHistory: string, clientKey = fakeKey("client"), id = rid()) =>
+      relay!.post("/api/v1/relay/requests", { server_public_key: node, client_public_key: clientKey, request_id: id, protocol: PROTOCOL, version: 1, chat_history: chatHistory, cipherkey: "a2V5", iv: "aXY=" });
+    const big = "Y2lwaGVy".repeat(16 * 1024); // 128 KiB
+
+    rss = 460 * MiB;
+    relay.memoryGuard.sample();
+    const refused = await request(big);
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get("retry-after")).toBe("1");
+    expect(refused.headers.get("connection")).toBe("close");
+    expect(await refused.json()).toEqual({
+      error: { message: "The relay is near its memory budget; retry shortly", code: 503, type: "busy", reason: "memory" },
+    });
+    // A small request is stored and reaches the node's poll; the node answers with a large body.
+    const clientKey = fakeKey("client");
+    const id = rid();
+    expect((await request("Y2lwaGVydGV4dA==", clientKey, id)).status).toBe(200);
+    const polled = await relay.post("/api/v1/relay/servers/poll", { server_public_key: node });
+    expect(polled.status).toBe(200);
+    expect(((await polled.json()) as { request_id?: string }).request_id).toBe(id);
+    const answer = await relay.post("/api/v1/relay/responses", { client_public_key: clientKey, request_id: id, protocol: PROTOCOL, version: 1, chat_history: big, cipherkey: "a2V5", iv: "aXY=" });
+    expect(answer.status).toBe(200);
+    const health = await relay.get("/healthz");
+    expect(health.status).toBe(200);
+    expect(((await health.json()) as { memoryGuard: string }).memoryGuard).toBe("shedding_clients");
+
+    // Past the last level node answers wait too.
+    rss = 490 * MiB;
+    relay.memoryGuard.sample();
+    const id2 = rid();
+    const key2 = fakeKey("client");
+    expect((await request("Y2lwaGVydGV4dA==", key2, id2)).status).toBe(200);
+    await relay.post("/api/v1/relay/servers/poll", { server_public_key: node });
+    const nodeRefused = await relay.post("/api/v1/relay/responses", { client_public_key: key2, request_id: id2, protocol: PROTOCOL, version: 1, chat_history: big, cipherkey: "a2V5", iv: "aXY=" });
+    expect(nodeRefused.status).toBe(503);
+    expect(((await nodeRefused.json()) as { error: { reason: string } }).error.reason).toBe("memory");
+
+    // Memory back below the collect level: admitted again.
+    rss = 200 * MiB;
+    relay.memoryGuard.sample();
+    expect((await request(big)).status).toBe(200);
+    const metrics = await (await relay.get("/metrics")).text();
+    expect(metrics).toContain('tokenplace_relay_rejections_total{reason="busy_memory"} 2');
+    expect(metrics).toContain('tokenplace_relay_memory_guard_refusals_total{side="client"} 1');
+    expect(metrics).toContain('tokenplace_relay_memory_guard_refusals_total{side="node"} 1');
+    expect(metrics).toContain('tokenplace_relay_memory_budget_bytes{share="total"} 536870912');
+  });
+});
