@@ -1,7 +1,15 @@
 /** Wakes held requests. Subscribe before checking the store so no notification falls between. */
 export interface Notifier {
   subscribe(topic: string): Subscription;
-  notify(topic: string): void;
+  notify(topic: string, opts?: NotifyOptions): void;
+}
+
+export interface NotifyOptions {
+  /**
+   * The transition already published this wake-up to the other replicas (a Valkey script that
+   * PUBLISHes in the same round trip): only this process's waiters are left to wake.
+   */
+  published?: boolean;
 }
 
 export interface Subscription {

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type Redis from "ioredis";
-import { MemoryNotifier, type Notifier, type Subscription } from "./notifier.ts";
+import { MemoryNotifier, type Notifier, type NotifyOptions, type Subscription } from "./notifier.ts";
 
 /**
  * Wakes held requests across replicas: a request posted on replica B wakes the poll held on
@@ -19,7 +19,7 @@ export class RedisNotifier implements Notifier {
     private readonly subscriber: Redis,
     keyPrefix: string,
   ) {
-    this.channel = `${keyPrefix}wake`;
+    this.channel = wakeChannel(keyPrefix);
     subscriber.on("message", (channel: string, digest: string) => {
       if (channel === this.channel) this.local.notify(digest);
     });
@@ -40,9 +40,10 @@ export class RedisNotifier implements Notifier {
     return this.local.subscribe(digest(topic));
   }
 
-  notify(topic: string): void {
+  notify(topic: string, opts?: NotifyOptions): void {
     const d = digest(topic);
     this.local.notify(d);
+    if (opts?.published) return;
     // Fire and forget: a failed publish costs other replicas latency, not correctness.
     if (this.publisher.status === "ready") this.publisher.publish(this.channel, d).catch(() => {});
   }
@@ -53,3 +54,7 @@ export class RedisNotifier implements Notifier {
 }
 
 const digest = (topic: string) => createHash("sha256").update(topic).digest("hex");
+
+/** The one channel of wake-ups, and what a wake-up carries: a script may publish them itself. */
+export const wakeChannel = (keyPrefix: string) => `${keyPrefix}wake`;
+export const wakeDigest = digest;

@@ -4,7 +4,7 @@ import { RedisBrokerStore } from "../broker/redis/index.ts";
 import type { BrokerStore, ExpiredKind } from "../broker/types.ts";
 import type { Clock } from "../clock.ts";
 import { MemoryNotifier, type Notifier } from "../common/notifier.ts";
-import { RedisNotifier } from "../common/redis-notifier.ts";
+import { RedisNotifier, wakeChannel } from "../common/redis-notifier.ts";
 import type { Config } from "../config/index.ts";
 import type { ReadinessCheck } from "../ops/health.ts";
 import { MemoryV1Store } from "../v1/memory/index.ts";
@@ -77,7 +77,8 @@ export function createStateBackend(config: Config, deps: BackendDeps): StateBack
   return {
     kind: "redis",
     store: new RedisBrokerStore(client, { ...common, limits: b }, deps.onExpire),
-    v1Store: new RedisV1Store(client, { ...common, limits }, deps.v1Events),
+    // API v1's wake-ups ride in the transitions' own scripts: one round trip per enqueue or answer.
+    v1Store: new RedisV1Store(client, { ...common, limits, wakeChannel: wakeChannel(settings.keyPrefix) }, deps.v1Events),
     notifier,
     readiness: datastoreCheck(client, subscriber, settings.commandTimeoutMs),
     losesStateAtStop: false,

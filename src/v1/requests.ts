@@ -117,7 +117,7 @@ export function createRequestHandlers(deps: V1Deps) {
       case "queued":
         break;
     }
-    deps.notifier.notify(v1Topics.node(serverKey));
+    deps.notifier.notify(v1Topics.node(serverKey), { published: store.publishesWakes });
     ctx.log.debug({ event: "v1.request.admitted", node: fingerprint(serverKey), client: fingerprint(clientKey), tracked: requestId !== undefined }, "request admitted");
     return json(200, {
       message: "Request received",

@@ -61,7 +61,7 @@ export function createResponseHandlers(deps: V1Deps) {
   /** A retrieve may wait on its request id, or on the client key alone (oldest answer). */
   function wakeRetrievers(clientKey: string, requestId: string | undefined) {
     // A retrieve without request_id only ever takes answers that had none (spec §3.4 hardening).
-    deps.notifier.notify(v1Topics.request(clientKey, requestId));
+    deps.notifier.notify(v1Topics.request(clientKey, requestId), { published: store.publishesWakes });
   }
 
   async function progress(req: Request, ctx: RequestContext): Promise<Response> {

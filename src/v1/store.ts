@@ -135,6 +135,12 @@ export interface V1Events {
 }
 
 export interface V1Store {
+  /**
+   * True when enqueue (on "queued") and respond (on "accepted") publish the wake-up of their topic
+   * to the other replicas themselves, in the same atomic step: the handler then wakes only this
+   * process's waiters (NotifyOptions.published) and the datastore gets one round trip, not two.
+   */
+  readonly publishesWakes?: boolean;
   /** servers/register: new key appended (registration order), live key renewed in place. */
   register(nodeKey: string, capabilities: Capabilities, credentialDigest: string): Promise<RegisterResult>;
   /**

@@ -8,9 +8,10 @@ import { ManualClock } from "../../src/clock.ts";
 import { sha256Hex } from "../../src/common/tokens.ts";
 import { RelayError } from "../../src/errors.ts";
 import { connectRedis } from "../../src/state/redis.ts";
+import { RedisNotifier, wakeChannel } from "../../src/common/redis-notifier.ts";
 import { MemoryV1Store, RedisV1Store } from "../../src/v1/index.ts";
 import { SWEEP_BATCH } from "../../src/v1/redis/housekeeping.ts";
-import type { Capabilities, Envelope, TerminalStatus, V1Events, V1Store } from "../../src/v1/store.ts";
+import { v1Topics, type Capabilities, type Envelope, type TerminalStatus, type V1Events, type V1Store } from "../../src/v1/store.ts";
 import { DEFAULT_CAPABILITIES } from "../../src/v1/validate.ts";
 import { BACKENDS, REDIS_COMMAND_TIMEOUT_MS, TEST_LIMITS, recorder, redisTestClient, uniqueRedisPrefix } from "./backends.ts";
 import { prng } from "../helpers/prng.ts";
@@ -338,6 +339,37 @@ describe.skipIf(why !== undefined)("V1Store on Valkey/Redis", () => {
     expect(await a.respond(env("c", "r", "YW5zd2Vy"))).toEqual({ kind: "accepted" });
     expect(await b.retrieve("c", "r")).toEqual({ kind: "answer", envelope: env("c", "r", "YW5zd2Vy") });
     expect(await a.retrieve("c", "r")).toEqual({ kind: "unknown" });
+  });
+
+  test("with a wake channel, enqueue and respond publish their wake-up in their own script; refusals publish nothing", async () => {
+    const clock = new ManualClock();
+    const keyPrefix = uniqueRedisPrefix();
+    const store = new RedisV1Store(
+      redisTestClient(),
+      { keyPrefix, limits: TEST_LIMITS, clock, commandTimeoutMs: REDIS_COMMAND_TIMEOUT_MS, wakeChannel: wakeChannel(keyPrefix) },
+      recorder(),
+    );
+    expect(store.publishesWakes).toBe(true);
+    // Another replica's notifier: its held requests must wake with nobody calling notify().
+    const other = new RedisNotifier(redisTestClient("publisher"), redisTestClient("subscriber"), keyPrefix);
+    try {
+      await Bun.sleep(100); // its subscription is made once the connection is ready
+      await store.register("n", CAPS, CRED);
+      const pollWoken = other.subscribe(v1Topics.node("n"));
+      const retrieveWoken = other.subscribe(v1Topics.request("c", "r"));
+      const fired = (sub: { fired: Promise<void> }) => Promise.race([sub.fired.then(() => true), Bun.sleep(1_000).then(() => false)]);
+      expect(await store.enqueue("ghost", env("c", "x"), PROOF, 10_000, 1024)).toBe("unknown_node");
+      expect(await fired(other.subscribe(v1Topics.node("ghost")))).toBe(false);
+      expect(await store.enqueue("n", env("c", "r"), PROOF, 10_000, 1024)).toBe("queued");
+      expect(await fired(pollWoken)).toBe(true);
+      expect(await store.respond(env("c", "r", "YW5zd2Vy"))).toEqual({ kind: "accepted" });
+      expect(await fired(retrieveWoken)).toBe(true);
+      const late = other.subscribe(v1Topics.request("c", "r"));
+      expect((await store.respond(env("c", "r", "YW5zd2Vy"))).kind).toBe("duplicate");
+      expect(await fired(late)).toBe(false);
+    } finally {
+      other.close();
+    }
   });
 
   test("racing replicas: exactly one terminal transition wins for each request (spec §7.8)", async () => {

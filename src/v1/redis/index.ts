@@ -17,6 +17,11 @@ export interface RedisV1StoreOptions {
   clock?: Clock;
   /** A call that gets no answer within this fails with 503 state_unavailable. */
   commandTimeoutMs: number;
+  /**
+   * The Pub/Sub channel of wake-ups (src/common/redis-notifier.ts): enqueue and respond publish
+   * theirs in their own script. Without it the handlers' notifier publishes.
+   */
+  wakeChannel?: string;
 }
 
 const noEvents: V1Events = { evicted() {}, outcome() {}, dropped() {} };
@@ -29,9 +34,11 @@ const noEvents: V1Events = { evicted() {}, outcome() {}, dropped() {} };
  */
 export class RedisV1Store implements V1Store {
   private readonly s: RedisState;
+  readonly publishesWakes: boolean;
 
   constructor(client: Redis, opts: RedisV1StoreOptions, events: V1Events = noEvents) {
-    this.s = new RedisState(client, opts.keyPrefix, opts.limits, opts.clock, opts.commandTimeoutMs, events);
+    this.s = new RedisState(client, opts.keyPrefix, opts.limits, opts.clock, opts.commandTimeoutMs, events, opts.wakeChannel ?? "");
+    this.publishesWakes = opts.wakeChannel !== undefined;
     this.s.define([...nodes.NODE_SCRIPTS, ...requests.REQUEST_SCRIPTS, ...responses.RESPONSE_SCRIPTS, ...housekeeping.HOUSEKEEPING_SCRIPTS]);
   }
 

@@ -1,14 +1,15 @@
-import type { CancelResult, EnqueueResult, Envelope, TerminalStatus } from "../store.ts";
-import { envelopeBytes, pairHash, script, sha256, wholeMs, type RedisState } from "./state.ts";
+import { v1Topics, type CancelResult, type EnqueueResult, type Envelope, type TerminalStatus } from "../store.ts";
+import { LUA_WAKE, envelopeBytes, pairHash, script, sha256, wakeArgs, wholeMs, type RedisState } from "./state.ts";
 
 /** Client side of a request's life: admission and cancel (memory/requests.ts). */
 
 /**
  * ARGV: nh, ch, ph ('' = untracked), rid, envelope, cancel digest ('' = none), deadline duration,
- * max queue depth, untracked id, bytes, owner ('' = charged to no address). Admits the request
- * with its absolute deadline (spec §6.6, §7.4), its bytes charged to the owner's share.
+ * max queue depth, untracked id, bytes, owner ('' = charged to no address), wake channel and
+ * digest (LUA_WAKE). Admits the request with its absolute deadline (spec §6.6, §7.4), its bytes
+ * charged to the owner's share, and wakes the node's held poll on every replica.
  */
-const ENQUEUE = script("Enqueue", `
+const ENQUEUE = script("Enqueue", `${LUA_WAKE(14)}
 local nh, ch, ph, rid, envelope, cd = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local deadline, maxQ, uid, bytes, owner = NOW + tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11], tonumber(ARGV[12]), ARGV[13]
 local ls, lease, held = nodeTimes(nh)
@@ -25,6 +26,7 @@ if ph == '' then
   addBytes(bytes)
   addClientBytes(owner, bytes)
   redis.call('RPUSH', kQ(nh), 'u:' .. uid)
+  wake()
   return out('queued')
 end
 -- A live id is never admitted twice (upstream queues a second copy and loses track of the first).
@@ -41,6 +43,7 @@ addBytes(bytes)
 addClientBytes(owner, bytes)
 if cd ~= '' then redis.call('HSET', kReq(ph), 'cd', cd) end
 redis.call('ZADD', XDL, deadline, ph)
+wake()
 return out('queued')
 `);
 
@@ -84,6 +87,7 @@ export async function enqueue(
     crypto.randomUUID(),
     envelopeBytes(envelope),
     owner === undefined ? "" : sha256(owner),
+    ...wakeArgs(s, () => v1Topics.node(nodeKey)),
   );
 }
 

@@ -1,18 +1,20 @@
-import type { Envelope, ProgressResult, ProgressUpdate, RespondResult, RetrieveResult, TerminalStatus } from "../store.ts";
-import { envelopeBytes, pairHash, script, sha256, type RedisState } from "./state.ts";
+import { v1Topics, type Envelope, type ProgressResult, type ProgressUpdate, type RespondResult, type RetrieveResult, type TerminalStatus } from "../store.ts";
+import { LUA_WAKE, envelopeBytes, pairHash, script, sha256, wakeArgs, type RedisState } from "./state.ts";
 
 /** Node answers, progress and the client's retrieval (memory/responses.ts). */
 
 /**
- * ARGV: ch, ph ('' = untracked), answer id, envelope, bytes. Accepts the first answer for a live
- * request, exactly once (spec §6.8, §7.8).
+ * ARGV: ch, ph ('' = untracked), answer id, envelope, bytes, wake channel and digest (LUA_WAKE).
+ * Accepts the first answer for a live request, exactly once (spec §6.8, §7.8), and wakes the
+ * client's held retrieve on every replica.
  */
-const RESPOND = script("Respond", `
+const RESPOND = script("Respond", `${LUA_WAKE(8)}
 local ch, ph, aid, envelope, bytes = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 if ph == '' then
   if redis.call('ZCARD', XANS) >= LIM.maxAnswers then return out({ k = 'answers_full' }) end
   if not fits(bytes) then return out({ k = 'storage_full' }) end
   storeAnswer(ch, aid, envelope, bytes, NOW + LIM.answerTtlMs)
+  wake()
   return out({ k = 'accepted' })
 end
 local st = getTerminal(ph)
@@ -41,6 +43,7 @@ end
 dropPending(ph)
 countOutcome(ph, 'completed')
 storeAnswer(ch, ph, envelope, bytes, NOW + LIM.answerTtlMs)
+wake()
 return out({ k = 'accepted' })
 `);
 
@@ -110,6 +113,7 @@ export async function respond(s: RedisState, envelope: Envelope): Promise<Respon
   const ph = rid === undefined ? "" : pairHash(client, rid);
   const r = await s.run<{ k: "accepted" | "duplicate" | "answers_full" | "storage_full" } | { k: "gone"; st: TerminalStatus | "completed" | "gone" }>(
     RESPOND, sha256(client), ph, answerId(envelope), JSON.stringify(envelope), envelopeBytes(envelope),
+    ...wakeArgs(s, () => v1Topics.request(client, rid)),
   );
   return r.k === "gone" ? { kind: "gone", status: r.st } : { kind: r.k };
 }

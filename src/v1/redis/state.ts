@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type Redis from "ioredis";
 import type { Clock } from "../../clock.ts";
+import { wakeDigest } from "../../common/redis-notifier.ts";
 import { guarded, luaNow } from "../../state/redis.ts";
 import { MAX_TERMINAL_RECORDS_PER_REQUEST_SLOT, envelopeBytes, type MemoryLimits } from "../memory/state.ts";
 import type { EvictionReason, Outcome, V1Events } from "../store.ts";
@@ -326,6 +327,8 @@ export class RedisState {
     private readonly clock: Clock | undefined,
     private readonly timeoutMs: number,
     private readonly events: V1Events,
+    /** Where enqueue and respond publish their wake-ups ('' = they do not, see RedisV1StoreOptions). */
+    readonly wakeChannel: string,
   ) {
     this.prefix = `${keyPrefix}{v1}:`;
     this.nodesKey = `${this.prefix}nodes`;
@@ -381,6 +384,21 @@ export class RedisState {
 
 /** cjson encodes an empty Lua table as {}: read lists through this. */
 export const list = <T>(v: T[] | Record<string, never> | undefined): T[] => (Array.isArray(v) ? v : []);
+
+/**
+ * The wake-up a transition publishes with its own ARGV (channel, digest; '' = none): Pub/Sub
+ * delivers it while the script runs, but a woken replica's re-check runs after the script, so it
+ * always sees what the script wrote.
+ */
+export const LUA_WAKE = (channelArg: number) => `
+local function wake()
+  if ARGV[${channelArg}] ~= '' then redis.call('PUBLISH', ARGV[${channelArg}], ARGV[${channelArg + 1}]) end
+end
+`;
+
+/** ARGV pair (channel, digest) of the wake-up of `topic`, or none when the store does not publish. */
+export const wakeArgs = (s: RedisState, topic: () => string): [string, string] =>
+  s.wakeChannel === "" ? ["", ""] : [s.wakeChannel, wakeDigest(topic())];
 
 /** Whole milliseconds (see RedisState). */
 export const wholeMs = (v: number) => Math.max(0, Math.ceil(v));
