@@ -285,6 +285,14 @@ function ensureBinary(): void {
   if (r.exitCode !== 0) throw new Error("npm run build failed");
 }
 
+/** The commit the source tree is at, and whether src/ had changes not committed yet (the binary may include them). */
+function sourceState(): string {
+  const git = (...a: string[]) => Bun.spawnSync(["git", ...a], { cwd: REPO, stdout: "pipe", stderr: "ignore" }).stdout.toString().trim();
+  const head = git("rev-parse", "--short", "HEAD");
+  if (!head) return "source commit unknown";
+  return `source at commit ${head}${git("status", "--porcelain", "--", "src") ? " with uncommitted changes in src/" : ""}`;
+}
+
 function python(): string {
   const venv = join(VENV, "bin/python");
   return existsSync(venv) ? venv : "python3";
@@ -333,7 +341,7 @@ async function main(): Promise<number> {
         ["load average (1 / 5 / 15 min) at start", fmtLoad(load0)],
         ["load average at end", fmtLoad(load1)],
         ["tools", Object.entries(tools).map(([k, v]) => `${k} ${v}`).join("; ")],
-        ["relay", `dist/tokenplace-relay-linux-x64 built ${relayBuilt}${revision ? `, ${revision}` : ""}`],
+        ["relay", `dist/tokenplace-relay-linux-x64 built ${relayBuilt}${revision ? `, ${revision}` : ""}; ${sourceState()}`],
         ["open-file limit for servers", String(reachableFdLimit())],
       ],
     ),
