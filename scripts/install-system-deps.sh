@@ -7,6 +7,7 @@
 #   (shellcheck)     lints the workflows' run: scripts through actionlint (scripts/lint-workflows.sh)
 #   redis-server     the shared-state tests run a private one on a loopback port (Debian 12: 7.0)
 #   nginx            a round-robin front for the two-replica interop test
+#   wrk              the load generator of npm run bench (broker cycles; its smoke test)
 #   python3-venv     the token.place peers' interop tests build a venv from PyPI
 #   chromium         the chat page's browser test drives Debian's Chromium headless (playwright-core;
 #                    nothing downloads a browser), with fonts-dejavu-core for its screenshot
@@ -23,13 +24,14 @@ command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 # Debian's chromium is a real package; where apt has none (Ubuntu ships it as a snap) the browser
 # test looks for google-chrome or CHROMIUM_PATH instead, and under CI=true fails if it finds none.
 if [ ! -x /usr/bin/chromium ] && grep -qx 'ID=debian' /etc/os-release 2>/dev/null; then need+=(chromium fonts-dejavu-core); fi
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "install-system-deps: bubblewrap, qemu-user, libc6-arm64-cross, shellcheck, redis-server, nginx, python3-venv, chromium already installed"
+  echo "install-system-deps: bubblewrap, qemu-user, libc6-arm64-cross, shellcheck, redis-server, nginx, wrk, python3-venv, chromium already installed"
   exit 0
 fi
 
