@@ -31,7 +31,8 @@
  * - every answer the flood got, by status and code (a refusal must be JSON with a code of its own;
  *   5xx other than 503, non-JSON answers and 4xx/503 without a code are counted as violations; a
  *   429/503 without Retry-After is marked in its label), and the relay's own count of 5xx answers,
- *   refusals by reason and hold outcomes from /metrics;
+ *   refusals by reason, hold outcomes and the memory guard's forced collections (count, pauses) and
+ *   refusals from /metrics;
  * - nothing accepted is lost: 5 jobs queued before the flood for a parked node, every legitimate job
  *   accepted during it, and every flood job the relay accepted are delivered intact afterwards.
  *
@@ -52,7 +53,7 @@ import { fakeKey } from "./scenarios.ts";
 import { processCpuMs } from "./state.ts";
 
 const MiB = 1024 * 1024;
-/** RELAY_MEMORY_BUDGET_BYTES: the issue's 512 MiB unless `--budget=BYTES` (e.g. 268435456, the default a 512 MiB container gets). */
+/** RELAY_MEMORY_BUDGET_BYTES: the issue's 512 MiB unless `--budget=BYTES` (e.g. 402653184, the default a 512 MiB container gets). */
 const BUDGET_BYTES = (() => {
   const arg = process.argv.find((a) => a.startsWith("--budget="));
   const n = arg ? Number(arg.slice(9)) : 536_870_912;
