@@ -65,6 +65,7 @@ describe.skipIf(why !== undefined)("V1Store on Valkey/Redis", () => {
     const LIMITS = {
       leaseMs: 1_000, maxNodes: 3, maxRequests: 4, maxAnswers: 4, inFlightTtlMs: 500,
       tombstoneTtlMs: 700, terminalTtlMs: 1_500, pendingTtlMs: 1_200, answerTtlMs: 2_000, maxStoredBytes: 200,
+      maxStoredBytesPerClient: 90,
     };
     const NODES = ["node-a", "node-b", "node-c", "node-d"].map((n) => `${n}-${"k".repeat(40)}`);
     const CLIENTS = ["client-x", "client-y"];
@@ -137,9 +138,11 @@ describe.skipIf(why !== undefined)("V1Store on Valkey/Redis", () => {
             const deadline = rnd.pick([300, 800, 3_000]);
             const depth = rnd.pick([2, 1024]);
             const proof = rnd.next() < 0.8 ? PROOF : undefined;
-            name = `enqueue ${node} ${client} ${rid} deadline ${deadline}`;
+            // Two client addresses (and unowned admissions), so both byte shares and the budget are reached.
+            const owner = rnd.pick(["198.51.100.1", "198.51.100.2", undefined]);
+            name = `enqueue ${node} ${client} ${rid} deadline ${deadline} from ${owner}`;
             const text = rnd.pick(["Y2lwaGVy", "Y2lwaGVy".repeat(8)]);
-            call = (s) => s.enqueue(node, env(client, rid, text), proof, deadline, depth);
+            call = (s) => s.enqueue(node, env(client, rid, text), proof, deadline, depth, owner);
             break;
           }
           case 7: {
