@@ -73,5 +73,8 @@ async function main(argv: string[], env: Env): Promise<number | undefined> {
   return undefined;
 }
 
-const code = await main(process.argv.slice(2), process.env);
-if (code !== undefined) process.exit(code);
+// No top-level await: the binary is compiled to bytecode (scripts/build.ts), which needs a
+// module without it.
+void main(process.argv.slice(2), process.env).then((code) => {
+  if (code !== undefined) process.exit(code);
+});

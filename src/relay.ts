@@ -1,6 +1,6 @@
 import type { Server } from "bun";
 import type { Logger } from "pino";
-import { Registry } from "prom-client";
+import { Registry } from "./ops/prom.ts";
 import { createApp, type App, type ProxyRoute } from "./app.ts";
 import type { BrokerStore, ExpiredKind, Notifier, StoreStats } from "./broker/types.ts";
 import { systemClock, type Clock } from "./clock.ts";

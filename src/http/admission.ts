@@ -1,4 +1,4 @@
-import { Gauge } from "prom-client";
+import { Gauge } from "../ops/prom.ts";
 import type { BoundsConfig } from "../config/bounds.ts";
 import { RelayError } from "../errors.ts";
 import type { Metrics } from "../ops/metrics.ts";

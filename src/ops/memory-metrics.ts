@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
+import { Counter, Gauge, Histogram } from "./prom.ts";
 import type { MemoryBudget } from "../config/memory.ts";
 
 const P = "tokenplace_relay_";

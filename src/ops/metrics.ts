@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type * as PromClient from "prom-client";
+import { Counter, Gauge, Histogram, Registry, loadCollectDefaultMetrics } from "./prom.ts";
 import { REVISION, VERSION } from "../version.ts";
 
 const P = "tokenplace_relay_";
@@ -36,10 +37,29 @@ export interface GaugeSources {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
+/**
+ * The process metrics are registered this long after start, or at the first scrape if that comes
+ * sooner: loading and registering them was a visible share of the binary's start-up, and nothing
+ * reads them before a scrape.
+ */
+export const PROCESS_METRICS_DELAY_MS = 1_000;
+
 export function createMetrics(registry: Registry = new Registry(), opts: { processMetrics?: boolean } = {}) {
-  if (opts.processMetrics !== false) {
-    collectDefaultMetrics({ register: registry });
+  let processMetricsPending = opts.processMetrics !== false;
+  const registerProcessMetrics = () => {
+    if (!processMetricsPending) return;
+    processMetricsPending = false;
+    loadCollectDefaultMetrics()({ register: registry });
     for (const name of UNTRUE_UNDER_BUN) registry.removeSingleMetric(name);
+  };
+  if (processMetricsPending) {
+    setTimeout(registerProcessMetrics, PROCESS_METRICS_DELAY_MS).unref();
+    // Every reader of the registry (the /metrics route, tests) sees them, however early it asks.
+    const render = registry.metrics.bind(registry);
+    registry.metrics = () => {
+      registerProcessMetrics();
+      return render();
+    };
   }
   const sources: GaugeSources = {};
   const fromSource = (name: string, help: string, key: keyof GaugeSources) =>
@@ -138,7 +158,7 @@ export function createMetrics(registry: Registry = new Registry(), opts: { proce
 
   // Label sets are few (method x route template x status), so their children are cached: hashing
   // the label object on every request cost about as much as the rest of the bookkeeping.
-  const children = new Map<string, { count: Counter.Internal; duration: Histogram.Internal<string> }>();
+  const children = new Map<string, { count: PromClient.Counter.Internal; duration: PromClient.Histogram.Internal<string> }>();
   function observeRequest(rawMethod: string, route: string, status: number, seconds: number): void {
     // The method is the client's choice: anything unusual shares one label value.
     const method = KNOWN_METHODS.has(rawMethod) ? rawMethod : "other";

@@ -1,4 +1,5 @@
-import { Counter, Gauge, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
+import { Counter, Gauge } from "../ops/prom.ts";
 import type { ControlState, EvictionReason, Outcome, V1Events, V1Stats } from "./store.ts";
 
 /**
