@@ -68,7 +68,7 @@ export interface Script {
  * Helpers shared by every script, mirroring MemoryState (memory/state.ts). ARGV[1] is the key
  * prefix, ARGV[2] the injected clock's now ('' = the datastore's TIME, so replicas with skewed
  * clocks agree); a script's own arguments start at ARGV[3]. The limits are constants of the
- * script's source (LIM, see luaLimits): decoding them from JSON on every call cost each
+ * script's source (LIM, see luaTable): decoding them from JSON on every call cost each
  * transition time on the datastore's one thread, and a different configuration is simply a
  * different script (another SHA). Times are whole milliseconds. A script returns out(result): its
  * answer plus what it did, for metrics.
