@@ -68,6 +68,9 @@ export interface CycleRun {
   socketErrors: number;
   firstError: string;
   steps: StepLatency[];
+  durationS: number;
+  /** The Lua script's buckets per step ("bucket:count,..."), kept so rounds can be merged. */
+  hist: string[];
 }
 
 /** Percentiles from the Lua script's buckets (10 µs below 100 ms, 1 ms above), in ms. */
@@ -123,8 +126,8 @@ async function cycleLines(protocol: Protocol, s: CycleServer, pairs: number): Pr
       const clientKey = fakeKey();
       let bodies: string[];
       if (protocol === "v1") {
-        if (s.role !== "ceiling") await registerV1Node(s.url, auth).then((k) => (bodies = stepsV1(k, clientKey)));
-        else bodies = stepsV1(nodeKey, clientKey);
+        // The ceiling checks nothing, so its node needs no registration.
+        bodies = stepsV1(s.role === "ceiling" ? nodeKey : await registerV1Node(s.url, auth), clientKey);
       } else {
         if (s.role !== "ceiling") await registerLegacyNode(s.url, nodeKey, s.token);
         const payload = { chat_history: b64(512), cipherkey: b64(256), iv: b64(16) };
@@ -135,7 +138,7 @@ async function cycleLines(protocol: Protocol, s: CycleServer, pairs: number): Pr
           JSON.stringify({ client_public_key: clientKey }),
         ];
       }
-      return [protocol, ...STEP_PATHS[protocol].flatMap((p, k) => [p, bodies![k]!])].join("\t");
+      return [protocol, ...STEP_PATHS[protocol].flatMap((p, k) => [p, bodies[k]!])].join("\t");
     }),
   );
 }
@@ -170,11 +173,34 @@ export async function wrkCycles(protocol: Protocol, s: CycleServer, pairs: numbe
     socketErrors: r.socketErrors,
     firstError: r.firstError,
     steps: r.hist.map(histogramPercentiles),
+    durationS: r.durationUs / 1e6,
+    hist: r.hist,
+  };
+}
+
+/** Rounds of one protocol x pairs x server as one run: cycles over the summed time, buckets merged. */
+export function mergeRuns(runs: CycleRun[]): CycleRun {
+  const first = runs[0]!;
+  const cycles = runs.reduce((t, r) => t + r.cycles, 0);
+  const durationS = runs.reduce((t, r) => t + r.durationS, 0);
+  const hist = first.hist.map((_, k) => runs.map((r) => r.hist[k] ?? "").filter(Boolean).join(","));
+  return {
+    ...first,
+    cycles,
+    durationS,
+    cyclesPerSecond: durationS > 0 ? cycles / durationS : 0,
+    errors: runs.reduce((t, r) => t + r.errors, 0),
+    socketErrors: runs.reduce((t, r) => t + r.socketErrors, 0),
+    firstError: runs.find((r) => r.firstError)?.firstError ?? "",
+    hist,
+    steps: hist.map(histogramPercentiles),
   };
 }
 
 export interface CyclesOptions {
   seconds: number;
+  /** Each protocol x pairs x server runs this many times, interleaved with the others, then merged. */
+  rounds: number;
   pairs: number[];
   protocols: Protocol[];
   log: (msg: string) => void;
@@ -183,23 +209,34 @@ export interface CyclesOptions {
 /** Runs every protocol x pairs x server, servers rotating per run, and reports. */
 export async function cyclesSection(servers: CycleServer[], o: CyclesOptions): Promise<SectionResult> {
   const workDir = mkdtempSync(join(tmpdir(), "tokenplace-bench-wrk-"));
-  const runs: CycleRun[] = [];
+  const rounds: CycleRun[] = [];
   const failures: string[] = [];
   let turn = 0;
+  for (let round = 0; round < o.rounds; round++) {
+    for (const protocol of o.protocols) {
+      for (const pairs of o.pairs) {
+        for (let k = 0; k < servers.length; k++) {
+          const s = servers[(k + turn) % servers.length]!;
+          o.log(`cycles: round ${round + 1}/${o.rounds}, ${protocol}, ${pairs} pair(s), ${ROLE_LABEL[s.role]}...`);
+          try {
+            const r = await wrkCycles(protocol, s, pairs, o.seconds, workDir);
+            rounds.push(r);
+            if (r.errors > 0 || r.cycles === 0) failures.push(`cycles ${protocol} ${pairs} pairs on ${ROLE_LABEL[s.role]}: ${r.errors} failed cycle(s), ${r.cycles} completed; first: ${r.firstError}`);
+          } catch (err) {
+            failures.push(`cycles ${protocol} ${pairs} pairs on ${ROLE_LABEL[s.role]}: ${err instanceof Error ? err.message : String(err)}`);
+          }
+        }
+        turn++;
+      }
+    }
+  }
+  const runs: CycleRun[] = [];
   for (const protocol of o.protocols) {
     for (const pairs of o.pairs) {
-      for (let k = 0; k < servers.length; k++) {
-        const s = servers[(k + turn) % servers.length]!;
-        o.log(`cycles: ${protocol}, ${pairs} pair(s), ${ROLE_LABEL[s.role]}...`);
-        try {
-          const r = await wrkCycles(protocol, s, pairs, o.seconds, workDir);
-          runs.push(r);
-          if (r.errors > 0 || r.cycles === 0) failures.push(`cycles ${protocol} ${pairs} pairs on ${ROLE_LABEL[s.role]}: ${r.errors} failed cycle(s), ${r.cycles} completed; first: ${r.firstError}`);
-        } catch (err) {
-          failures.push(`cycles ${protocol} ${pairs} pairs on ${ROLE_LABEL[s.role]}: ${err instanceof Error ? err.message : String(err)}`);
-        }
+      for (const s of servers) {
+        const mine = rounds.filter((r) => r.protocol === protocol && r.pairs === pairs && r.role === s.role);
+        if (mine.length > 0) runs.push(mergeRuns(mine));
       }
-      turn++;
     }
   }
   return report(runs, servers, o, failures);
@@ -255,9 +292,9 @@ function report(runs: CycleRun[], servers: CycleServer[], o: CyclesOptions, fail
   const body = [
     markdown(head, rows),
     "",
-    `Steps: API v1 ${STEP_NAMES.v1.join(" → ")}; legacy ${STEP_NAMES.legacy.join(" → ")}. wrk ${o.seconds} s per run, one connection per pair.`,
+    `Steps: API v1 ${STEP_NAMES.v1.join(" → ")}; legacy ${STEP_NAMES.legacy.join(" → ")}. wrk, one connection per pair, ${o.rounds} round(s) of ${o.seconds} s per row, interleaved with the other servers' and merged.`,
 
   ].join("\n");
-  return { body, targets, failures, json: { seconds: o.seconds, runs } };
+  return { body, targets, failures, json: { seconds: o.seconds, rounds: o.rounds, runs: runs.map(({ hist: _hist, ...r }) => r) } };
 }
 

@@ -14,13 +14,14 @@
  * server.py + client.py through the relay and through relay.py), proxy (SSE streams through the
  * relay, nginx and direct), memory (RSS of the compiled binary), startup (launch to /healthz).
  *
- * Options: --duration-ms=N (per wrk run, whole seconds, default 3000), --pairs=1,2,16,
+ * Options: --duration-ms=N (per wrk run, whole seconds, default 3000), --cycle-rounds=N (default 2),
+ * --pairs=1,2,16,
  * --protocols=v1,legacy, --samples=N (wake, default 200), --rounds=N (peers, default 3),
  * --streams=100,1000 (proxy), --events=N and --gap-ms=N (proxy, default 40 events 100 ms apart),
  * --holds=N (memory, default 10000), --settle-ms=N (memory, default 3000), --startup-runs=N
  * (default 10), --state=memory,valkey, --no-upstream (leave relay.py out), --build (rebuild
  * dist/ first; by default only when missing), --out=FILE (default bench/results.md; --quick
- * writes nothing unless given). Exit 1 if any request, sample, stream or run failed.
+ * writes nothing unless given), --note=TEXT (the load the machine was under, for the report). Exit 1 if any request, sample, stream or run failed.
  */
 import { existsSync, mkdirSync, mkdtempSync, statSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
@@ -70,6 +71,7 @@ const sections = SECTIONS.filter((s) => only.includes(s) && !skip.includes(s));
 const states = list("state", ["memory", "valkey"]).map((s) => (s === "redis" ? "valkey" : s));
 const opts = {
   seconds: Math.max(1, Math.round(num("duration-ms", quick ? 1_000 : 3_000) / 1_000)),
+  cycleRounds: num("cycle-rounds", quick ? 1 : 2),
   pairs: list("pairs", (quick ? [1, 2] : PAIRS).map(String)).map(Number),
   protocols: list("protocols", PROTOCOLS) as Protocol[],
   samples: num("samples", quick ? 15 : 200),
@@ -84,6 +86,8 @@ const opts = {
   valkey: states.includes("valkey"),
   build: flag("build"),
   out: text("out") ?? (quick ? undefined : join(REPO, "bench/results.md")),
+  /** Free text for the report: what else the machine was doing. */
+  note: text("note"),
 };
 
 const TOKEN = `bench-${crypto.randomUUID()}`;
@@ -164,7 +168,7 @@ async function cycles(): Promise<SectionResult> {
   const up = upstreamProblem();
   if (up) notes.push(`upstream relay.py left out: ${up}.`);
   else servers.push({ role: "upstream", url: (await relayPython()).url, token: TOKEN });
-  const r = await cyclesSection(servers, { seconds: opts.seconds, pairs: opts.pairs, protocols: opts.protocols, log });
+  const r = await cyclesSection(servers, { seconds: opts.seconds, rounds: opts.cycleRounds, pairs: opts.pairs, protocols: opts.protocols, log });
   return { ...r, body: [r.body, ...notes.map((n) => `\nSKIPPED in this section: ${n}`)].join("\n") };
 }
 
@@ -211,15 +215,23 @@ async function peers(): Promise<SectionResult> {
   const problems = peersProblems();
   if (problems.length > 0) return skipped(`the token.place peers cannot run here: ${problems.join("; ")} (TOKENPLACE_PEERS_DIR: ${PEERS_DIR})`);
   const failures: string[] = [];
-  const m = await relayMemory();
+  // Fresh relays: the fake nodes other sections registered would be offered to client.py by
+  // servers/next, and no one answers for them.
+  const m = await start("relay-peers", [RELAY_BIN], BROKER_ENV, "RELAY_PORT");
   log(`peers: ${opts.rounds} round trips through the relay...`);
   const ours = await runTokenplaceE2E(m.port, opts.rounds, TOKEN);
+  await m.stop();
   if (ours.code !== 0) failures.push(`peers through the relay: ${ours.summary}\n${ours.stderr.slice(-1500)}`);
   let theirs: E2EResult | undefined;
   const up = upstreamProblem();
   if (!up) {
     log(`peers: ${opts.rounds} round trips through upstream relay.py (about 30 s each after the first)...`);
-    theirs = await runTokenplaceE2E((await relayPython()).port, opts.rounds, TOKEN);
+    const relayPy = await startUpstreamRelay(TOKEN);
+    try {
+      theirs = await runTokenplaceE2E(relayPy.port, opts.rounds, TOKEN);
+    } finally {
+      await relayPy.stop();
+    }
     if (theirs.code !== 0) failures.push(`peers through upstream relay.py: ${theirs.summary}\n${theirs.stderr.slice(-1500)}`);
   }
   const row = (name: string, r: E2EResult | undefined) => [name, r ? `${r.medianS.toFixed(3)} s` : "not run", r ? `${r.ok}/${r.rounds}` : "", r ? r.roundSeconds.map((v) => v.toFixed(2)).join(", ") + " s" : ""];
@@ -346,6 +358,7 @@ async function main(): Promise<number> {
       ],
     ),
     "",
+    ...(opts.note ? [`Conditions: ${opts.note}`, ""] : []),
     "Everything runs on loopback on this one machine, load generators included, so every figure also pays for its client; " +
       "the servers it is compared with run in the same run, in rotating order. Shared machines are noisy: compare ratios, not absolute numbers.",
     "",
