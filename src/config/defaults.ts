@@ -121,8 +121,14 @@ export const MEMORY_GUARD_INTERVAL_MS = 20;
  * Real keys are ~600 characters and a poll or retrieve body stays far below this.
  */
 export const MEMORY_GUARD_SMALL_BODY_BYTES = 64 * 1024;
-/** Forced full collections are at least this far apart (each pauses the one JS thread). */
-export const MEMORY_GUARD_GC_MIN_INTERVAL_MS = 250;
+/**
+ * Past the collect level a full collection is forced once RSS has grown this share of the headroom
+ * since the last one ended (what stays after a collection is live: collecting again without growth
+ * would only pause the one JS thread), and at most every MEMORY_GUARD_GC_MIN_INTERVAL_MS: a flood
+ * of 4 MiB bodies adds tens of MiB of garbage per 250 ms, so waiting on a timer lets RSS run on.
+ */
+export const MEMORY_GUARD_GC_GROWTH_SHARE = 1 / 8;
+export const MEMORY_GUARD_GC_MIN_INTERVAL_MS = 50;
 
 // Rate limits (token.place API v1 relay spec §11; upstream's variables, defaults and limit syntax).
 

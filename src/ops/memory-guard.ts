@@ -14,8 +14,9 @@ import { GUARD_LEVELS, createMemoryMetrics, type GuardLevel } from "./memory-met
  * text, the parsed copy) stays resident until JavaScriptCore collects, and JSC sizes its heap from
  * the host's RAM, not the container's limit. Levels (src/config/memory.ts, all in the headroom):
  *
- * - collect: a forced full collection (`Bun.gc(true)`), at most every MEMORY_GUARD_GC_MIN_INTERVAL_MS;
- *   below it the guard admits again (the low-water mark);
+ * - collect: a forced full collection (`Bun.gc(true)`) whenever RSS has grown by 1/8 of the
+ *   headroom since the last one ended (at most every MEMORY_GUARD_GC_MIN_INTERVAL_MS); below it the
+ *   guard admits again (the low-water mark);
  * - shed clients: bodies of at least MEMORY_GUARD_SMALL_BODY_BYTES (or of unknown size) on client
  *   routes are refused before a byte is read, 503 busy with reason "memory" and Retry-After;
  * - shed all: node routes' large bodies too.
@@ -55,6 +56,9 @@ export function createMemoryGuard(deps: MemoryGuardDeps): MemoryGuard {
   const collect = deps.collect ?? (() => Bun.gc(true));
   let level: GuardLevel = 0;
   let lastCollect = -Infinity;
+  /** RSS when the last forced collection ended (or lower since): what is live, not garbage. */
+  let afterCollect = 0;
+  const gcGrowth = Math.floor(deps.budget.shares.headroomBytes * D.MEMORY_GUARD_GC_GROWTH_SHARE);
   const metrics = createMemoryMetrics(deps.registry, deps.budget, { rss: readRss, level: () => level });
   const log = deps.logger.child({ component: "memory-guard" });
 
@@ -62,13 +66,16 @@ export function createMemoryGuard(deps: MemoryGuardDeps): MemoryGuard {
     if (!levels.enabled) return;
     let rss = readRss();
     const now = performance.now();
-    if (rss >= levels.collectBytes && now - lastCollect >= D.MEMORY_GUARD_GC_MIN_INTERVAL_MS) {
+    if (rss >= levels.collectBytes && rss - afterCollect >= gcGrowth && now - lastCollect >= D.MEMORY_GUARD_GC_MIN_INTERVAL_MS) {
       collect();
       const after = performance.now();
       lastCollect = after;
       metrics.collected((after - now) / 1000);
       rss = readRss();
+      afterCollect = rss;
     }
+    // RSS fell on its own (the runtime collected): growth counts from there.
+    if (rss < afterCollect) afterCollect = rss;
     // Up at once; down only below the level's own threshold, and to admitting only below the
     // collect level: hysteresis, so a relay hovering at a threshold does not flap.
     const next: GuardLevel =

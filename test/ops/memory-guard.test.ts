@@ -1,5 +1,5 @@
 // The memory guard's levels and what each refuses, with RSS readings fed by the test: unit level
-// (thresholds, hysteresis, collections at most every 250 ms) and over HTTP on an in-process relay
+// (thresholds, hysteresis, when a collection is forced) and over HTTP on an in-process relay
 // (503 busy with reason "memory" before the body is read; small bodies, polls and node answers go
 // on; /healthz and /metrics tell). test/limits/rss.test.ts checks the real RSS of the binary.
 import { afterEach, describe, expect, test } from "bun:test";
@@ -56,16 +56,24 @@ describe("memory guard levels", () => {
     expect([guard.level, guard.shedding]).toEqual([0, false]);
   });
 
-  test("past the collect level a full collection is forced, at most every 250 ms", async () => {
+  test("past the collect level a full collection is forced once RSS grew by 1/8 of the headroom since the last, at most every 50 ms", async () => {
+    // Headroom 112 MiB: 14 MiB of growth.
     const { set, collections } = unitGuard();
     set(300 * MiB);
     expect(collections()).toBe(0);
-    set(401 * MiB);
-    set(402 * MiB);
+    set(401 * MiB); // reading after the collection: still 401 MiB (live, not garbage)
     expect(collections()).toBe(1);
-    await Bun.sleep(260);
-    set(402 * MiB);
+    await Bun.sleep(60);
+    set(410 * MiB);
+    expect(collections()).toBe(1);
+    set(416 * MiB);
     expect(collections()).toBe(2);
+    // Grown again, but within 50 ms of the last one.
+    set(440 * MiB);
+    expect(collections()).toBe(2);
+    await Bun.sleep(60);
+    set(440 * MiB);
+    expect(collections()).toBe(3);
   });
 
   test("what is refused: large and chunked bodies on client routes at level 1, node routes too at level 2; small bodies never", () => {
