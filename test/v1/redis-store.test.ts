@@ -13,7 +13,7 @@ import { MemoryV1Store, RedisV1Store } from "../../src/v1/index.ts";
 import { SWEEP_BATCH } from "../../src/v1/redis/housekeeping.ts";
 import { v1Topics, type Capabilities, type Envelope, type TerminalStatus, type V1Events, type V1Store } from "../../src/v1/store.ts";
 import { DEFAULT_CAPABILITIES } from "../../src/v1/validate.ts";
-import { BACKENDS, REDIS_COMMAND_TIMEOUT_MS, TEST_LIMITS, recorder, redisTestClient, uniqueRedisPrefix } from "./backends.ts";
+import { BACKENDS, REDIS_COMMAND_TIMEOUT_MS, TEST_LIMITS, recorder, redisTestClient, uniqueRedisPrefix, type TestLimits } from "./backends.ts";
 import { prng } from "../helpers/prng.ts";
 
 const CAPS: Capabilities = { ...DEFAULT_CAPABILITIES, supported_model_ids: ["qwen3-8b-instruct"], maximum_output_tokens: 8192 };
@@ -36,7 +36,7 @@ const env = (clientKey: string, requestId?: string, text = "Y2lwaGVy"): Envelope
 });
 
 /** A store on the shared test server, with its client and prefix for looking at the keys. */
-function redisStore(opts: { clock?: ManualClock; limits?: Partial<typeof TEST_LIMITS>; prefix?: string; events?: V1Events } = {}) {
+function redisStore(opts: { clock?: ManualClock; limits?: TestLimits; prefix?: string; events?: V1Events } = {}) {
   const client = redisTestClient();
   const keyPrefix = opts.prefix ?? uniqueRedisPrefix();
   const store = new RedisV1Store(
@@ -285,6 +285,23 @@ describe.skipIf(why !== undefined)("V1Store on Valkey/Redis", () => {
     }
     expect(await store.stats()).toEqual({ nodes: 0, healthyNodes: 0, queued: 0, oldestQueuedAgeSeconds: 0, inFlight: 0, oldestInFlightAgeSeconds: 0, oldestLeaseAgeSeconds: 0, answers: 0, storedBytes: 0, clientsHoldingBytes: 0 });
     expect(await keysUnder(client, keyPrefix)).toEqual(SINGLETONS);
+  });
+
+  test("per-address counters an older replica left behind (it never released them) are cleared once no request is live", async () => {
+    const clock = new ManualClock();
+    const { store, client, keyPrefix } = redisStore({ clock, limits: { maxStoredBytesPerClient: 1_000 } });
+    await store.register("n", CAPS, CRED);
+    // As if an old replica had ended a request without releasing its owner's bytes.
+    await client.hincrby(`${keyPrefix}{v1}:cbytes`, sha256Hex("198.51.100.9"), 1_000);
+    expect(await store.enqueue("n", env("c", "r1"), PROOF, 60_000, 1024, "198.51.100.9")).toBe("client_storage_full");
+    expect(await store.enqueue("n", env("c", "r2"), PROOF, 60_000, 1024, "198.51.100.1")).toBe("queued");
+    // A live request: the sweep cannot tell drift from what is charged, and leaves the counters.
+    await store.sweep();
+    expect((await store.stats()).clientsHoldingBytes).toBe(2);
+    await store.cancel("c", "r2", PROOF, "cancelled", "requester_cancelled");
+    await store.sweep();
+    expect((await store.stats()).clientsHoldingBytes).toBe(0);
+    expect(await store.enqueue("n", env("c", "r1"), PROOF, 60_000, 1024, "198.51.100.9")).toBe("queued");
   });
 
   test("a lease-protected stale node is evicted as soon as its last lease lapses or its work ends", async () => {

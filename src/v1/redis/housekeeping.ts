@@ -65,6 +65,10 @@ for _, nh in ipairs(due(XEVICT)) do
     redis.call('ZADD', XEVICT, math.max(staleAt(ls, lease, held), math.ceil(tonumber(last or 0))), nh)
   end
 end
+-- No live request, so nothing is charged to any address: whatever a counter still holds is drift,
+-- left by a replica of an earlier version (which never released per-address bytes) during a
+-- rolling upgrade. It heals at the first moment the relay is idle.
+if redis.call('ZCARD', XDL) + redis.call('ZCARD', XUNT) == 0 then redis.call('DEL', KCB) end
 return out(more)
 `);
 
