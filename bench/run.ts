@@ -18,7 +18,7 @@
  * --pairs=1,2,16,
  * --protocols=v1,legacy, --samples=N (wake, default 200), --rounds=N (peers, default 3),
  * --streams=100,1000 (proxy), --events=N and --gap-ms=N (proxy, default 40 events 100 ms apart),
- * --holds=N (memory, default 10000), --settle-ms=N (memory, default 3000), --startup-runs=N
+ * --holds=N (memory, default 10000), --settle-ms=N (memory, default 15000), --startup-runs=N
  * (default 10), --state=memory,valkey, --no-upstream (leave relay.py out), --build (rebuild
  * dist/ first; by default only when missing), --out=FILE (default bench/results.md; --quick
  * writes nothing unless given), --note=TEXT (the load the machine was under, for the report). Exit 1 if any request, sample, stream or run failed.
@@ -80,7 +80,7 @@ const opts = {
   events: num("events", quick ? 5 : 40),
   gapMs: num("gap-ms", 100),
   holds: num("holds", quick ? 200 : 10_000),
-  settleMs: num("settle-ms", quick ? 500 : 3_000),
+  settleMs: num("settle-ms", quick ? 500 : 15_000),
   startupRuns: num("startup-runs", quick ? 2 : 10),
   upstream: !flag("no-upstream"),
   valkey: states.includes("valkey"),
