@@ -37,6 +37,9 @@ export interface GaugeSources {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
+type ProxyDirection = "request" | "response";
+const PROXY_DIRECTIONS: readonly ProxyDirection[] = ["request", "response"];
+
 /**
  * The process metrics are registered this long after start, or at the first scrape if that comes
  * sooner: loading and registering them was a visible share of the binary's start-up, and nothing
@@ -62,6 +65,9 @@ export function createMetrics(registry: Registry = new Registry(), opts: { proce
     };
   }
   const sources: GaugeSources = {};
+  // A proxied stream counts its bytes per chunk: a number added here, instead of prom-client's
+  // label lookup and hashing per chunk; the counter takes them over whenever it is read.
+  const pendingProxyBytes: Record<ProxyDirection, number> = { request: 0, response: 0 };
   const fromSource = (name: string, help: string, key: keyof GaugeSources) =>
     new Gauge({
       name: P + name,
@@ -140,6 +146,13 @@ export function createMetrics(registry: Registry = new Registry(), opts: { proce
       help: "Body bytes proxied, by direction (request = to upstream, response = to client).",
       labelNames: ["direction"],
       registers: [registry],
+      collect() {
+        // Bytes counted per chunk (countProxyBytes) are added here, when the counter is read.
+        for (const direction of PROXY_DIRECTIONS) {
+          if (pendingProxyBytes[direction] > 0) this.inc({ direction }, pendingProxyBytes[direction]);
+          pendingProxyBytes[direction] = 0;
+        }
+      },
     }),
     upstreamErrors: new Counter({
       name: P + "upstream_errors_total",
@@ -172,5 +185,8 @@ export function createMetrics(registry: Registry = new Registry(), opts: { proce
     c.count.inc();
     c.duration.observe(seconds);
   }
-  return { ...m, observeRequest };
+  const countProxyBytes = (direction: ProxyDirection, n: number) => {
+    pendingProxyBytes[direction] += n;
+  };
+  return { ...m, observeRequest, countProxyBytes };
 }

@@ -56,7 +56,7 @@ export async function prepareBody(
   const length = declared === null ? undefined : Number(declared);
   // RFC 9110 §8.6: a declared length is known before any byte is read; refuse it at once.
   if (length !== undefined && length > limit) throw tooLarge(limit);
-  const countSent = (n: number) => metrics.proxyBytes.labels("request").inc(n);
+  const countSent = (n: number) => metrics.countProxyBytes("request", n);
 
   if (!req.body || length === 0) {
     upload.done();

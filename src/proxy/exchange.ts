@@ -9,8 +9,18 @@ import { ProxyAbort, type FailureKind } from "./failure.ts";
  */
 export class Exchange {
   private readonly controller = new AbortController();
-  private timer: ReturnType<typeof setTimeout> | undefined;
   private readonly unlink: Array<() => void> = [];
+  /**
+   * The watchdog is lazy: arm() and disarm() only move `deadline`; one timer at a time checks it
+   * when it fires and, if the deadline moved on, sleeps again until the new one. A stream re-arms
+   * twice per chunk, and clearing and scheduling a timer each time was a visible share of the
+   * proxy's per-chunk cost.
+   */
+  private deadline = Number.POSITIVE_INFINITY;
+  private kind: FailureKind = "timeout";
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the pending timer fires (performance.now()). */
+  private timerAt = Number.POSITIVE_INFINITY;
   /** Set once the response head arrived: from then on only the response side runs the watchdog. */
   headReceived = false;
 
@@ -37,21 +47,42 @@ export class Exchange {
 
   /** (Re)start the single watchdog: abort with `kind` unless disarmed within `ms`. */
   arm(ms: number, kind: FailureKind): void {
-    this.disarm();
     if (this.controller.signal.aborted) return;
-    this.timer = setTimeout(() => this.abort(kind), ms);
+    const now = performance.now();
+    this.deadline = now + ms;
+    this.kind = kind;
+    // A timer due no later than the new deadline re-checks then; only a later one is replaced.
+    if (this.timer === undefined || this.timerAt > this.deadline) this.schedule(now);
   }
 
   disarm(): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
+    // The pending timer, if any, finds no deadline and stops; dispose() clears it for good.
+    this.deadline = Number.POSITIVE_INFINITY;
   }
 
   /** Stop timers and detach from long-lived signals (the hard-stop signal outlives every request). */
   dispose(): void {
     this.disarm();
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Number.POSITIVE_INFINITY;
     for (const off of this.unlink.splice(0)) off();
   }
+
+  private schedule(now: number): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timerAt = this.deadline;
+    this.timer = setTimeout(this.check, Math.max(0, this.deadline - now));
+  }
+
+  private readonly check = (): void => {
+    this.timer = undefined;
+    this.timerAt = Number.POSITIVE_INFINITY;
+    if (this.deadline === Number.POSITIVE_INFINITY) return;
+    const now = performance.now();
+    if (now >= this.deadline) this.abort(this.kind);
+    else this.schedule(now);
+  };
 
   private link(source: AbortSignal, kind: FailureKind): void {
     if (source.aborted) {

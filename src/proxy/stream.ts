@@ -83,7 +83,7 @@ export function relayBody(body: ReadableStream<Uint8Array>, deps: StreamDeps): R
           return;
         }
         bytes += chunk.value.byteLength;
-        metrics.proxyBytes.labels("response").inc(chunk.value.byteLength);
+        metrics.countProxyBytes("response", chunk.value.byteLength);
         controller.enqueue(chunk.value);
         // Until the client asks for more, it is the client that is stalling: a reader that stops
         // reading for the idle timeout must not pin an upstream connection forever.
