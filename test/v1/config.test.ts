@@ -67,6 +67,16 @@ describe("API v1 settings", () => {
     expect(problems.length).toBeGreaterThanOrEqual(10);
   });
 
+  test("the per-address byte share: a quarter by default, set by hand at least 64 KiB and at most the whole budget", () => {
+    const MiB = 1024 * 1024;
+    const set = (env: Record<string, string>) => loadConfig({ RELAY_V1_MAX_STORED_BYTES: String(8 * MiB), ...env });
+    expect(set({}).config.v1.maxStoredBytesPerClient).toBe(2 * MiB);
+    expect(set({ RELAY_V1_MAX_STORED_BYTES_PER_CLIENT: String(8 * MiB) })).toMatchObject({ problems: [], config: { v1: { maxStoredBytesPerClient: 8 * MiB } } });
+    expect(set({ RELAY_V1_MAX_STORED_BYTES_PER_CLIENT: String(9 * MiB) }).problems.join()).toContain("RELAY_V1_MAX_STORED_BYTES_PER_CLIENT: 9437184 exceeds RELAY_V1_MAX_STORED_BYTES (8388608)");
+    expect(set({ RELAY_V1_MAX_STORED_BYTES_PER_CLIENT: "1000" }).problems.join()).toContain("RELAY_V1_MAX_STORED_BYTES_PER_CLIENT");
+    expect(set({ RELAY_V1_MAX_STORED_BYTES_PER_CLIENT: "a lot" }).problems.join()).toContain("RELAY_V1_MAX_STORED_BYTES_PER_CLIENT");
+  });
+
   test("a deadline outside its clamps is a problem, not silently clamped", () => {
     const { problems } = loadConfig({ TOKEN_PLACE_API_V1_REQUEST_DEADLINE_SECONDS: "4000" });
     expect(problems.join()).toContain("TOKEN_PLACE_API_V1_REQUEST_DEADLINE_SECONDS: must be <= 3600");
