@@ -117,6 +117,16 @@ const stopAll = async () => {
   await Promise.all([...running.splice(0).map((s) => s.stop()), upstream?.stop()]);
   await store?.stop();
 };
+/** The servers only cycles and wake use, stopped once neither is left to run: later sections measure on a quieter machine. */
+const BROKER_SERVERS = ["relay-memory", "relay-valkey-a", "relay-valkey-b", "ceiling", "baseline"];
+async function stopBrokers(): Promise<void> {
+  const done = running.filter((s) => BROKER_SERVERS.includes(s.name));
+  for (const s of done) running.splice(running.indexOf(s), 1);
+  await Promise.all([...done.map((s) => s.stop()), upstream?.stop()]);
+  upstream = undefined;
+  await store?.stop();
+  store = undefined;
+}
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => void stopAll().finally(() => process.exit(130)));
 
 async function start(name: string, cmd: string[], env: Record<string, string>, portVar: string): Promise<Server> {
@@ -318,7 +328,7 @@ async function main(): Promise<number> {
   const results: Partial<Record<SectionId, SectionResult>> = {};
   let revision: string | undefined;
   try {
-    for (const id of sections) {
+    for (const [i, id] of sections.entries()) {
       log(`section ${TITLES[id]}`);
       try {
         results[id] = await RUNNERS[id]();
@@ -329,6 +339,7 @@ async function main(): Promise<number> {
         const m = running.find((s) => s.name.startsWith("relay"));
         if (m) revision = revisionFromLog(m.logFile);
       }
+      if (!sections.slice(i + 1).some((s) => s === "cycles" || s === "wake")) await stopBrokers();
     }
   } finally {
     await stopAll();
