@@ -247,7 +247,11 @@ describe("dashboard against a live relay's /metrics", () => {
     // A held legacy poll woken by a job: held polls and their outcomes by route.
     const node = fakeKey("dashboard-node");
     const held = fetch(`${url}/sink`, { method: "POST", body: JSON.stringify({ server_public_key: node }) });
-    await Bun.sleep(100);
+    // Post the job only once the poll is held (on a loaded machine 100 ms may not be enough).
+    for (let i = 0; i < 100; i++) {
+      if (/^tokenplace_relay_long_polls_waiting\{[^}]*\} 1$/m.test(await (await fetch(`${url}/metrics`)).text())) break;
+      await Bun.sleep(50);
+    }
     expect((await fetch(`${url}/faucet`, { method: "POST", body: JSON.stringify(job(node)) })).status).toBe(200);
     expect((await held).status).toBe(200);
     // A client's mistake: a refusal with its reason.
