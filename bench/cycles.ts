@@ -269,12 +269,10 @@ function report(runs: CycleRun[], servers: CycleServer[], o: CyclesOptions, fail
         ]);
       }
       const label = `${protocol === "v1" ? "API v1" : "legacy"} cycles, ${pairs} pair(s)`;
-      for (const [role, name] of [["memory", "memory"], ["valkey", "Valkey"]] as const) {
-        const r = find(protocol, pairs, role);
-        if (r && ceiling) {
-          const v = r.cyclesPerSecond / ceiling.cyclesPerSecond;
-          targets.push({ what: `${label}: relay (${name}) / ceiling`, figure: pctText(v), target: `>= ${pctText(CEILING_SHARE_TARGET)}`, met: v >= CEILING_SHARE_TARGET });
-        }
+      // The ceiling target is for the default settings (the memory store); Valkey's is its share of memory.
+      if (memory && ceiling) {
+        const v = memory.cyclesPerSecond / ceiling.cyclesPerSecond;
+        targets.push({ what: `${label}: relay (memory) / ceiling`, figure: pctText(v), target: `>= ${pctText(CEILING_SHARE_TARGET)}`, met: v >= CEILING_SHARE_TARGET });
       }
       if (memory && upstream) {
         const v = memory.cyclesPerSecond / upstream.cyclesPerSecond;
@@ -288,7 +286,7 @@ function report(runs: CycleRun[], servers: CycleServer[], o: CyclesOptions, fail
     }
   }
   const stepHead = (p: Protocol) => STEP_NAMES[p].map((n) => `${n} p50 / p99`);
-  const head = ["cycle", "pairs", "server", "cycles/s", "of ceiling", "x upstream", "Valkey / memory", ...(o.protocols.length === 1 ? stepHead(o.protocols[0]!) : ["step 1 p50 / p99", "step 2", "step 3", "step 4"])];
+  const head = ["cycle", "pairs", "server", "cycles/s", "of ceiling", "x upstream", "Valkey / memory", ...(o.protocols.length === 1 ? stepHead(o.protocols[0]!) : ["step 1 p50 / p99", "step 2 p50 / p99", "step 3 p50 / p99", "step 4 p50 / p99"])];
   const body = [
     markdown(head, rows),
     "",
