@@ -18,6 +18,7 @@
  * --pairs=1,2,16,
  * --protocols=v1,legacy, --samples=N (wake, default 200), --rounds=N (peers, default 3),
  * --streams=100,1000 (proxy), --events=N and --gap-ms=N (proxy, default 40 events 100 ms apart),
+ * --proxy-rounds=N (default 2),
  * --holds=N (memory, default 10000), --settle-ms=N (memory, default 15000), --startup-runs=N
  * (default 10), --state=memory,valkey, --no-upstream (leave relay.py out), --build (rebuild
  * dist/ first; by default only when missing), --out=FILE (default bench/results.md; --quick
@@ -79,6 +80,7 @@ const opts = {
   streams: list("streams", quick ? ["10", "20"] : ["100", "1000"]).map(Number),
   events: num("events", quick ? 5 : 40),
   gapMs: num("gap-ms", 100),
+  proxyRounds: num("proxy-rounds", quick ? 1 : 2),
   holds: num("holds", quick ? 200 : 10_000),
   settleMs: num("settle-ms", quick ? 500 : 15_000),
   startupRuns: num("startup-runs", quick ? 2 : 10),
@@ -265,7 +267,7 @@ async function proxy(): Promise<SectionResult> {
   const nginx = await startNginx(up.port, logDir);
   running.push(nginx);
   try {
-    return await streamSection({ direct: up.port, nginx: nginx.port, relay: relay.port }, { concurrency: opts.streams, events: opts.events, gapMs: opts.gapMs, log });
+    return await streamSection({ direct: up.port, nginx: nginx.port, relay: relay.port }, { concurrency: opts.streams, rounds: opts.proxyRounds, events: opts.events, gapMs: opts.gapMs, log });
   } finally {
     await Promise.all([relay.stop(), nginx.stop()]);
   }
@@ -375,9 +377,16 @@ async function main(): Promise<number> {
     "",
     "## Targets",
     "",
+    `${targets.filter((t) => t.met).length} of ${targets.length} met.`,
+    "",
     targets.length ? markdown(["target", "figure", "target value", ""], targets.map((t) => [t.what, t.figure, t.target, metText(t.met)])) : "(no section with targets ran)",
     "",
-    ...sections.flatMap((id) => [`## ${TITLES[id]}`, "", results[id]!.body, ""]),
+    ...sections.flatMap((id) => {
+      const own = results[id]!.targets;
+      // Each section's targets again beside its figures (the table above gathers them all).
+      const beside = own.length ? ["", markdown(["target", "figure", "target value", ""], own.map((t) => [t.what, t.figure, t.target, metText(t.met)]))] : [];
+      return [`## ${TITLES[id]}`, "", results[id]!.body, ...beside, ""];
+    }),
     ...(failures.length ? ["## Failures", "", ...failures.map((f) => `- ${f.split("\n")[0]}`), ""] : []),
   ].join("\n");
   console.log(md);

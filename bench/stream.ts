@@ -27,21 +27,56 @@ const PATHS: PathName[] = ["direct", "nginx", "relay"];
 
 export interface StreamOptions {
   concurrency: number[];
+  /** Each path x concurrency runs this many times, interleaved with the other paths, then merged. */
+  rounds: number;
   /** Events per stream, and the gap between them (the steady rate). */
   events: number;
   gapMs: number;
   log: (msg: string) => void;
 }
 
+/** One phase: `streams` streams opened at once on one path, read to their end. */
+interface PhaseRun {
+  path: PathName;
+  streams: number;
+  ok: number;
+  events: number;
+  elapsedS: number;
+  ttfbs: number[];
+  latencies: number[];
+  firstError?: string;
+}
+
+/** The rounds of one path x concurrency, merged. */
 export interface PhaseResult {
   path: PathName;
   streams: number;
+  rounds: number;
   ok: number;
   failed: number;
   firstError?: string;
   eventsPerSecond: number;
   ttfb: ReturnType<typeof distribution>;
   latency: ReturnType<typeof distribution>;
+}
+
+function mergePhases(runs: PhaseRun[]): PhaseResult {
+  const first = runs[0]!;
+  const streams = first.streams;
+  const ok = runs.reduce((t, r) => t + r.ok, 0);
+  const merged: PhaseResult = {
+    path: first.path,
+    streams,
+    rounds: runs.length,
+    ok,
+    failed: streams * runs.length - ok,
+    eventsPerSecond: runs.reduce((t, r) => t + r.events, 0) / runs.reduce((t, r) => t + r.elapsedS, 0),
+    ttfb: distribution(runs.flatMap((r) => r.ttfbs)),
+    latency: distribution(runs.flatMap((r) => r.latencies)),
+  };
+  const bad = runs.find((r) => r.firstError !== undefined);
+  if (bad?.firstError) merged.firstError = bad.firstError;
+  return merged;
 }
 
 /** nginx as a streaming reverse proxy in front of `upstreamPort`, in a temp prefix of its own. */
@@ -84,45 +119,45 @@ http {
 }
 
 /** Opens `streams` streams at once on `port` and reads `events` events on each. */
-export async function streamPhase(path: PathName, port: number, streams: number, o: StreamOptions): Promise<PhaseResult> {
+async function streamPhase(path: PathName, port: number, streams: number, o: Pick<StreamOptions, "events" | "gapMs">): Promise<PhaseRun> {
   const t0 = performance.now();
   const timeoutMs = o.events * o.gapMs + 30_000;
   const open = Array.from({ length: streams }, () => openSse(port, `/api/sse?n=${o.events}&gap=${o.gapMs}`, o.events, timeoutMs));
   const results = await Promise.all(open.map((s) => s.done));
-  const elapsedS = (performance.now() - t0) / 1_000;
-  const ok = results.filter((r) => r.error === undefined);
-  const events = results.reduce((t, r) => t + r.events, 0);
-  const phase: PhaseResult = {
+  const run: PhaseRun = {
     path,
     streams,
-    ok: ok.length,
-    failed: streams - ok.length,
-    eventsPerSecond: events / elapsedS,
-    ttfb: distribution(results.filter((r) => Number.isFinite(r.ttfbMs)).map((r) => r.ttfbMs)),
-    latency: distribution(results.flatMap((r) => r.latencies)),
+    ok: results.filter((r) => r.error === undefined).length,
+    events: results.reduce((t, r) => t + r.events, 0),
+    elapsedS: (performance.now() - t0) / 1_000,
+    ttfbs: results.filter((r) => Number.isFinite(r.ttfbMs)).map((r) => r.ttfbMs),
+    latencies: results.flatMap((r) => r.latencies),
   };
   const bad = results.find((r) => r.error !== undefined);
-  if (bad?.error) phase.firstError = bad.error;
-  return phase;
+  if (bad?.error) run.firstError = bad.error;
+  return run;
 }
 
 export async function streamSection(ports: Record<PathName, number>, o: StreamOptions): Promise<SectionResult> {
-  const phases: PhaseResult[] = [];
+  const runs: PhaseRun[] = [];
   const failures: string[] = [];
   // A short warm-up on each path: connection pools, JIT, nginx's upstream keep-alive.
   for (const p of PATHS) await streamPhase(p, ports[p], 10, { ...o, events: 3 });
   let turn = 0;
-  for (const n of o.concurrency) {
-    for (let k = 0; k < PATHS.length; k++) {
-      const p = PATHS[(k + turn) % PATHS.length]!;
-      o.log(`proxy: ${n} streams ${p}...`);
-      const r = await streamPhase(p, ports[p], n, o);
-      phases.push(r);
-      if (r.failed > 0) failures.push(`proxy ${p} ${n} streams: ${r.failed} stream(s) failed, first: ${r.firstError}`);
-      await Bun.sleep(500); // let the sockets of this phase close before the next opens its own
+  for (let round = 0; round < o.rounds; round++) {
+    for (const n of o.concurrency) {
+      for (let k = 0; k < PATHS.length; k++) {
+        const p = PATHS[(k + turn) % PATHS.length]!;
+        o.log(`proxy: round ${round + 1}/${o.rounds}, ${n} streams ${p}...`);
+        const r = await streamPhase(p, ports[p], n, o);
+        runs.push(r);
+        if (r.ok < r.streams) failures.push(`proxy ${p} ${n} streams: ${r.streams - r.ok} stream(s) failed, first: ${r.firstError}`);
+        await Bun.sleep(500); // let the sockets of this phase close before the next opens its own
+      }
+      turn++;
     }
-    turn++;
   }
+  const phases = o.concurrency.flatMap((n) => PATHS.map((p) => mergePhases(runs.filter((r) => r.path === p && r.streams === n))));
   const rows: string[][] = [];
   const targets: Target[] = [];
   for (const n of o.concurrency) {
@@ -166,7 +201,7 @@ export async function streamSection(ports: Record<PathName, number>, o: StreamOp
   const body = [
     markdown(["streams", "path", "events/s", "TTFB p50 (added)", "TTFB p99 (added)", "per-event p50 (added)", "per-event p99 (added)", "relay / nginx"], rows),
     "",
-    `Each stream: ${o.events} events, one every ${o.gapMs} ms (the first at once); all streams of a phase opened at once; "added" is the path minus direct in the same run.`,
+    `Each stream: ${o.events} events, one every ${o.gapMs} ms (the first at once); all streams of a phase opened at once; ${o.rounds} round(s) per row, interleaved with the other paths and merged; "added" is the path minus direct in the same run.`,
   ].join("\n");
   return { body, targets, failures, json: { ...o, log: undefined, phases } };
 }
