@@ -8,8 +8,9 @@ import { COUNTED_KINDS, classify, type FailureKind } from "./failure.ts";
  * no buffering, no re-encoding (fetch ran with `decompress: false`, so these are the bytes the
  * upstream sent, still matching its Content-Encoding and Content-Length).
  *
- * Pull-based: the next upstream read starts only when the client took the previous chunk, so a
- * slow client slows the upstream instead of filling relay memory. One watchdog, two meanings:
+ * Pull-based: the next upstream read starts only when the client took the previous chunk (a
+ * write that reports backpressure is awaited), so a slow client slows the upstream instead of
+ * filling relay memory. One watchdog, two meanings:
  * while a read is outstanding it times the upstream's silence ("idle"); while the relay waits
  * for the client to take the next chunk it times the client's stall (counted as client_abort).
  *
@@ -49,32 +50,30 @@ export function relayBody(body: ReadableStream<Uint8Array>, deps: StreamDeps): R
     deps.onEnd?.(outcome);
   };
 
-  let reading = false;
-  return new ReadableStream<Uint8Array>(
-    {
-      start(controller) {
-        // An abort while no read is outstanding (client gone between chunks, hard stop) must
-        // still end the stream; an outstanding read reports it itself when it rejects.
-        ex.signal.addEventListener("abort", () => {
-          if (reading || ended) return;
-          end(ex.reason ?? "reset");
-          controller.error(ex.signal.reason);
-          reader.cancel().catch(() => {});
-        });
-      },
-      async pull(controller) {
+  const fail = (kind: FailureKind, err: unknown) => {
+    end(kind);
+    return err instanceof Error ? err : new Error(String(err));
+  };
+  // An abort while a write waits for the client (client gone, hard stop, the client-stall
+  // watchdog) must still end the stream; an outstanding read reports it itself when it rejects.
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<void>((resolve) => (onAbort = resolve));
+  ex.signal.addEventListener("abort", () => onAbort?.(), { once: true });
+
+  // A direct stream (Bun): each chunk is written straight into the response's socket, with no
+  // queue and no second stream in between; awaiting a write that reports backpressure keeps the
+  // pull-based pacing (the next upstream read starts once the client took the chunk).
+  return new ReadableStream<Uint8Array>({
+    type: "direct",
+    async pull(controller: ReadableStreamDirectController) {
+      for (;;) {
         ex.arm(deps.idleMs, "idle");
-        reading = true;
-        let chunk;
+        let chunk: Awaited<ReturnType<typeof reader.read>>;
         try {
           chunk = await reader.read();
         } catch (err) {
-          const kind = classify(err, ex.signal.reason, true);
-          end(kind);
-          controller.error(err);
+          controller.close(fail(classify(err, ex.signal.reason, true), err));
           return;
-        } finally {
-          reading = false;
         }
         ex.disarm();
         if (chunk.done) {
@@ -82,21 +81,34 @@ export function relayBody(body: ReadableStream<Uint8Array>, deps: StreamDeps): R
           controller.close();
           return;
         }
-        bytes += chunk.value.byteLength;
-        metrics.countProxyBytes("response", chunk.value.byteLength);
-        controller.enqueue(chunk.value);
-        // Until the client asks for more, it is the client that is stalling: a reader that stops
-        // reading for the idle timeout must not pin an upstream connection forever.
+        const n = chunk.value.byteLength;
+        bytes += n;
+        metrics.countProxyBytes("response", n);
+        // Until the client has taken the chunk, it is the client that is stalling: a reader that
+        // stops reading for the idle timeout must not pin an upstream connection forever.
         ex.arm(deps.idleMs, "client_abort");
-      },
-      async cancel() {
-        // The client went away (Bun cancels the body): stop the upstream at once.
-        end("client_abort");
-        ex.abort("client_abort");
-        await reader.cancel().catch(() => {});
-      },
+        let written = controller.write(chunk.value);
+        if (typeof written !== "number") written = await Promise.race([written, aborted.then(() => -1)]);
+        else {
+          // Out now: an event must not wait in a buffer for the next one.
+          const flushed = controller.flush();
+          if (typeof flushed !== "number") await Promise.race([flushed, aborted]);
+        }
+        if (ex.signal.aborted || (written === 0 && n > 0)) {
+          // Hard stop, watchdog, or the client went away (a write of 0 bytes says so).
+          const kind = ex.reason ?? "client_abort";
+          ex.abort(kind);
+          reader.cancel().catch(() => {});
+          controller.close(fail(kind, ex.signal.reason));
+          return;
+        }
+      }
     },
-    // No read-ahead: a chunk is pulled from the upstream only when the client wants one.
-    { highWaterMark: 0 },
-  );
+    async cancel() {
+      // The client went away (Bun cancels the body): stop the upstream at once.
+      end("client_abort");
+      ex.abort("client_abort");
+      await reader.cancel().catch(() => {});
+    },
+  });
 }
