@@ -47,11 +47,10 @@ export function createAdmission(bounds: BoundsConfig, metrics: Metrics): Admissi
     if (targetLength(req.url) > bounds.maxUrlBytes) throw admissionErrors.uriTooLong(bounds.maxUrlBytes);
     let bytes = 0;
     let fields = 0;
-    // for...of, not forEach: no callback per field (measurably cheaper on Bun's Headers).
-    for (const [name, value] of req.headers) {
+    req.headers.forEach((value, name) => {
       bytes += name.length + value.length + 4;
       fields++;
-    }
+    });
     if (fields > MAX_HEADER_FIELDS) throw admissionErrors.tooManyHeaders(MAX_HEADER_FIELDS);
     if (bytes > bounds.maxHeaderBytes) throw admissionErrors.headersTooLarge(bounds.maxHeaderBytes);
     if (req.body) attachBodyPolicy(req, { budget, deadline: performance.now() + bounds.bodyTimeoutMs, timeoutMs: bounds.bodyTimeoutMs });
