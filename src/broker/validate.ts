@@ -21,16 +21,23 @@ export const protocolErrors = {
   unknownStream: () => new RelayError(404, "unknown_stream", "Unknown stream session", { error: "Unknown stream session" }),
 };
 
-/** Relay-specific refusals (limits): the protocol's nested error shape, never a silent drop. */
+/**
+ * Relay-specific refusals (limits): the protocol's nested error shape, never a silent drop. The
+ * ones that clear by themselves carry Retry-After (RFC 9110 §10.2.3, RFC 6585 §4) so a client
+ * waits instead of hammering; a full stream session or a final chunk does not clear, so no hint.
+ */
 export const limitErrors = {
-  queueFull: () => limit(429, "queue_full", "The job queue for this server is full; retry later"),
-  nodesFull: () => limit(503, "nodes_full", "The relay has reached its limit of registered servers"),
-  answersFull: () => limit(503, "answers_full", "The relay has reached its limit of pending answers; retry later"),
-  streamsFull: () => limit(503, "stream_sessions_full", "The relay has reached its limit of open stream sessions; retry later"),
+  queueFull: () => retryAfter(limit(429, "queue_full", "The job queue for this server is full; retry later"), STORAGE_FULL_RETRY_AFTER_SECONDS),
+  nodesFull: () => retryAfter(limit(503, "nodes_full", "The relay has reached its limit of registered servers"), STORAGE_FULL_RETRY_AFTER_SECONDS),
+  answersFull: () =>
+    retryAfter(limit(503, "answers_full", "The relay has reached its limit of pending answers; retry later"), STORAGE_FULL_RETRY_AFTER_SECONDS),
+  streamsFull: () =>
+    retryAfter(limit(503, "stream_sessions_full", "The relay has reached its limit of open stream sessions; retry later"), STORAGE_FULL_RETRY_AFTER_SECONDS),
   chunksFull: () => limit(429, "stream_chunks_full", "This stream session has reached its chunk limit"),
   streamFinal: () => limit(409, "stream_already_final", "This stream session already received its final chunk"),
   /** A node key's queued jobs may hold 1/NODE_STORED_BYTES_DIVISOR of the legacy byte budget (src/broker/bytes.ts). */
-  nodeStorageFull: () => limit(429, "node_storage_full", "The job queue for this server holds as much data as it may; retry later"),
+  nodeStorageFull: () =>
+    retryAfter(limit(429, "node_storage_full", "The job queue for this server holds as much data as it may; retry later"), STORAGE_FULL_RETRY_AFTER_SECONDS),
   /** The legacy protocol's share of RELAY_MEMORY_BUDGET_BYTES is taken: room comes back as payloads are collected. */
   storageFull: () =>
     retryAfter(limit(503, "storage_full", "The relay holds as much data as it may (RELAY_MEMORY_BUDGET_BYTES); retry later"), STORAGE_FULL_RETRY_AFTER_SECONDS),

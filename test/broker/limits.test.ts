@@ -20,6 +20,7 @@ for (const backend of BROKER_BACKENDS) {
         for (let i = 0; i < 3; i++) expect((await relay.post("/faucet", job(key, { chat_history: `h${i}` }))).status).toBe(200);
         const full = await relay.post("/faucet", job(key, { chat_history: "overflow" }));
         expect(full.status).toBe(429);
+        expect(full.headers.get("retry-after")).toBe("5");
         expect(await full.json()).toEqual({
           error: { message: "The job queue for this server is full; retry later", code: 429, type: "queue_full" },
         });
@@ -52,6 +53,7 @@ for (const backend of BROKER_BACKENDS) {
         await relay.post("/sink", { server_public_key: b });
         const third = await relay.post("/sink", { server_public_key: c });
         expect(third.status).toBe(503);
+        expect(third.headers.get("retry-after")).toBe("5");
         expect(((await third.json()) as { error: { type: string } }).error.type).toBe("nodes_full");
         // A known node still polls fine.
         expect((await relay.post("/sink", { server_public_key: a })).status).toBe(200);
@@ -60,6 +62,7 @@ for (const backend of BROKER_BACKENDS) {
         expect((await relay.post("/source", { client_public_key: "c1", ...answer })).status).toBe(200);
         const refused = await relay.post("/source", { client_public_key: "c2", ...answer });
         expect(refused.status).toBe(503);
+        expect(refused.headers.get("retry-after")).toBe("5");
         expect(((await refused.json()) as { error: { type: string } }).error.type).toBe("answers_full");
         // Replacing the same client's slot is not growth.
         expect((await relay.post("/source", { client_public_key: "c1", ...answer })).status).toBe(200);
@@ -68,6 +71,7 @@ for (const backend of BROKER_BACKENDS) {
         await relay.post("/sink", { server_public_key: a });
         const streams = await relay.post("/faucet", job(a, { stream: true, client_public_key: "s2" }));
         expect(streams.status).toBe(503);
+        expect(streams.headers.get("retry-after")).toBe("5");
         expect(((await streams.json()) as { error: { type: string } }).error.type).toBe("stream_sessions_full");
         for (const reason of ["nodes_full", "answers_full", "stream_sessions_full"]) expect(await reasonCount(relay, reason)).toBe(1);
       } finally {
@@ -86,6 +90,8 @@ for (const backend of BROKER_BACKENDS) {
         expect((await relay.post("/stream/source", { session_id: sid, chunk: 2 })).status).toBe(200);
         const over = await relay.post("/stream/source", { session_id: sid, chunk: 3 });
         expect(over.status).toBe(429);
+        // A session's chunk cap does not clear by waiting: no Retry-After.
+        expect(over.headers.get("retry-after")).toBeNull();
         expect(((await over.json()) as { error: { type: string } }).error.type).toBe("stream_chunks_full");
         // Draining makes room again.
         await relay.post("/stream/retrieve", { client_public_key: "cl" });

@@ -151,6 +151,7 @@ for (const backend of BROKER_BACKENDS) {
         expect((await relay.post("/faucet", job(a, { chat_history: big }))).status).toBe(200);
         const nodeFull = await relay.post("/faucet", job(a, { chat_history: big }));
         expect(nodeFull.status).toBe(429);
+        expect(nodeFull.headers.get("retry-after")).toBe("5");
         expect(await nodeFull.json()).toEqual({
           error: { message: "The job queue for this server holds as much data as it may; retry later", code: 429, type: "node_storage_full" },
         });
