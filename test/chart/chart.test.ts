@@ -555,7 +555,7 @@ describe.skipIf(skip)("shared state: rules", () => {
     ["command timeout with memory state", withMinimal({ set: { "state.redis.commandTimeoutMs": 500 } }), "state.redis.commandTimeoutMs is set but state.backend=memory"],
     ["RollingUpdate with memory state", withMinimal({ set: { "strategy.type": "RollingUpdate" } }), "strategy.type=RollingUpdate with state.backend=memory"],
     ["rollingUpdate settings with Recreate", withMinimal({ set: { "strategy.type": "Recreate", "strategy.rollingUpdate.maxSurge": 1 } }), "strategy.rollingUpdate only applies"],
-    ["relay cap above 3/4 of Valkey's memory", valkey({ set: { "relay.apiV1.maxStoredBytes": 134217728 } }), "relay.apiV1.maxStoredBytes (134217728, relay default 134217728) must stay within 3/4 of valkey.maxmemory (128mb"],
+    ["relay cap above 3/4 of Valkey's memory", valkey({ set: { "relay.apiV1.maxStoredBytes": 134217728 } }), "relay.apiV1.maxStoredBytes (134217728; unset, the relay derives 167772160 from its memory budget) must stay within 3/4 of valkey.maxmemory (128mb"],
     ["relay default cap with a small Valkey", valkey({ set: { "relay.apiV1.maxStoredBytes": null as unknown as number } }), "must stay within 3/4 of valkey.maxmemory"],
     ["Valkey memory limit below 1.5 x maxmemory", valkey({ set: { "valkey.resources.limits.memory": "160Mi" } }), "valkey.resources.limits.memory (160Mi) must be at least 1.5 x valkey.maxmemory (128mb)"],
     ["password and URL under one key", valkey({ set: { "valkey.auth.existingSecret": "vk", "valkey.auth.urlKey": "password" } }), "must differ"],

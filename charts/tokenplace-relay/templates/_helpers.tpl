@@ -532,9 +532,16 @@ Cross-field rules. Included from the Deployment so every render checks them.
 {{- end }}
 {{- if $v.valkey.enabled }}
 {{- $maxmem := include "tokenplace-relay.valkey.maxmemoryBytes" . | int64 }}
-{{- $stored := ternary 134217728 (int64 (default 0 $v.relay.apiV1.maxStoredBytes)) (kindIs "invalid" $v.relay.apiV1.maxStoredBytes) }}
+{{- /* The relay's default RELAY_V1_MAX_STORED_BYTES (src/config/api-v1.ts, src/config/defaults.ts):
+  the memory budget is 3/4 of the container limit (512 MiB without one), less the 64 MiB runtime
+  reserve, half of the rest for stored payloads, and 3/4 of that for API v1 when legacy routes run too. */}}
+{{- $limit := include "tokenplace-relay.miGiBytes" (dig "limits" "memory" "" ($v.resources | default dict)) }}
+{{- $budget := ternary 536870912 (div (mul (int64 (default 0 $limit)) 3) 4) (eq $limit "") }}
+{{- $derived := div (sub $budget 67108864) 2 }}
+{{- if $v.relay.legacyRoutes }}{{- $derived = div (mul $derived 3) 4 }}{{- end }}
+{{- $stored := ternary $derived (int64 (default 0 $v.relay.apiV1.maxStoredBytes)) (kindIs "invalid" $v.relay.apiV1.maxStoredBytes) }}
 {{- if gt (mul $stored 4) (mul $maxmem 3) }}
-{{- fail (printf "relay.apiV1.maxStoredBytes (%d, relay default 134217728) must stay within 3/4 of valkey.maxmemory (%s = %d bytes): the relay's own cap (503 storage_full) has to trigger before Valkey refuses writes (noeviction: every state write fails). Raise valkey.maxmemory or lower relay.apiV1.maxStoredBytes." $stored $v.valkey.maxmemory $maxmem) }}
+{{- fail (printf "relay.apiV1.maxStoredBytes (%d; unset, the relay derives %d from its memory budget) must stay within 3/4 of valkey.maxmemory (%s = %d bytes): the relay's own cap (503 storage_full) has to trigger before Valkey refuses writes (noeviction: every state write fails). Raise valkey.maxmemory or lower relay.apiV1.maxStoredBytes." $stored $derived $v.valkey.maxmemory $maxmem) }}
 {{- end }}
 {{- with $v.valkey.resources.limits }}
 {{- with include "tokenplace-relay.miGiBytes" .memory }}
