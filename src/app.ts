@@ -250,6 +250,10 @@ export function createApp(deps: AppDeps) {
       return (this.#clientId ??= clientIdentity(this.req, this.clientIp));
     }
 
+    get debugEnabled(): boolean {
+      return logger.isLevelEnabled("debug");
+    }
+
     holdOpen(): void {
       this.adapter.holdOpen(this.req);
     }

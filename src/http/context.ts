@@ -12,6 +12,11 @@ export interface RequestContext {
    * the client chose.
    */
   readonly clientId: string;
+  /**
+   * False when this request's debug lines would be dropped: a handler then skips building them
+   * (key fingerprints hash a ~600-character key each). Unset: treat as enabled.
+   */
+  readonly debugEnabled?: boolean;
   /** Lift the server's idle timeout for this request (long-polls, streams). */
   holdOpen(): void;
   /** Route template for metrics and logs; handlers that route further may refine it. */

@@ -37,6 +37,36 @@ export interface GaugeSources {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
+/** Buckets of tokenplace_relay_http_request_duration_seconds. */
+const HTTP_DURATION_BUCKETS: readonly number[] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/**
+ * The entries prom-client keeps for one label set (prom-client 15: `hashMap[hash]` of a Counter
+ * is `{ value, labels }`, of a Histogram `{ labels, bucketValues, sum, count }` with per-bucket,
+ * not cumulative, counts; the exposition sums them). `current()` says whether the metric still
+ * holds these very entries (a reset replaces them), else the caller starts over through the API.
+ */
+interface RequestSeries {
+  count: { value: number };
+  duration: { sum: number; count: number; bucketValues: Record<number, number> };
+  current(): boolean;
+}
+
+type HashMapped = { hashMap: Record<string, unknown>; sortedLabelNames: string[] };
+const { hashObject } = require("prom-client/lib/util") as { hashObject(labels: Record<string, string>, names: string[]): string };
+
+function requestSeries(counter: PromClient.Counter<string>, histogram: PromClient.Histogram<string>, labels: Record<string, string>): RequestSeries | undefined {
+  const c = counter as unknown as HashMapped;
+  const h = histogram as unknown as HashMapped;
+  const ch = hashObject(labels, c.sortedLabelNames);
+  const hh = hashObject(labels, h.sortedLabelNames);
+  const count = c.hashMap[ch] as RequestSeries["count"] | undefined;
+  const duration = h.hashMap[hh] as RequestSeries["duration"] | undefined;
+  // Not the shape this relies on (another prom-client): no fast path, the API every time.
+  if (typeof count?.value !== "number" || typeof duration?.sum !== "number" || typeof duration.bucketValues !== "object") return undefined;
+  return { count, duration, current: () => c.hashMap[ch] === count && h.hashMap[hh] === duration };
+}
+
 type ProxyDirection = "request" | "response";
 const PROXY_DIRECTIONS: readonly ProxyDirection[] = ["request", "response"];
 
@@ -93,7 +123,7 @@ export function createMetrics(registry: Registry = new Registry(), opts: { proce
       name: P + "http_request_duration_seconds",
       help: "Time to the response head (long-polls include their hold), by method, route template and status.",
       labelNames: ["method", "route", "status"],
-      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      buckets: [...HTTP_DURATION_BUCKETS],
       registers: [registry],
     }),
     rejections: new Counter({
@@ -169,21 +199,34 @@ export function createMetrics(registry: Registry = new Registry(), opts: { proce
   };
   m.build.labels(VERSION, REVISION).set(1);
 
-  // Label sets are few (method x route template x status), so their children are cached: hashing
-  // the label object on every request cost about as much as the rest of the bookkeeping.
-  const children = new Map<string, { count: PromClient.Counter.Internal; duration: PromClient.Histogram.Internal<string> }>();
+  // Label sets are few (method x route template x status): each gets its prom-client entries
+  // once (requestSeries), and a request then adds to them directly. prom-client's own path hashes
+  // and validates the labels on every call, ~2 µs of every request (test/ops/metrics-fast-path.test.ts
+  // holds both paths to the same exposition).
+  const series = new Map<string, RequestSeries | undefined>();
+  const bounds = HTTP_DURATION_BUCKETS;
   function observeRequest(rawMethod: string, route: string, status: number, seconds: number): void {
     // The method is the client's choice: anything unusual shares one label value.
     const method = KNOWN_METHODS.has(rawMethod) ? rawMethod : "other";
     const key = `${method} ${route} ${status}`;
-    let c = children.get(key);
-    if (!c) {
+    const s = series.get(key);
+    if (s === undefined || !s.current()) {
       const labels = { method, route, status: String(status) };
-      c = { count: m.httpRequests.labels(labels), duration: m.httpDuration.labels(labels) };
-      children.set(key, c);
+      m.httpRequests.inc(labels);
+      m.httpDuration.observe(labels, seconds);
+      series.set(key, requestSeries(m.httpRequests, m.httpDuration, labels));
+      return;
     }
-    c.count.inc();
-    c.duration.observe(seconds);
+    s.count.value += 1;
+    const d = s.duration;
+    d.sum += seconds;
+    d.count += 1;
+    for (let i = 0; i < bounds.length; i++) {
+      if (seconds <= bounds[i]!) {
+        d.bucketValues[bounds[i]!]! += 1;
+        break;
+      }
+    }
   }
   const countProxyBytes = (direction: ProxyDirection, n: number) => {
     pendingProxyBytes[direction] += n;

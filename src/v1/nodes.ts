@@ -80,7 +80,7 @@ export function createNodeHandlers(deps: V1Deps) {
         deps.notifier.notify(v1Topics.node(key));
         return json(499, { error: { message: "Client closed the request", code: 499 } });
       }
-      ctx.log.debug({ event: "v1.request.claimed", node: fingerprint(key) }, "request claimed");
+      if (ctx.debugEnabled !== false) ctx.log.debug({ event: "v1.request.claimed", node: fingerprint(key) }, "request claimed");
       return json(200, workItem(value.envelope, value.remainingMs));
     }
     const nextPing =

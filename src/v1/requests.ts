@@ -118,7 +118,7 @@ export function createRequestHandlers(deps: V1Deps) {
         break;
     }
     deps.notifier.notify(v1Topics.node(serverKey), { published: store.publishesWakes });
-    ctx.log.debug({ event: "v1.request.admitted", node: fingerprint(serverKey), client: fingerprint(clientKey), tracked: requestId !== undefined }, "request admitted");
+    if (ctx.debugEnabled !== false) ctx.log.debug({ event: "v1.request.admitted", node: fingerprint(serverKey), client: fingerprint(clientKey), tracked: requestId !== undefined }, "request admitted");
     return json(200, {
       message: "Request received",
       request_deadline_remaining_seconds: config.requestDeadlineSeconds,

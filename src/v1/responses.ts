@@ -53,7 +53,7 @@ export function createResponseHandlers(deps: V1Deps) {
         return json(200, { message: "Response already queued for client" });
       case "accepted":
         wakeRetrievers(clientKey, requestId);
-        ctx.log.debug({ event: "v1.response.accepted", client: fingerprint(clientKey), tracked: requestId !== undefined }, "response accepted");
+        if (ctx.debugEnabled !== false) ctx.log.debug({ event: "v1.response.accepted", client: fingerprint(clientKey), tracked: requestId !== undefined }, "response accepted");
         return json(200, { message: "Response received and queued for client" });
     }
   }
@@ -145,7 +145,7 @@ export function createResponseHandlers(deps: V1Deps) {
           await store.unretrieve(result.envelope);
           return json(499, { error: { message: "Client closed the request", code: 499 } });
         }
-        ctx.log.debug({ event: "v1.response.delivered", client: fingerprint(clientKey) }, "response delivered");
+        if (ctx.debugEnabled !== false) ctx.log.debug({ event: "v1.response.delivered", client: fingerprint(clientKey) }, "response delivered");
         return json(200, result.envelope);
       }
       case "terminal":
