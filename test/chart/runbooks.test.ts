@@ -73,6 +73,26 @@ describe("docs/runbooks.md", () => {
   });
 });
 
+describe("docs/acceptance.md", () => {
+  const acceptance = readFileSync(join(ROOT, "docs", "acceptance.md"), "utf8");
+
+  test("every item says what CI proves and what the operator proves, with commands", () => {
+    const rows = acceptance.split("\n").filter((l) => /^\| \d+ \|/.test(l));
+    expect(rows.length).toBe(7);
+    for (let n = 1; n <= 7; n++) expect(acceptance).toMatch(new RegExp(`^## ${n}\\. .+\\n\\n\`\`\`sh\\n`, "m"));
+  });
+
+  test("links reach files; the README, the staging runbook and the alert runbooks link it", () => {
+    for (const m of acceptance.matchAll(/\]\(([^)\s#]+)(#[^)]*)?\)/g)) {
+      if (!/^https?:/.test(m[1]!)) expect(`${m[1]} ${existsSync(join(ROOT, "docs", m[1]!))}`).toBe(`${m[1]} true`);
+    }
+    expect(readFileSync(join(ROOT, "README.md"), "utf8")).toContain("(docs/acceptance.md)");
+    expect(readFileSync(join(ROOT, "docs", "sugarkube-staging.md"), "utf8")).toContain("(acceptance.md)");
+    expect(text).toContain("(acceptance.md)");
+    expect(acceptance).not.toMatch(/\/work\/|\.\.\/shared/);
+  });
+});
+
 const skip = skipWithoutHelm("test/chart/runbooks.test.ts");
 
 function alertsOf(docs: K8sObject[]): { alert: string; annotations: Record<string, string> }[] {
