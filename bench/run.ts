@@ -352,10 +352,11 @@ async function main(): Promise<number> {
   const targets = sections.flatMap((id) => results[id]!.targets);
   const failures = sections.flatMap((id) => results[id]!.failures);
   const fmtLoad = (l: number[]) => l.map((v) => v.toFixed(2)).join(" / ");
+  const shownArgs = args.filter((a) => !a.startsWith("--note=")); // the note has its own line
   const md = [
     "# tokenplace-relay benchmark results",
     "",
-    `Produced by \`npm run bench${args.length ? ` -- ${args.join(" ")}` : ""}\` (bench/run.ts; docs/demo-and-bench.md explains every figure) on ${new Date(t0).toISOString()}, ${((Date.now() - t0) / 1000).toFixed(0)} s.`,
+    `Produced by \`npm run bench${shownArgs.length ? ` -- ${shownArgs.join(" ")}` : ""}\` (bench/run.ts; docs/demo-and-bench.md explains every figure) on ${new Date(t0).toISOString()}, ${((Date.now() - t0) / 1000).toFixed(0)} s.`,
     "",
     markdown(
       ["machine", ""],
