@@ -4,10 +4,13 @@
 #   source scripts/k8s-env.sh && helmfile -e staging diff
 _k8s_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export TOOLS_DIR="${_k8s_root}/.tools"
-export PATH="${TOOLS_DIR}/bin:${PATH}"
+# .tools/k8s/bin: kubectl (and the local control plane) at the staging cluster's Kubernetes minor,
+# from scripts/install-k8s.sh; ahead of any older system kubectl (kubectl supports +/-1 minor).
+export PATH="${TOOLS_DIR}/bin:${TOOLS_DIR}/k8s/bin:${PATH}"
 if [ -x /usr/local/go/bin/go ]; then
   case ":${PATH}:" in *":/usr/local/go/bin:"*) ;; *) export PATH="${PATH}:/usr/local/go/bin" ;; esac
 fi
+# helm finds helm-diff (built by install-tools.sh, not `helm plugin install`) here.
 export HELM_PLUGINS="${TOOLS_DIR}/helm/plugins"
 export HELM_CACHE_HOME="${TOOLS_DIR}/helm/cache"
 export HELM_CONFIG_HOME="${TOOLS_DIR}/helm/config"
