@@ -121,6 +121,8 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
     Bucket
   >;
   const authFailures = bucket("auth-failures", config.authFailures);
+  /** performance.now() of the last failed token check in this process (see authAttempt). */
+  let lastAuthFailure = Number.NEGATIVE_INFINITY;
 
   /** Points taken for each request so far, given back if it ends in a 429. */
   const charged = new WeakMap<RequestContext, { b: Bucket; key: string }[]>();
@@ -189,6 +191,17 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
     },
 
     async authAttempt(req, ctx) {
+      // In this process's own counters, no address can have failures to spend once a whole window
+      // has passed since the last failure of any address: then nothing is looked up (the common
+      // case, a node with the right token, costs no address parse, digest or counter read).
+      if (!deps.redis && performance.now() - lastAuthFailure > authFailures.limit.seconds * 1000) {
+        return {
+          failed() {
+            lastAuthFailure = performance.now();
+            void authFailures.limiter.consume(digest(clientKey(req, ctx)), 1).catch(() => undefined);
+          },
+        };
+      }
       const key = digest(clientKey(req, ctx));
       await ready();
       // Only failures are counted, and an address whose failures are spent is refused before the
@@ -204,6 +217,7 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
       if (spent && spent.consumedPoints >= authFailures.limit.points && spent.msBeforeNext > 0) return refuse(ctx, authFailures, spent.msBeforeNext, "auth_failures");
       return {
         failed() {
+          lastAuthFailure = performance.now();
           void authFailures.limiter.consume(key, 1).catch(() => undefined);
         },
       };
