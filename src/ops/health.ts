@@ -1,4 +1,3 @@
-import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import type { Clock } from "../clock.ts";
 import { json } from "../http/json.ts";
@@ -28,6 +27,8 @@ export const resolveWithDns: ResolveHost = async (host) => {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), DNS_TIMEOUT_MS)));
   try {
+    // Loaded here, not at start: a relay-only deployment never resolves anything.
+    const { lookup } = await import("node:dns/promises");
     return await Promise.race([lookup(host).then(() => true, () => false), timeout]);
   } finally {
     clearTimeout(timer);
