@@ -107,7 +107,12 @@ tokenplace-port-forward local_port="8500":
       exit 2
     fi
     {{ prelude }}
-    svc="$({{ kubectl }} "${ctx[@]}" -n {{ quote(namespace) }} get service -l {{ quote(relay_selector) }},app.kubernetes.io/component=relay -o jsonpath='{.items[0].metadata.name}')"
+    svc="$({{ kubectl }} "${ctx[@]}" -n {{ quote(namespace) }} get service -l {{ quote(relay_selector) }},app.kubernetes.io/component=relay -o jsonpath='{.items[*].metadata.name}')"
+    svc="${svc%% *}"
+    if [ -z "$svc" ]; then
+      echo "tokenplace-port-forward: no relay Service of release {{ release }} in namespace {{ namespace }} (npx just tokenplace-status)" >&2
+      exit 1
+    fi
     echo "Forwarding http://127.0.0.1:${port} -> service/${svc}:http in {{ namespace }}. Try:"
     echo "  curl -fsS http://127.0.0.1:${port}/healthz"
     echo "  curl -fsS -H \"Authorization: Bearer \$METRICS_TOKEN\" http://127.0.0.1:${port}/metrics"

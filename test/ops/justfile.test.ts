@@ -23,7 +23,7 @@ printf '%s %s\\n' "$(basename "$0")" "$*" >> "$FAKE_LOG"
 case "$*" in
   *"spec.rules"*) printf '%s' "\${FAKE_HOSTS:-}" ;;
   *"spec.tls"*) printf '%s' "\${FAKE_TLS:-}" ;;
-  *"get service"*) printf 'tokenplace-relay' ;;
+  *"get service"*) [ -z "\${FAKE_NO_SERVICE:-}" ] && printf 'tokenplace-relay' ;;
   *" logs "*) [ -n "\${FAKE_LOGS_FAIL:-}" ] && case "$*" in *"\${FAKE_LOGS_FAIL}"*) echo "logs failed" >&2; exit 1 ;; esac ;;
 esac
 exit 0
@@ -150,6 +150,10 @@ describe.skipIf(!haveJust)("justfile", () => {
     expect(r.calls[1]).toBe("kubectl -n tokenplace port-forward service/tokenplace-relay 8500:http");
     expect(r.stdout).toContain("http://127.0.0.1:8500");
     expect(just(["tokenplace-port-forward", "local_port=9090"]).calls[1]).toBe("kubectl -n tokenplace port-forward service/tokenplace-relay 9090:http");
+    const missing = just(["tokenplace-port-forward"], { FAKE_NO_SERVICE: "1" });
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain("no relay Service of release tokenplace-relay in namespace tokenplace");
+    expect(missing.calls.length).toBe(1);
     for (const bad of ["local_port=0", "local_port=70000", "local_port=80;id", "http"]) {
       const b = just(["tokenplace-port-forward", bad]);
       expect(b.code).toBe(2);
