@@ -1,23 +1,36 @@
+import { storedStringBytes, storedTextBytes } from "../v1/memory/state.ts";
 import type { Answer, Job } from "./types.ts";
 
 /**
  * What a stored payload costs against `BrokerLimits.maxStoredBytes`. Both stores compute it here,
  * in TypeScript, and the Redis store hands the number to its scripts: the two count identically.
  *
- * Sizes are string lengths (UTF-16 code units, as API v1's envelopeBytes): the fields are base64
- * or JSON of it, so for real peers this is their byte count. Keys and bookkeeping are not counted;
- * the count bounds (queue depth, answers, sessions, chunks) bound those.
+ * Each string costs as API v1's envelopes do (storedStringBytes): an upper bound of its size in
+ * this process and as UTF-8 JSON in Valkey, which for what real peers send (base64) is its length.
+ * The strings a store keeps are 1-byte copies when ASCII (checkFieldLengths in ./validate.ts).
+ * Keys and bookkeeping are not counted; the count bounds (queue depth, answers, sessions, chunks)
+ * bound those.
  */
 
 /** A queued job: its ciphertext fields and the client key it carries. */
 export const jobBytes = (job: Job): number =>
-  job.chat_history.length + job.cipherkey.length + job.iv.length + (job.client_public_key?.length ?? 0);
+  storedStringBytes(job.chat_history) +
+  storedStringBytes(job.cipherkey) +
+  storedStringBytes(job.iv) +
+  (job.client_public_key === undefined ? 0 : storedStringBytes(job.client_public_key));
 
 /** A stored answer: its ciphertext fields (the client key names the slot, like a node key). */
-export const answerBytes = (answer: Answer): number => answer.chat_history.length + answer.cipherkey.length + answer.iv.length;
+export const answerBytes = (answer: Answer): number =>
+  storedStringBytes(answer.chat_history) + storedStringBytes(answer.cipherkey) + storedStringBytes(answer.iv);
 
-/** A stream chunk as it is held until drained: its JSON text. */
+/**
+ * A stream chunk as both stores hold it until drained: its JSON text (a parsed value can take many
+ * times its text in memory, and JSON.stringify yields 1-byte strings for ASCII).
+ */
 export const chunkJson = (chunk: unknown): string => JSON.stringify(chunk) ?? "null";
+
+/** What a held chunk costs: its JSON text, stored as it is (storedTextBytes). */
+export const chunkBytes = (json: string): number => storedTextBytes(json);
 
 /**
  * One node key may hold at most 1/NODE_STORED_BYTES_DIVISOR of maxStoredBytes in queued jobs

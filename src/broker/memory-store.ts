@@ -1,6 +1,6 @@
 import type { Clock } from "../clock.ts";
 import type { BrokerLimits } from "../config/index.ts";
-import { answerBytes, chunkJson, jobBytes, nodeStoredBytesLimit } from "./bytes.ts";
+import { answerBytes, chunkBytes, chunkJson, jobBytes, nodeStoredBytesLimit } from "./bytes.ts";
 import type {
   Answer, BrokerStore, EnqueueResult, ExpiredKind, Job, PushResult, StoreResult, StoreStats, StreamDrain, TouchResult,
 } from "./types.ts";
@@ -20,7 +20,8 @@ interface NodeEntry {
 
 interface Session {
   clientKey: string;
-  chunks: unknown[];
+  /** Undrained chunks as JSON text, what they are charged for (chunkBytes), parsed when drained. */
+  chunks: string[];
   final: boolean;
   touchedAt: number;
   /** Bytes of the undrained chunks. */
@@ -220,17 +221,18 @@ export class MemoryStore implements BrokerStore {
   }
 
   async pushChunk(sessionId: string, chunk: unknown, final: boolean): Promise<PushResult> {
-    const bytes = chunkJson(chunk).length;
-    return this.roomAfterSweep(() => this.tryPush(sessionId, chunk, final, bytes), (r) => r.kind === "storage_full");
+    const json = chunkJson(chunk);
+    const bytes = chunkBytes(json);
+    return this.roomAfterSweep(() => this.tryPush(sessionId, json, final, bytes), (r) => r.kind === "storage_full");
   }
 
-  private tryPush(sessionId: string, chunk: unknown, final: boolean, bytes: number): PushResult {
+  private tryPush(sessionId: string, json: string, final: boolean, bytes: number): PushResult {
     const s = this.liveSession(sessionId);
     if (!s) return { kind: "unknown_session" };
     if (s.final) return { kind: "already_final" };
     if (s.chunks.length >= this.limits.maxStreamChunks) return { kind: "session_full" };
     if (!this.fits(bytes)) return { kind: "storage_full" };
-    s.chunks.push(chunk);
+    s.chunks.push(json);
     s.bytes += bytes;
     this.storedBytes += bytes;
     s.final = final;
@@ -243,7 +245,7 @@ export class MemoryStore implements BrokerStore {
     if (sessionId === undefined) return undefined;
     const s = this.liveSession(sessionId);
     if (!s) return undefined;
-    const chunks = s.chunks;
+    const chunks = s.chunks.map((json) => JSON.parse(json) as unknown);
     this.dropChunks(s);
     s.touchedAt = this.clock.now();
     if (s.final) this.endSession(sessionId, s);

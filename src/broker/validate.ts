@@ -1,6 +1,6 @@
 import { RelayError } from "../errors.ts";
 import type { JsonObject } from "../http/json.ts";
-import { MAX_CIPHERKEY_CHARS, MAX_ID_CHARS, MAX_IV_CHARS, MAX_KEY_CHARS } from "../v1/validate.ts";
+import { MAX_CIPHERKEY_CHARS, MAX_ID_CHARS, MAX_IV_CHARS, MAX_KEY_CHARS, hasNonAscii, narrowed } from "../v1/validate.ts";
 
 /**
  * Protocol error bodies, byte for byte as token.place peers expect them
@@ -96,11 +96,22 @@ export const fieldTooLong = (field: string, max: number) => {
   return new RelayError(400, "field_too_long", message, { error: { message, code: 400, type: "field_too_long", field, limit: max } });
 };
 
-/** Throws field_too_long for the first string field longer than its bound; other types are the route's business. */
+/**
+ * Throws field_too_long for the first string field longer than its bound; other types are the
+ * route's business. Every route calls it before it stores anything, so it also keeps the byte
+ * charge true: in a body holding any non-ASCII character (legacy bodies may carry any extra key),
+ * the bounded fields and `chat_history` are replaced by 1-byte copies when ASCII, as API v1's
+ * envelopeOf does (why: the encoding note in src/v1/validate.ts).
+ */
 export function checkFieldLengths(body: JsonObject, bounds: Readonly<Record<string, number>>): void {
   for (const field in bounds) {
     const v = body[field];
     if (typeof v === "string" && v.length > bounds[field]!) throw fieldTooLong(field, bounds[field]!);
+  }
+  if (!hasNonAscii(body)) return;
+  for (const field of [...Object.keys(bounds), "chat_history"]) {
+    const v = body[field];
+    if (typeof v === "string") body[field] = narrowed(v);
   }
 }
 

@@ -1,5 +1,6 @@
 import type { JsonObject } from "../http/json.ts";
 import { v1Errors } from "./errors.ts";
+import { isAscii } from "./memory/state.ts";
 import { CONTEXT_TIERS, type Capabilities, type ContextTier, type Envelope } from "./store.ts";
 
 /**
@@ -40,11 +41,12 @@ export function envelopeOf(body: JsonObject, ciphertext: string, missingClientKe
   const clientKey = routingString(body, "client_public_key", MAX_KEY_CHARS, missingClientKey);
   const { cipherkey, iv } = body as { cipherkey: string; iv: string };
   checkCipherFields(cipherkey, iv);
-  const envelope: Envelope = { client_public_key: clientKey, chat_history: ciphertext, cipherkey, iv };
   const requestId = optionalString(body, "request_id", MAX_ID_CHARS);
   const protocol = optionalString(body, "protocol", MAX_PROTOCOL_CHARS);
-  if (requestId !== undefined) envelope.request_id = requestId;
-  if (protocol !== undefined) envelope.protocol = protocol;
+  const keep = hasNonAscii(body) ? narrowed : (v: string) => v;
+  const envelope: Envelope = { client_public_key: keep(clientKey), chat_history: keep(ciphertext), cipherkey: keep(cipherkey), iv: keep(iv) };
+  if (requestId !== undefined) envelope.request_id = keep(requestId);
+  if (protocol !== undefined) envelope.protocol = keep(protocol);
   if (present(body.version)) {
     if (typeof body.version !== "number" || !Number.isSafeInteger(body.version)) throw v1Errors.invalidData();
     envelope.version = body.version;
@@ -57,6 +59,38 @@ export function checkCipherFields(cipherkey: string, iv: string): void {
   if (cipherkey.length > MAX_CIPHERKEY_CHARS) throw v1Errors.fieldTooLong("cipherkey", MAX_CIPHERKEY_CHARS);
   if (iv.length > MAX_IV_CHARS) throw v1Errors.fieldTooLong("iv", MAX_IV_CHARS);
 }
+
+/*
+ * Encoding of the stored strings. The spec describes ciphertext, cipherkey and iv as base64
+ * (relay-api-v1 §6.6 table, §9) and the keys as base64 PEM (§2), but has the relay check the
+ * envelope only for presence (§6.6, marked [U]: upstream's relay.py relays any string) and treat
+ * keys as opaque strings compared byte for byte (§2 [I]); the peers decode leniently (Python's
+ * base64.b64decode drops characters outside the alphabet unless validate=True; upstream's chat.js
+ * strips whitespace first). So the relay refuses no encoding: it carries the strings unchanged and
+ * charges each at what it really costs in memory and in Valkey (storedStringBytes in
+ * ./memory/state.ts), which is what keeps the byte budgets true.
+ *
+ * What that charge relies on: a body that holds one non-ASCII character anywhere is decoded to a
+ * 16-bit string, and JSON.parse cuts 16-bit strings from it, so its ASCII fields would take 2 bytes
+ * per character in JavaScriptCore while costing their length. The fields a store keeps from such a
+ * body are therefore copied into 1-byte strings first (about 1 ms per MiB, and only for such
+ * bodies: real peers send ASCII); then ASCII always costs its length.
+ */
+
+/** Whether any key or string inside a parsed JSON value is not ASCII (bounded by the body's shape checks). */
+export function hasNonAscii(v: unknown): boolean {
+  if (typeof v === "string") return !isAscii(v);
+  if (typeof v !== "object" || v === null) return false;
+  if (Array.isArray(v)) return v.some(hasNonAscii);
+  for (const k in v) if (!isAscii(k) || hasNonAscii((v as JsonObject)[k])) return true;
+  return false;
+}
+
+const asciiEncoder = new TextEncoder();
+const asciiDecoder = new TextDecoder();
+
+/** An ASCII string as a 1-byte-per-character copy (TextDecoder yields one for ASCII input); other strings unchanged. */
+export const narrowed = (v: string): string => (isAscii(v) ? asciiDecoder.decode(asciiEncoder.encode(v)) : v);
 
 /** Keys that would carry plaintext: refused on requests and responses (spec §10). */
 export const PLAINTEXT_KEYS = ["messages", "prompt", "input", "content", "response", "text"] as const;

@@ -1,4 +1,4 @@
-import { chunkJson } from "../bytes.ts";
+import { chunkBytes, chunkJson } from "../bytes.ts";
 import type { PushResult, StreamDrain } from "../types.ts";
 import { hashKey, type StoreContext } from "./shared.ts";
 
@@ -165,7 +165,7 @@ export function createStreamOps(ctx: StoreContext) {
             final ? 1 : 0,
             limits.streamTtlMs,
             limits.maxStreamChunks,
-            json.length,
+            chunkBytes(json),
             limits.maxStoredBytes,
           ],
         )) as [Exclude<PushResult["kind"], "stored"> | "stored", number, string?];

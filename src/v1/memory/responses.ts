@@ -1,4 +1,5 @@
 import type { Envelope, ProgressResult, ProgressUpdate, RespondResult, RetrieveResult } from "../store.ts";
+import { narrowed } from "../validate.ts";
 import { digestEquals, envelopeBytes, pairId, type MemoryState } from "./state.ts";
 
 /** Node answers, progress and the client's retrieval. */
@@ -62,9 +63,19 @@ export function progress(s: MemoryState, nodeKey: string, digest: string, update
   const f = node.inFlight.get(update.request_id);
   if (!f || f.clientKey !== update.client_public_key) return "not_active";
   if (s.now() >= f.deadlineAt) return "expired";
+  // Kept as 1-byte strings when ASCII, so it costs what envelopeBytes charges: the body it came
+  // from may not have been ASCII (see narrowed in ../validate.ts); at most 16 KiB, so always copied.
+  const kept: ProgressUpdate = {
+    ...update,
+    client_public_key: f.clientKey,
+    request_id: narrowed(update.request_id),
+    ciphertext: narrowed(update.ciphertext),
+    cipherkey: narrowed(update.cipherkey),
+    iv: narrowed(update.iv),
+  };
   const previous = s.progress.get(f.pair);
-  if (!s.fits(envelopeBytes(update) - (previous ? envelopeBytes(previous) : 0))) return "storage_full";
-  s.setProgress(f.pair, update);
+  if (!s.fits(envelopeBytes(kept) - (previous ? envelopeBytes(previous) : 0))) return "storage_full";
+  s.setProgress(f.pair, kept);
   return "accepted";
 }
 
