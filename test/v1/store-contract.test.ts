@@ -552,5 +552,80 @@ for (const backend of BACKENDS) {
         await settled(s, c, A);
       });
     });
+
+    describe("stored bytes of strings that are not plain base64", () => {
+      // Peers send base64, but the relay refuses no encoding (src/v1/validate.ts): whatever a
+      // string holds, it must be charged at least what it takes in JavaScriptCore (2 bytes per
+      // code unit once not ASCII) and as UTF-8 inside the JSON a shared store keeps.
+      const N = 3_000;
+      const TEXTS: Record<string, string> = {
+        euro: "€".repeat(N),
+        latin1: "é".repeat(N),
+        astral: "𝄞".repeat(N / 2),
+        "lone surrogates": "\ud800".repeat(N),
+        controls: "\u0001".repeat(N),
+        "quotes and backslashes": '"\\'.repeat(N / 2),
+        "base64 and one euro": "QUJD".repeat(N / 4 - 1) + "QU€=",
+      };
+      /** An independent bound for one string: its UTF-8 JSON without the quotes, or its size in memory. */
+      const cost = (v: string) => Math.max(Buffer.byteLength(JSON.stringify(v)) - 2, /[^\x00-\x7f]/.test(v) ? 2 * v.length : v.length);
+      const fields = (e: Envelope) => [e.client_public_key, e.chat_history ?? "", e.ciphertext ?? "", e.cipherkey, e.iv, e.request_id ?? ""];
+      const trueCost = (e: Envelope) => fields(e).reduce((sum, v) => sum + cost(v), 0);
+      /** Plain base64 costs its length: the size an envelope of the same length would be charged by counting characters. */
+      const lengthOf = (e: Envelope) => fields(e).reduce((sum, v) => sum + v.length, 0);
+      const carrying = (c: string, rid: string | undefined, text: string): Envelope => ({ ...env(c, rid), chat_history: text });
+      const plain = (c: string, rid: string | undefined) => carrying(c, rid, "Q".repeat(N));
+
+      test("each is charged at least its size in memory and as UTF-8 JSON, and released exactly", async () => {
+        const n = await registered();
+        for (const [name, text] of Object.entries(TEXTS)) {
+          const e = carrying(key("c"), "r1", text);
+          expect(await store.enqueue(n, e, PROOF, DEADLINE_MS, DEPTH, "198.51.100.7")).toBe("queued");
+          const held = (await store.stats()).storedBytes;
+          expect({ name, held: held >= trueCost(e) }).toEqual({ name, held: true });
+          expect(held).toBe(envelopeBytes(e));
+          const r = await store.claim(n, undefined, 0);
+          expect(r.kind === "work" && r.envelope.chat_history === text).toBe(true);
+          expect(await store.respond(e)).toEqual({ kind: "accepted" });
+          expect(await store.retrieve(e.client_public_key, "r1")).toMatchObject({ kind: "answer", envelope: { chat_history: text } });
+          expect(await store.stats()).toMatchObject({ storedBytes: 0, clientsHoldingBytes: 0 });
+        }
+      });
+
+      test("the budget refuses them where counting characters would have let them in: requests, answers, per address", async () => {
+        const c = key("c");
+        const euro = carrying(c, "r1", TEXTS.euro!);
+        const answer = carrying(c, undefined, TEXTS.euro!);
+        const budget = trueCost(answer) - 1;
+        expect(lengthOf(euro)).toBeLessThan(budget);
+        const s = await backend.make(clock, events, { maxStoredBytes: budget });
+        const n = key("node");
+        expect((await s.register(n, CAPS, CRED)).kind).toBe("registered");
+        expect(await s.enqueue(n, euro, PROOF, DEADLINE_MS, DEPTH)).toBe("storage_full");
+        expect(await s.respond(answer)).toEqual({ kind: "storage_full" });
+        expect(await s.stats()).toMatchObject({ storedBytes: 0 });
+        expect(await s.enqueue(n, plain(c, "r1"), PROOF, DEADLINE_MS, DEPTH)).toBe("queued");
+
+        const shared = await backend.make(clock, events, { maxStoredBytesPerClient: trueCost(euro) - 1 });
+        const m = key("node");
+        expect((await shared.register(m, CAPS, CRED)).kind).toBe("registered");
+        expect(await shared.enqueue(m, euro, PROOF, DEADLINE_MS, DEPTH, "198.51.100.8")).toBe("client_storage_full");
+        expect(await shared.enqueue(m, plain(c, "r2"), PROOF, DEADLINE_MS, DEPTH, "198.51.100.8")).toBe("queued");
+      });
+
+      test("progress: an update is charged at its true cost too", async () => {
+        const c = key("c");
+        const request = plain(c, "r1");
+        const update = (ciphertext: string) => ({ client_public_key: c, request_id: "r1", protocol: "tokenplace_api_v1_relay_e2ee", version: 1, ciphertext, cipherkey: "aw==", iv: "aQ==" });
+        const euro = update("€".repeat(1_000));
+        const s = await backend.make(clock, events, { maxStoredBytes: lengthOf(request) + trueCost(euro as Envelope) - 1 });
+        const n = key("node");
+        expect((await s.register(n, CAPS, CRED)).kind).toBe("registered");
+        expect(await s.enqueue(n, request, PROOF, DEADLINE_MS, DEPTH)).toBe("queued");
+        expect((await s.claim(n, undefined, 0)).kind).toBe("work");
+        expect(await s.progress(n, CRED, euro)).toBe("storage_full");
+        expect(await s.progress(n, CRED, update("Q".repeat(1_000)))).toBe("accepted");
+      });
+    });
   });
 }
