@@ -4,6 +4,7 @@ import type { BrokerStore } from "./broker/types.ts";
 import { createLongPoll } from "./common/long-poll.ts";
 import type { Notifier } from "./common/notifier.ts";
 import { createRateLimits, type RateLimitsDeps } from "./common/rate-limits.ts";
+import { createRequestLine } from "./log.ts";
 import { SERVER_TOKEN_HEADER, createTokenCheck } from "./common/tokens.ts";
 import type { Config } from "./config/index.ts";
 import { RelayError, notFound } from "./errors.ts";
@@ -89,6 +90,7 @@ export function createApp(deps: AppDeps) {
       drainSignal: deps.lifecycle.drainSignal,
     });
   const admission = createAdmission(config.bounds, metrics);
+  const requestLine = createRequestLine(logger);
   const memoryGuard = deps.memoryGuard;
   if (memoryGuard) admission.budget.onLargeBody(memoryGuard.sample);
   const longPoll = holds("node");
@@ -289,13 +291,8 @@ export function createApp(deps: AppDeps) {
     const seconds = (performance.now() - started) / 1000;
     metrics.observeRequest(req.method, ctx.route, res.status, seconds);
     const quiet = spec?.quiet === true;
-    if (logger.isLevelEnabled(quiet ? "debug" : "info")) {
-      // Through the parent with reqId first: the same line a child bound to reqId writes
-      // (test/ops/log-redaction.test.ts), without building a child per request.
-      const line = { reqId: requestId, method: req.method, route: ctx.route, status: res.status, durationMs: Math.round(seconds * 1e4) / 10 };
-      if (quiet) logger.debug(line, "request");
-      else logger.info(line, "request");
-    }
+    // The line a child bound to reqId writes (test/ops/log-redaction.test.ts), without a child.
+    requestLine(quiet ? "debug" : "info", requestId, req.method, ctx.route, res.status, Math.round(seconds * 1e4) / 10);
     return res;
   }
 

@@ -203,6 +203,37 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
   return logger;
 }
 
+export type RequestLine = (level: "info" | "debug", reqId: string, method: string, route: string, status: number, durationMs: number) => void;
+
+/**
+ * The request line, `logger[level]({ reqId, method, route, status, durationMs }, "request")`,
+ * assembled from the logger's own level prefix, time, bindings and line end and handed to its
+ * destination: the same bytes (test/ops/log-redaction.test.ts), without pino's generic per-field
+ * loop. One line per request is the relay's busiest log call.
+ */
+export function createRequestLine(logger: Logger): RequestLine {
+  const s = pino.symbols;
+  const l = logger as unknown as Record<symbol, unknown>;
+  const lsCache = l[s.lsCacheSym] as Record<number, string>;
+  const time = l[s.timeSym] as () => string;
+  const end = l[s.endSym] as string;
+  const messageKey = JSON.stringify(l[s.messageKeySym] as string);
+  const stream = l[s.streamSym] as DestinationStream & Record<PropertyKey, unknown>;
+  const metadata = stream[s.needsMetadataGsym] === true;
+  return (level, reqId, method, route, status, durationMs) => {
+    if (!logger.isLevelEnabled(level)) return;
+    const num = logger.levels.values[level]!;
+    const line = `${lsCache[num]}${time()}${l[s.chindingsSym] as string},"reqId":${JSON.stringify(reqId)},"method":${JSON.stringify(method)},"route":${JSON.stringify(route)},"status":${status},"durationMs":${durationMs},${messageKey}:"request"${end}`;
+    if (metadata) {
+      // What pino tells a destination that asks (pino/lib/proto.js, write()).
+      stream.lastLevel = num;
+      stream.lastMsg = "request";
+      stream.lastLogger = logger;
+    }
+    stream.write(line);
+  };
+}
+
 /**
  * Lifecycle events (listening, draining, stopped) are what an operator and the tests look for
  * first, so they are written at any level except "silent", even when requests are logged only

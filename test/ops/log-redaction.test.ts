@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import pino, { type DestinationStream } from "pino";
-import { REDACT_CENSOR, REDACT_PATHS, createLogger, createRedactor } from "../../src/log.ts";
+import { REDACT_CENSOR, REDACT_PATHS, createBatchedStdout, createLogger, createRedactor, createRequestLine } from "../../src/log.ts";
 
 /**
  * The relay censors REDACT_PATHS itself (src/log.ts) instead of through pino's `redact` option,
@@ -83,6 +83,63 @@ describe("log redaction", () => {
 
   test("an unsupported path is refused when the logger is built, never ignored", () => {
     expect(() => createRedactor(["a.b.c"])).toThrow(/unsupported redaction path/);
+  });
+
+  test("the request line written directly equals pino's line for the same fields, at both levels and only when enabled", () => {
+    const viaPino = capture();
+    const direct = capture();
+    const pinoLogger = createLogger("debug", viaPino.stream);
+    const line = createRequestLine(createLogger("debug", direct.stream));
+    const cases: Array<[string, string, string, number, number]> = [
+      ["0b6f1c1e-8a4e-4f0e-9a55-5f7f6f8f9f00", "POST", "/api/v1/relay/requests", 200, 1.2],
+      ["client-id:7@edge", "GET", "/livez", 503, 0],
+      ["r", "BR\"EW", "unmatched", 405, 1234.5],
+      ["r2", "GET", "/api/*", 200, 0.1],
+    ];
+    for (const [reqId, method, route, status, durationMs] of cases) {
+      for (const level of ["info", "debug"] as const) {
+        pinoLogger[level]({ reqId, method, route, status, durationMs }, "request");
+        line(level, reqId, method, route, status, durationMs);
+      }
+    }
+    expect(direct.lines.length).toBe(cases.length * 2);
+    expect(direct.lines.map(strip)).toEqual(viaPino.lines.map(strip));
+    const quiet = capture();
+    createRequestLine(createLogger("info", quiet.stream))("debug", "r", "GET", "/livez", 200, 0.1);
+    expect(quiet.lines).toEqual([]);
+  });
+
+  test("stdout batching: lines of one turn go out together at its end, warn and up at once and in order", async () => {
+    const { mkdtempSync, openSync, readFileSync, closeSync } = await import("node:fs");
+    const { join } = await import("node:path");
+    const { tmpdir } = await import("node:os");
+    const file = join(mkdtempSync(join(tmpdir(), "relay-log-")), "out.log");
+    const fd = openSync(file, "w");
+    try {
+      const logger = createLogger("info", createBatchedStdout(fd));
+      logger.info("one");
+      logger.info("two");
+      expect(readFileSync(file, "utf8")).toBe("");
+      logger.warn("three");
+      const msgs = () => readFileSync(file, "utf8").trim().split("\n").map((l) => (JSON.parse(l) as { msg: string }).msg);
+      expect(msgs()).toEqual(["one", "two", "three"]);
+      logger.info("four");
+      await new Promise((r) => setImmediate(r));
+      expect(msgs()).toEqual(["one", "two", "three", "four"]);
+      logger.info("five");
+      await new Promise<void>((r) => logger.flush(() => r()));
+      expect(msgs()).toEqual(["one", "two", "three", "four", "five"]);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  test("batched lines are written when the process exits right after logging them", async () => {
+    const script = `import { createLogger } from ${JSON.stringify(new URL("../../src/log.ts", import.meta.url).pathname)}; const l = createLogger("info"); l.info("last words"); process.exit(3);`;
+    const proc = Bun.spawn([process.execPath, "-e", script], { stdout: "pipe", stderr: "pipe" });
+    const out = await new Response(proc.stdout).text();
+    expect(await proc.exited).toBe(3);
+    expect(out).toContain('"msg":"last words"');
   });
 
   test("a request line through the app's parent logger equals the one through a per-request child", () => {
