@@ -119,6 +119,35 @@ for (const backend of BROKER_BACKENDS) {
       }
     });
 
+    test("strings that are not plain base64 cost their size in memory and as UTF-8 JSON, so the budgets refuse them where their length would fit", async () => {
+      const N = 2_000;
+      const euroJob: Job = { chat_history: "€".repeat(N), cipherkey: "k", iv: "v" };
+      expect(jobBytes(euroJob)).toBe(3 * N + 2); // 3 UTF-8 bytes each (2 in memory)
+      expect(jobBytes({ chat_history: "é".repeat(N), cipherkey: "k", iv: "v", client_public_key: "ck" })).toBe(2 * N + 4);
+      expect(answerBytes({ chat_history: "\u0001".repeat(N), cipherkey: "k", iv: "v" })).toBe(6 * N + 2); // "\u0001" in JSON
+      expect(answerBytes({ chat_history: "𝄞".repeat(N / 2), cipherkey: '"', iv: "\ud800" })).toBe(2 * N + 2 + 6);
+      const { store } = await make({ maxStoredBytes: 4 * (2 * N + 2) });
+      try {
+        await store.touchNode("n1");
+        // The node's share is 2N + 2: by its length (N + 2) the job would fit.
+        expect(await store.enqueueJob("n1", euroJob)).toBe("node_storage_full");
+        expect(await store.enqueueJob("n1", sizedJob(2 * N + 2))).toBe("queued");
+        expect(await held(store)).toBe(2 * N + 2);
+        // 6N + 6 left.
+        expect(await store.putAnswer("c1", { chat_history: "€".repeat(2 * N + 3), cipherkey: "k", iv: "v" })).toBe("storage_full");
+        await store.openStream("c2", "s1");
+        expect(await store.pushChunk("s1", "€".repeat(2 * N + 2), false)).toEqual({ kind: "storage_full" }); // JSON: 6N + 8 bytes
+        expect(await store.pushChunk("s1", "z".repeat(2 * N + 2), false)).toMatchObject({ kind: "stored" });
+        expect(await held(store)).toBe(4 * N + 6);
+        expect(await store.pushChunk("s1", { t: "é".repeat(N) }, false)).toMatchObject({ kind: "stored" }); // {"t":"éé…"}: N + 8 characters at 2 bytes
+        expect(await held(store)).toBe(6 * N + 22);
+        expect((await store.drainStream("c2"))?.chunks).toEqual(["z".repeat(2 * N + 2), { t: "é".repeat(N) }]);
+        expect(await held(store)).toBe(2 * N + 2);
+      } finally {
+        await store.close();
+      }
+    });
+
     test("at the budget, what has expired makes room first (one sweep, counted), as for the count bounds", async () => {
       const { store, clock, expired } = await make({ maxStoredBytes: 1_000, answerTtlMs: 10_000 });
       try {
