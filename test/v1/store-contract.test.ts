@@ -569,10 +569,12 @@ for (const backend of BACKENDS) {
       };
       /** An independent bound for one string: its UTF-8 JSON without the quotes, or its size in memory. */
       const cost = (v: string) => Math.max(Buffer.byteLength(JSON.stringify(v)) - 2, /[^\x00-\x7f]/.test(v) ? 2 * v.length : v.length);
-      const fields = (e: Envelope) => [e.client_public_key, e.chat_history ?? "", e.ciphertext ?? "", e.cipherkey, e.iv, e.request_id ?? ""];
-      const trueCost = (e: Envelope) => fields(e).reduce((sum, v) => sum + cost(v), 0);
+      /** The strings of an envelope or a progress update. */
+      type Stored = { client_public_key: string; chat_history?: string; ciphertext?: string; cipherkey: string; iv: string; request_id?: string };
+      const fields = (e: Stored) => [e.client_public_key, e.chat_history ?? "", e.ciphertext ?? "", e.cipherkey, e.iv, e.request_id ?? ""];
+      const trueCost = (e: Stored) => fields(e).reduce((sum, v) => sum + cost(v), 0);
       /** Plain base64 costs its length: the size an envelope of the same length would be charged by counting characters. */
-      const lengthOf = (e: Envelope) => fields(e).reduce((sum, v) => sum + v.length, 0);
+      const lengthOf = (e: Stored) => fields(e).reduce((sum, v) => sum + v.length, 0);
       const carrying = (c: string, rid: string | undefined, text: string): Envelope => ({ ...env(c, rid), chat_history: text });
       const plain = (c: string, rid: string | undefined) => carrying(c, rid, "Q".repeat(N));
 
@@ -618,7 +620,7 @@ for (const backend of BACKENDS) {
         const request = plain(c, "r1");
         const update = (ciphertext: string) => ({ client_public_key: c, request_id: "r1", protocol: "tokenplace_api_v1_relay_e2ee", version: 1, ciphertext, cipherkey: "aw==", iv: "aQ==" });
         const euro = update("€".repeat(1_000));
-        const s = await backend.make(clock, events, { maxStoredBytes: lengthOf(request) + trueCost(euro as Envelope) - 1 });
+        const s = await backend.make(clock, events, { maxStoredBytes: lengthOf(request) + trueCost(euro) - 1 });
         const n = key("node");
         expect((await s.register(n, CAPS, CRED)).kind).toBe("registered");
         expect(await s.enqueue(n, request, PROOF, DEADLINE_MS, DEPTH)).toBe("queued");

@@ -2,7 +2,7 @@
 // that holds only if those strings really are 1-byte strings in JavaScriptCore. A body holding one
 // non-ASCII character anywhere is decoded to a 16-bit string, and JSON.parse cuts 16-bit strings
 // from it, ASCII fields included; the validators must hand the stores 1-byte copies of those.
-import { describe as jscDescribe } from "bun:jsc";
+import * as jsc from "bun:jsc";
 import { describe, expect, test } from "bun:test";
 import { checkFieldLengths, LEGACY_FIELD_BOUNDS } from "../../src/broker/validate.ts";
 import { ManualClock } from "../../src/clock.ts";
@@ -11,7 +11,9 @@ import { MemoryV1Store } from "../../src/v1/index.ts";
 import { DEFAULT_CAPABILITIES, ciphertextOf, envelopeOf } from "../../src/v1/validate.ts";
 import { TEST_LIMITS, recorder } from "./backends.ts";
 
-/** JavaScriptCore's own description of the string: "String,8Bit:(1),length:(...)" for a 1-byte one. */
+/** JavaScriptCore's own description of a value (bun:jsc exports it, its type declarations do not). */
+const jscDescribe = (jsc as unknown as { describe(v: unknown): string }).describe;
+/** "String,8Bit:(1),length:(...)" for a 1-byte string. */
 const width = (s: unknown) => (typeof s === "string" ? (jscDescribe(s).includes("8Bit:(1)") ? "1-byte" : "2-byte") : typeof s);
 
 /** A body read the way the routes read it (bytes, decoded, shape-checked, parsed). */
@@ -46,7 +48,7 @@ describe("the strings a store keeps are 1-byte strings whenever they are ASCII",
       const expected = Object.fromEntries(Object.keys(kept).map((k) => [k, k === keptOdd ? "2-byte" : "1-byte"]));
       expect({ odd, widths }).toEqual({ odd, widths: expected });
       // Unchanged, character for character.
-      for (const [k, v] of Object.entries(kept)) expect(v).toBe(k === keptOdd ? "é€" : (raw as Record<string, unknown>)[k === "chat_history" ? "ciphertext" : k]);
+      for (const [k, v] of Object.entries(kept)) expect(v).toBe(k === keptOdd ? "é€" : (raw as Record<string, unknown>)[k === "chat_history" ? "ciphertext" : k] as string);
     }
   });
 
