@@ -6,6 +6,7 @@ import type { Notifier } from "./common/notifier.ts";
 import { createRateLimits, type RateLimitsDeps } from "./common/rate-limits.ts";
 import { createRequestLine } from "./log.ts";
 import { SERVER_TOKEN_HEADER, createTokenCheck } from "./common/tokens.ts";
+import { PACED_POLLS_PER_HOLD } from "./config/defaults.ts";
 import type { Config } from "./config/index.ts";
 import { RelayError, notFound } from "./errors.ts";
 import { createAdmission } from "./http/admission.ts";
@@ -70,6 +71,9 @@ const PREFLIGHT_HEADERS = {
   "Access-Control-Max-Age": "600",
 } as const;
 
+const operatorReadForwarded = () =>
+  new RelayError(403, "operator_read_forwarded", "Operator reads are not served through a proxy unless TOKENPLACE_METRICS_TOKEN is set");
+
 /** Peers whose client identity is remembered (src/http/client-ip.ts does the work once per peer); the cache starts over when full. */
 const IDENTITY_CACHE_ENTRIES = 4_096;
 /** Longer X-Forwarded-For values are resolved every time rather than kept (bounds the cache's memory). */
@@ -89,7 +93,7 @@ export function createApp(deps: AppDeps) {
       maxPerIp: config.bounds.maxHoldsPerIp,
       drainSignal: deps.lifecycle.drainSignal,
     });
-  const admission = createAdmission(config.bounds, metrics);
+  const admission = createAdmission(config.bounds, metrics, config.maxBodyBytes);
   const requestLine = createRequestLine(logger);
   const memoryGuard = deps.memoryGuard;
   if (memoryGuard) admission.budget.onLargeBody(memoryGuard.sample);
@@ -155,12 +159,20 @@ export function createApp(deps: AppDeps) {
     }),
     mount(
       brokerRoutes,
-      createBrokerHandlers({ store: deps.store, notifier: deps.notifier, longPoll, clientLongPoll, metrics, limits: config.broker, maxBodyBytes: config.maxBodyBytes }),
+      createBrokerHandlers({ store: deps.store, notifier: deps.notifier, longPoll, clientLongPoll, metrics, limits: config.broker, maxBodyBytes: config.maxBodyBytes, maxPacedPerIp: config.bounds.maxHoldsPerIp * PACED_POLLS_PER_HOLD }),
     ),
     // The browser chat page (src/web); off with RELAY_WEB_UI=false, and then / is the JSON 404.
     ...(config.web.enabled ? [createWebMount({ v1Store: deps.v1Store })] : []),
   ];
 
+  // Bun resolves dot segments, `%2e` and `\` before the relay sees a target (req.url), so
+  // `/api/..\metrics` arrives as `/metrics`: an Ingress that forwards only `/api/` and `/v1/` does
+  // not keep the open operator reads private. Such a request bears the proxy's forwarding header,
+  // which a client cannot strip and Prometheus or kubelet scraping the pod directly never sends:
+  // without a metrics token, operator reads that came through a proxy are refused.
+  const operatorReadsOpen = config.operator.metricsToken === undefined;
+  const cameThroughProxy = (req: Request) =>
+    req.headers.has("x-forwarded-for") || req.headers.has("forwarded") || req.headers.has("x-real-ip");
   const checkServerToken = createTokenCheck(config.serverTokens);
   const guardOperatorRead = createOperatorReadGuard(config.operator);
   const router = new Router();
@@ -201,7 +213,10 @@ export function createApp(deps: AppDeps) {
           throw v1Errors.unauthorized();
         }
       }
-      if (operatorRead) guardOperatorRead(spec.auth, req); // /metrics, /relay/diagnostics: 401 without the metrics token
+      if (operatorRead) {
+        if (operatorReadsOpen && cameThroughProxy(req)) throw operatorReadForwarded();
+        guardOperatorRead(spec.auth, req); // /metrics, /relay/diagnostics: 401 without the metrics token
+      }
       return handler(req, ctx);
     };
   }
@@ -265,18 +280,26 @@ export function createApp(deps: AppDeps) {
     const started = performance.now();
     const requestId = requestIdFor(req);
     let pathname: string;
+    let badTarget: RelayError | undefined;
     try {
       pathname = requestPath(req.url);
-    } catch {
-      // A target without a path (CONNECT's authority-form) routes nowhere: 404.
+    } catch (err) {
+      // A target without a path (CONNECT's authority-form) routes nowhere: 404; one that is not in
+      // normal form (dot segments, backslashes) is refused 400 invalid_path.
       pathname = "";
+      if (err instanceof RelayError) badTarget = err;
     }
     const spec = specs.get(pathname);
     const ctx = new Context(requestId, req, adapter, spec ? pathname : "unmatched");
     let res: Response;
     try {
-      admission.admit(req, spec?.quiet === true, adapter.pendingRequests?.());
-      if (memoryGuard?.shedding) memoryGuard.checkBody(req, spec?.auth === "server-token");
+      if (badTarget) throw badTarget;
+      // A node route only with a token configured: the token is checked (wrap) before the body is
+      // read, so the node's shares (connections, body pool, memory guard) cannot be claimed by a
+      // client; with open registration anyone could name a node route and its body counts as a client's.
+      const nodeRoute = serverTokensConfigured && spec?.auth === "server-token";
+      admission.admit(req, spec?.quiet === true, adapter.pendingRequests?.(), nodeRoute, ctx);
+      if (memoryGuard?.shedding) memoryGuard.checkBody(req, nodeRoute);
       res = await dispatch(req, ctx, pathname);
     } catch (err) {
       res = toErrorResponse(err, ctx);

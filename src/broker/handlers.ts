@@ -17,6 +17,8 @@ export interface BrokerDeps {
   metrics: Metrics;
   limits: BrokerLimits;
   maxBodyBytes: number;
+  /** Client polls being paced at once per client address (0 or absent: no cap); beyond, answered at once with Connection: close. */
+  maxPacedPerIp?: number;
   /** Fresh stream session ids; injectable for tests. */
   newId?: () => string;
 }
@@ -43,6 +45,13 @@ export const DRAIN_NEXT_PING_SECONDS = 1;
  */
 export const CLIENT_PACE_MS = 1_000;
 const CLIENT_PACE_HEADERS = { "Retry-After": String(CLIENT_PACE_MS / 1000) };
+/**
+ * A paced poll holds its connection for the pace and no hold slot, so a crowd on one address could
+ * keep thousands of them and fill RELAY_MAX_CONNECTIONS. Past the address's share of paced polls
+ * (BrokerDeps.maxPacedPerIp) the "none yet" comes at once and the connection is closed: the
+ * client has to connect again, and one address cannot keep more connections than its shares.
+ */
+const CLIENT_PACE_FULL_HEADERS = { ...CLIENT_PACE_HEADERS, Connection: "close" };
 
 /**
  * The legacy protocol (relay-protocol of token.place before API v1). Upstream serves /sink,
@@ -64,14 +73,32 @@ export function createBrokerHandlers(deps: BrokerDeps) {
   const newId = deps.newId ?? (() => crypto.randomUUID());
   const read = (req: Request) => readJsonObject(req, deps.maxBodyBytes);
 
+  const maxPacedPerIp = deps.maxPacedPerIp ?? 0;
+  /** Paced polls per client address; an address leaves the map when its last pace ends. */
+  const pacing = new Map<string, number>();
+
   /**
    * A held client poll that ended "ip_limit" waits out the pace (or until its client leaves) and
-   * looks once more; `paced` says whether the answer should carry Retry-After.
+   * looks once more, unless its address has its share of paced polls already; `headers` are the
+   * answer's (Retry-After, and Connection: close past the share).
    */
-  async function paced<T>(req: Request, held: { value: T | undefined; outcome: string }, attempt: () => Promise<T | undefined>) {
-    if (held.value !== undefined || held.outcome !== "ip_limit") return { value: held.value, paced: false };
-    await sleepUnlessAborted(CLIENT_PACE_MS, req.signal);
-    return { value: req.signal.aborted ? undefined : await attempt(), paced: true };
+  async function paced<T>(req: Request, ctx: RequestContext, held: { value: T | undefined; outcome: string }, attempt: () => Promise<T | undefined>) {
+    if (held.value !== undefined || held.outcome !== "ip_limit") return { value: held.value, headers: undefined };
+    const id = ctx.clientId;
+    const n = pacing.get(id) ?? 0;
+    if (maxPacedPerIp > 0 && n >= maxPacedPerIp) {
+      deps.metrics.rejections.labels("paced_per_ip_client").inc();
+      return { value: undefined, headers: CLIENT_PACE_FULL_HEADERS };
+    }
+    pacing.set(id, n + 1);
+    try {
+      await sleepUnlessAborted(CLIENT_PACE_MS, req.signal);
+    } finally {
+      const left = (pacing.get(id) ?? 1) - 1;
+      if (left > 0) pacing.set(id, left);
+      else pacing.delete(id);
+    }
+    return { value: req.signal.aborted ? undefined : await attempt(), headers: CLIENT_PACE_HEADERS };
   }
 
   async function nextServer(): Promise<Response> {
@@ -167,8 +194,8 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     checkFieldLengths(body, BOUNDS.retrieve);
     const key = body.client_public_key;
     const take = () => store.takeAnswer(key);
-    const { value, paced: wasPaced } = await paced(req, await clientLongPoll.hold(req, ctx, topics.answer(key), take), take);
-    if (!value) return json(200, { error: "No response available for the given public key" }, wasPaced ? CLIENT_PACE_HEADERS : undefined);
+    const { value, headers } = await paced(req, ctx, await clientLongPoll.hold(req, ctx, topics.answer(key), take), take);
+    if (!value) return json(200, { error: "No response available for the given public key" }, headers);
     return json(200, { chat_history: value.chat_history, cipherkey: value.cipherkey, iv: value.iv });
   }
 
@@ -208,9 +235,8 @@ export function createBrokerHandlers(deps: BrokerDeps) {
       empty = drained ?? empty;
       return undefined;
     };
-    const { value, paced: wasPaced } = await paced(req, await clientLongPoll.hold(req, ctx, topics.stream(key), drain), drain);
+    const { value, headers } = await paced(req, ctx, await clientLongPoll.hold(req, ctx, topics.stream(key), drain), drain);
     const result = value ?? empty;
-    const headers = wasPaced ? CLIENT_PACE_HEADERS : undefined;
     if (!result) return json(200, { error: "No active stream for the given public key" }, headers);
     return json(200, { stream: true, session_id: result.sessionId, chunks: result.chunks, final: result.final }, headers);
   }

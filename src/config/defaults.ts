@@ -167,6 +167,37 @@ export const DEFAULT_MAX_CONNECTIONS = 4_096;
  * retrieve: 32 leaves room for NAT while one address cannot take the whole RELAY_MAX_LONG_POLLS.
  */
 export const DEFAULT_MAX_HOLDS_PER_IP = 32;
+/**
+ * Requests past RELAY_MAX_CONNECTIONS that node routes may still bring, as a share of it: compute
+ * nodes' polls and answers are never refused because clients fill the cap. Counted only where a
+ * registration token is configured: the token is checked before the body is read or the poll held,
+ * so a client naming a node route with a wrong token is answered 401 at once and holds nothing.
+ */
+export const NODE_CONNECTION_HEADROOM_SHARE = 0.25;
+/**
+ * Share of RELAY_MAX_INFLIGHT_BODY_BYTES one client address may have reserved at once (never less
+ * than one RELAY_MAX_BODY_BYTES): a few slow uploads from one address cannot hold the whole pool.
+ */
+export const BODY_BUDGET_ADDRESS_SHARE = 0.25;
+/**
+ * Share of RELAY_MAX_INFLIGHT_BODY_BYTES client routes can never take: kept for node routes'
+ * bodies (answers, progress, stream chunks), so clients' uploads never starve accepted work.
+ * Client routes get at least one RELAY_MAX_BODY_BYTES even when the pool is that small.
+ */
+export const BODY_BUDGET_NODE_SHARE = 0.25;
+/**
+ * Bodies at most this large are never refused for lack of body pool and reserve nothing: registers,
+ * polls, retrieves and cancels (keys of ~600 characters) always go on. What they can make the relay
+ * hold is bounded by RELAY_MAX_CONNECTIONS and watched by the memory guard (the same threshold as
+ * MEMORY_GUARD_SMALL_BODY_BYTES, below which the guard lets bodies pass too).
+ */
+export const BODY_BUDGET_SMALL_BYTES = MEMORY_GUARD_SMALL_BODY_BYTES;
+/**
+ * Legacy client polls paced past their address's share of holds (src/broker/handlers.ts), per
+ * address, as a multiple of RELAY_MAX_HOLDS_PER_IP; beyond, such a poll is answered at once with
+ * `Connection: close`, so one address cannot fill RELAY_MAX_CONNECTIONS with paced polls.
+ */
+export const PACED_POLLS_PER_HOLD = 2;
 /** Longest request target (path and query); beyond: 414 uri_too_long. */
 export const DEFAULT_MAX_URL_BYTES = 8_192;
 /** Largest sum of header fields (name, value, ": " and CRLF each); beyond: 431 headers_too_large. */

@@ -1,5 +1,6 @@
 import { Gauge } from "../ops/prom.ts";
 import type { BoundsConfig } from "../config/bounds.ts";
+import { NODE_CONNECTION_HEADROOM_SHARE } from "../config/defaults.ts";
 import { RelayError } from "../errors.ts";
 import type { Metrics } from "../ops/metrics.ts";
 import { BodyBudget, CLOSE, attachBodyPolicy, busy } from "./body-budget.ts";
@@ -24,14 +25,19 @@ export interface Admission {
   /**
    * Cheap checks before routing, in the order of their cost: requests in flight, URL, headers.
    * Throws the refusal; on success attaches the body policy (budget and deadline) to the request.
-   * `exempt`: probe routes (kubelet, Prometheus) are never refused for capacity.
+   * `exempt`: probe routes (kubelet, Prometheus) are never refused for capacity. `node`: a node
+   * route with a registration token configured, which may go past RELAY_MAX_CONNECTIONS by its
+   * headroom and has the node share of the body budget. `client`: whose body it is (its address).
    */
-  admit(req: Request, exempt: boolean, pendingRequests: number | undefined): void;
+  admit(req: Request, exempt: boolean, pendingRequests: number | undefined, node?: boolean, client?: { readonly clientId: string }): void;
   readonly budget: BodyBudget;
 }
 
-export function createAdmission(bounds: BoundsConfig, metrics: Metrics): Admission {
-  const budget = new BodyBudget(bounds.maxInflightBodyBytes);
+export function createAdmission(bounds: BoundsConfig, metrics: Metrics, maxBodyBytes = 0): Admission {
+  const budget = new BodyBudget(bounds.maxInflightBodyBytes, maxBodyBytes);
+  // Clients filling the cap (paced polls, slow uploads) must not lock nodes out: node routes have
+  // room of their own beyond it (D.NODE_CONNECTION_HEADROOM_SHARE).
+  const nodeMaxConnections = bounds.maxConnections + Math.ceil(bounds.maxConnections * NODE_CONNECTION_HEADROOM_SHARE);
   new Gauge({
     name: "tokenplace_relay_inflight_body_bytes",
     help: "Request-body bytes being read right now (declared lengths reserved up front), against RELAY_MAX_INFLIGHT_BODY_BYTES.",
@@ -41,9 +47,9 @@ export function createAdmission(bounds: BoundsConfig, metrics: Metrics): Admissi
     },
   });
 
-  function admit(req: Request, exempt: boolean, pendingRequests: number | undefined): void {
+  function admit(req: Request, exempt: boolean, pendingRequests: number | undefined, node = false, client?: { readonly clientId: string }): void {
     // Bun's count includes this request.
-    if (!exempt && pendingRequests !== undefined && pendingRequests > bounds.maxConnections) throw admissionErrors.connectionsFull();
+    if (!exempt && pendingRequests !== undefined && pendingRequests > (node ? nodeMaxConnections : bounds.maxConnections)) throw admissionErrors.connectionsFull();
     if (targetLength(req.url) > bounds.maxUrlBytes) throw admissionErrors.uriTooLong(bounds.maxUrlBytes);
     let bytes = 0;
     let fields = 0;
@@ -53,7 +59,7 @@ export function createAdmission(bounds: BoundsConfig, metrics: Metrics): Admissi
     });
     if (fields > MAX_HEADER_FIELDS) throw admissionErrors.tooManyHeaders(MAX_HEADER_FIELDS);
     if (bytes > bounds.maxHeaderBytes) throw admissionErrors.headersTooLarge(bounds.maxHeaderBytes);
-    if (req.body) attachBodyPolicy(req, { budget, deadline: performance.now() + bounds.bodyTimeoutMs, timeoutMs: bounds.bodyTimeoutMs });
+    if (req.body) attachBodyPolicy(req, { budget, node, client, deadline: performance.now() + bounds.bodyTimeoutMs, timeoutMs: bounds.bodyTimeoutMs });
   }
 
   return { admit, budget };

@@ -1,3 +1,4 @@
+import * as D from "../config/defaults.ts";
 import { RelayError } from "../errors.ts";
 
 /**
@@ -5,6 +6,15 @@ import { RelayError } from "../errors.ts";
  * declared Content-Length reserves its whole size before a byte is read (so a hostile client that
  * declares 4 MiB and trickles holds its share for the whole trickle), a chunked body reserves each
  * chunk as it arrives; everything is given back once the body has been read and parsed.
+ *
+ * Bodies of at most D.BODY_BUDGET_SMALL_BYTES reserve nothing and are never refused (the readers
+ * in src/http/json.ts skip the budget for them). Of the rest, client routes may take the pool but
+ * its node share (D.BODY_BUDGET_NODE_SHARE) and one client address at most its address share
+ * (D.BODY_BUDGET_ADDRESS_SHARE): five slow 4 MiB uploads from one address used to hold the whole
+ * pool for a minute, every node answer and register refused meanwhile. Declared lengths are still
+ * reserved whole, not as bytes arrive: the per-address share bounds what one trickler holds and
+ * the body deadline how long, while one read of the declared body is several times cheaper than
+ * pumping a reader.
  */
 /** A body at least this large is reported to the budget's observer as it is reserved and released. */
 export const LARGE_BODY_BYTES = 1024 * 1024;
@@ -12,8 +22,22 @@ export const LARGE_BODY_BYTES = 1024 * 1024;
 export class BodyBudget {
   private used = 0;
   private observer: (() => void) | undefined;
+  /** Bytes reserved per client address (client routes only); an address leaves at 0. */
+  private readonly perAddress = new Map<string, number>();
+  /** Most one client address may hold reserved. */
+  readonly addressCapacity: number;
+  /** Most client routes may hold reserved together: the rest is the node routes' share. */
+  readonly clientCapacity: number;
 
-  constructor(readonly capacity: number) {}
+  /** `maxBodyBytes`: the largest body; each share is at least that (or the whole pool), so any valid body can be read. */
+  constructor(
+    readonly capacity: number,
+    maxBodyBytes = 0,
+  ) {
+    const atLeastOneBody = (n: number) => Math.min(capacity, Math.max(n, maxBodyBytes));
+    this.addressCapacity = atLeastOneBody(Math.floor(capacity * D.BODY_BUDGET_ADDRESS_SHARE));
+    this.clientCapacity = atLeastOneBody(capacity - Math.floor(capacity * D.BODY_BUDGET_NODE_SHARE));
+  }
 
   /**
    * Called as each large body is reserved and released: the memory guard samples RSS then, since
@@ -27,17 +51,32 @@ export class BodyBudget {
     return this.used;
   }
 
-  /** Reserves `n` bytes if they fit; false (and nothing reserved) otherwise. */
-  tryReserve(n: number): boolean {
-    if (n <= 0) return true;
-    if (this.used + n > this.capacity) return false;
+  /**
+   * Reserves `n` bytes for a body of `owner` (a client address; undefined: not counted per address)
+   * on a node route or not. Returns the refusal (nothing reserved), or undefined when reserved.
+   */
+  tryReserve(n: number, owner?: string, node = false): RelayError | undefined {
+    if (n <= 0) return undefined;
+    if (this.used + n > (node ? this.capacity : this.clientCapacity)) return bodyBudgetFull();
+    if (!node && owner !== undefined) {
+      const held = (this.perAddress.get(owner) ?? 0) + n;
+      if (held > this.addressCapacity) return bodyAddressFull();
+      this.perAddress.set(owner, held);
+    }
     this.used += n;
     if (n >= LARGE_BODY_BYTES) this.observer?.();
-    return true;
+    return undefined;
   }
 
-  release(n: number): void {
+  /** Gives back what tryReserve reserved, with the same owner and route kind. */
+  release(n: number, owner?: string, node = false): void {
+    if (n <= 0) return;
     this.used = Math.max(0, this.used - n);
+    if (!node && owner !== undefined) {
+      const held = (this.perAddress.get(owner) ?? 0) - n;
+      if (held > 0) this.perAddress.set(owner, held);
+      else this.perAddress.delete(owner);
+    }
     if (n >= LARGE_BODY_BYTES) this.observer?.();
   }
 }
@@ -45,6 +84,10 @@ export class BodyBudget {
 /** How the body of one request may be read: attached by the app when the request is admitted. */
 export interface BodyPolicy {
   budget: BodyBudget;
+  /** A node route whose registration token was configured (and is checked before the body is read). */
+  node: boolean;
+  /** Whose body it is: the client address, asked only for a body large enough to reserve. */
+  client: { readonly clientId: string } | undefined;
   /** performance.now() by which the whole body must have arrived. */
   deadline: number;
   timeoutMs: number;
@@ -84,6 +127,8 @@ export function busy(reason: string, message: string): RelayError {
 }
 
 export const bodyBudgetFull = () => busy("body_bytes", "The relay is reading as many request bodies as it may; retry shortly");
+export const bodyAddressFull = () =>
+  busy("body_bytes_client", "This client address is sending as many large request bodies as it may; retry shortly");
 
 export const bodyTimeout = (timeoutMs: number) =>
   new RelayError(408, "body_timeout", `The request body did not arrive within ${timeoutMs} ms`, undefined, CLOSE);

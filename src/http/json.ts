@@ -1,5 +1,6 @@
 import { RelayError, tooLarge } from "../errors.ts";
-import { CLOSE, bodyBudgetFull, bodyPolicy, bodyTimeout, type BodyPolicy } from "./body-budget.ts";
+import { BODY_BUDGET_SMALL_BYTES } from "../config/defaults.ts";
+import { CLOSE, bodyPolicy, bodyTimeout, type BodyPolicy } from "./body-budget.ts";
 
 const JSON_HEADERS = { "Content-Type": "application/json" } as const;
 
@@ -103,8 +104,12 @@ async function readBodyHeld(req: Request, limit: number): Promise<HeldBody> {
   const policy = bodyPolicy(req);
   const budget = policy?.budget;
   let reserved = 0;
+  // Asked once a body is large enough to reserve (small ones never are), so the usual small body
+  // costs no client-identity lookup; release gives back under the same owner.
+  let owner: string | undefined;
+  const node = policy?.node === true;
   const release = () => {
-    budget?.release(reserved);
+    budget?.release(reserved, owner, node);
     reserved = 0;
   };
   const deadline = policy ? startDeadline(policy) : undefined;
@@ -115,8 +120,12 @@ async function readBodyHeld(req: Request, limit: number): Promise<HeldBody> {
     if (declared !== null) {
       const size = Number(declared);
       const n = Number.isSafeInteger(size) && size >= 0 ? size : limit;
-      if (budget && !budget.tryReserve(n)) throw bodyBudgetFull();
-      reserved = n;
+      if (budget && n > BODY_BUDGET_SMALL_BYTES) {
+        owner = policy!.client?.clientId;
+        const refused = budget.tryReserve(n, owner, node);
+        if (refused) throw refused;
+        reserved = n;
+      }
       const reading = req.arrayBuffer();
       if (!deadline) return { bytes: new Uint8Array(await reading), release };
       // On timeout the 408 carries Connection: close; the socket closing rejects this read.
@@ -141,11 +150,17 @@ async function readBodyHeld(req: Request, limit: number): Promise<HeldBody> {
         await reader.cancel().catch(() => {});
         throw tooLarge(limit);
       }
-      if (budget && !budget.tryReserve(value.byteLength)) {
-        await reader.cancel().catch(() => {});
-        throw bodyBudgetFull();
+      // Past the small-body size the whole body so far is reserved, then each chunk.
+      if (budget && size > BODY_BUDGET_SMALL_BYTES) {
+        const n = reserved === 0 ? size : value.byteLength;
+        if (reserved === 0) owner = policy!.client?.clientId;
+        const refused = budget.tryReserve(n, owner, node);
+        if (refused) {
+          await reader.cancel().catch(() => {});
+          throw refused;
+        }
+        reserved += n;
       }
-      reserved += value.byteLength;
       parts.push(value);
     }
     if (parts.length === 1) return { bytes: parts[0]!, release };

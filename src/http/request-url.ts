@@ -1,3 +1,5 @@
+import { badRequest } from "../errors.ts";
+
 /** The origin put in place of whatever authority Bun read from the Host header; never contacted. */
 const ORIGIN = "http://relay.invalid";
 
@@ -29,9 +31,22 @@ export function requestUrl(raw: string): URL {
 const PLAIN_PATH = /^\/[A-Za-z0-9_\-/]*$/;
 
 /**
+ * A request target whose path is not its own normal form: URL parsing would resolve dot segments
+ * (`..`, `%2e%2e`, `.%2E`), turn `\` into `/` or percent-encode characters. Routing the normalised
+ * path let `/api/..\metrics` or `/v1/.%2E/metrics` reach /metrics through an Ingress that only
+ * forwards `/api/` and `/v1/` (Go's path.Clean, like most proxies, leaves `\` and `%2e` alone), so
+ * such a target is refused for every route, proxied ones included. RFC 3986 §6.2.2 makes these
+ * forms equivalent, and no peer sends them: token.place's server.py, client.py and the browser page
+ * build every path from fixed, plain strings.
+ */
+export const invalidPath = () =>
+  badRequest("invalid_path", "Request path is not in normal form (dot segments, backslashes or characters that need percent-encoding)");
+
+/**
  * `requestUrl(raw).pathname` without building a URL for the usual request target, a plain path
  * like `/api/v1/relay/requests` (the router looks up every request by it); anything else goes
- * through requestUrl. Throws as requestUrl does.
+ * through requestUrl and is refused (invalidPath) when that would change it. Throws a TypeError
+ * for a target without a path, as requestUrl does.
  */
 export function requestPath(raw: string): string {
   let start = 0;
@@ -39,12 +54,13 @@ export function requestPath(raw: string): string {
     const scheme = raw.indexOf("://");
     start = scheme < 0 ? -1 : raw.indexOf("/", scheme + 3);
   }
-  if (start >= 0) {
-    const query = raw.indexOf("?", start);
-    const hash = raw.indexOf("#", start);
-    const end = query < 0 ? (hash < 0 ? raw.length : hash) : hash < 0 ? query : Math.min(query, hash);
-    const path = raw.slice(start, end);
-    if (PLAIN_PATH.test(path)) return path;
-  }
-  return requestUrl(raw).pathname;
+  if (start < 0) return requestUrl(raw).pathname; // throws: no path
+  const query = raw.indexOf("?", start);
+  const hash = raw.indexOf("#", start);
+  const end = query < 0 ? (hash < 0 ? raw.length : hash) : hash < 0 ? query : Math.min(query, hash);
+  const path = raw.slice(start, end);
+  if (PLAIN_PATH.test(path)) return path;
+  const pathname = requestUrl(raw).pathname;
+  if (pathname !== path) throw invalidPath();
+  return pathname;
 }

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { openRaw, postHead } from "../helpers/raw-socket.ts";
 import { fakeKey, job, type TestRelay } from "../helpers/relay.ts";
 import { BROKER_BACKENDS, startBrokerRelay } from "./backends.ts";
 
@@ -189,6 +190,33 @@ for (const backend of BROKER_BACKENDS) {
         await Bun.sleep(1_100);
         // The holder's slot is still taken, so this poll is paced too, and gets the kept answer.
         expect(await (await capped.post("/retrieve", { client_public_key: client })).json()).toEqual({ chat_history: "kept", cipherkey: "k", iv: "v" });
+        await held.release();
+      });
+
+      test("past twice its hold share of paced polls, an address's poll is answered at once with Connection: close", async () => {
+        // Each paced poll holds a connection and no hold slot: uncapped, one address could fill
+        // RELAY_MAX_CONNECTIONS with them and lock nodes out.
+        const held = await holdOne("/retrieve");
+        const perIp = async () => Number(/rejections_total\{reason="long_poll_per_ip_client"\} (\d+)/.exec(await (await capped.get("/metrics")).text())?.[1] ?? 0);
+        const before = await perIp();
+        let settled = 0;
+        const pacing = [0, 1].map(() => capped.post("/retrieve", { client_public_key: fakeKey("crowd") }).then((r) => (settled++, r)));
+        // Both found the share taken (counted as they start their pace).
+        for (const end = Date.now() + 2_000; (await perIp()) < before + 2; await Bun.sleep(10)) {
+          if (Date.now() > end) throw new Error("the two polls were not paced");
+        }
+        const c = await openRaw(capped.port);
+        const body = JSON.stringify({ client_public_key: fakeKey("crowd") });
+        c.send(postHead("/retrieve", body.length) + body);
+        const third = await c.reply();
+        expect(settled).toBe(0); // the two paced polls are still pacing
+        expect(third.status).toBe(200);
+        expect(third.headers.connection).toBe("close");
+        expect(third.headers["retry-after"]).toBe("1");
+        expect(JSON.parse(third.body)).toEqual({ error: "No response available for the given public key" });
+        await c.closed;
+        for (const r of await Promise.all(pacing)) expect(r.headers.get("retry-after")).toBe("1");
+        expect(await (await capped.get("/metrics")).text()).toMatch(/rejections_total\{reason="paced_per_ip_client"\} [1-9]/);
         await held.release();
       });
 

@@ -22,9 +22,10 @@ export interface RawConn {
  * A TCP connection to the relay driven byte by byte: what a hostile client does (a head and part of
  * a body, then nothing) cannot be expressed with fetch.
  */
-export function openRaw(port: number, host = "127.0.0.1"): Promise<RawConn> {
+export function openRaw(port: number, host = "127.0.0.1", localAddress?: string): Promise<RawConn> {
   return new Promise((resolve, reject) => {
-    const sock: Socket = connect(port, host);
+    // localAddress (e.g. 127.0.0.77): another client address on loopback, for per-address limits.
+    const sock: Socket = connect({ port, host, localAddress });
     let buf = Buffer.alloc(0);
     let closed = false;
     let onData: (() => void) | undefined;

@@ -162,35 +162,108 @@ describe("URL and header sizes", () => {
 });
 
 describe("body budget (RELAY_MAX_INFLIGHT_BODY_BYTES)", () => {
-  test("a declared body reserves its length up front; beyond the budget 503 busy with Retry-After; released when read", async () => {
-    const r = start({ RELAY_MAX_BODY_BYTES: "2048", RELAY_MAX_INFLIGHT_BODY_BYTES: "3000" });
-    const slow = await raw(r);
-    slow.send(postHead("/api/v1/relay/requests", 2048) + "{");
-    await until(async () => metricValue(await scrape(r), "tokenplace_relay_inflight_body_bytes") === 2048);
+  // 800 kB pool, bodies up to 200 kB: one address may reserve 200 kB (a quarter), client routes
+  // 600 kB (the rest is the node share); bodies up to 64 KiB reserve nothing.
+  const POOL = { RELAY_MAX_BODY_BYTES: "200000", RELAY_MAX_INFLIGHT_BODY_BYTES: "800000" };
+  const NODE_TOKEN = "bounds-node-token-0123456789abcdef";
+  const rawFrom = async (r: TestRelay, address: string) => {
+    const c = await openRaw(r.port, "127.0.0.1", address);
+    conns.push(c);
+    return c;
+  };
+  const inflight = async (r: TestRelay) => metricValue(await scrape(r), "tokenplace_relay_inflight_body_bytes");
+  /** A declared body that never arrives: its length stays reserved. */
+  const hold = async (r: TestRelay, address: string, length: number, path = "/api/v1/relay/requests", extra = "") => {
+    const c = await rawFrom(r, address);
+    const before = await inflight(r);
+    c.send(postHead(path, length, extra) + "{");
+    await until(async () => (await inflight(r)) === before + length);
+    return c;
+  };
 
-    const refused = await r.post("/api/v1/relay/requests", { pad: "x".repeat(1500) });
+  test("a declared body reserves its length up front; one address at most its share (503 busy body_bytes_client), client routes at most theirs (503 busy body_bytes); released when read", async () => {
+    const r = start(POOL);
+    const slow = await hold(r, "127.0.0.77", 150_000);
+
+    // The same address again: past its share, refused before a byte is read.
+    const again = await rawFrom(r, "127.0.0.77");
+    again.send(postHead("/api/v1/relay/requests", 100_000));
+    const refusedOwn = await again.reply();
+    expect(refusedOwn.status).toBe(503);
+    expect(refusedOwn.headers["retry-after"]).toBe("1");
+    expect(refusedOwn.headers.connection).toBe("close");
+    expect(JSON.parse(refusedOwn.body).error).toMatchObject({ code: 503, type: "busy", reason: "body_bytes_client" });
+
+    // Other addresses fill the client routes' share.
+    await hold(r, "127.0.0.88", 200_000);
+    await hold(r, "127.0.0.99", 200_000);
+    const refused = await r.post("/api/v1/relay/requests", { pad: "x".repeat(100_000) });
     expect(refused.status).toBe(503);
     expect(refused.headers.get("retry-after")).toBe("1");
     expect(await errorOf(refused)).toMatchObject({ code: 503, type: "busy", reason: "body_bytes" });
     // What still fits is read.
-    expect((await r.post("/api/v1/relay/requests", { pad: "x".repeat(800) })).status).toBe(400);
+    expect((await r.post("/api/v1/relay/requests", { pad: "x".repeat(49_000) })).status).toBe(400);
 
-    slow.send(`"pad":"${"x".repeat(2048 - 10)}"}`);
+    slow.send(`"pad":"${"x".repeat(150_000 - 10)}"}`);
     expect((await slow.reply()).status).toBe(400);
-    await until(async () => metricValue(await scrape(r), "tokenplace_relay_inflight_body_bytes") === 0);
-    expect((await r.post("/api/v1/relay/requests", { pad: "x".repeat(1500) })).status).toBe(400);
-    expect(metricValue(await scrape(r), "tokenplace_relay_rejections_total", { reason: "busy_body_bytes" })).toBe(1);
+    await until(async () => (await inflight(r)) === 400_000);
+    expect((await r.post("/api/v1/relay/requests", { pad: "x".repeat(100_000) })).status).toBe(400);
+    for (const c of conns.splice(0)) c.destroy();
+    await until(async () => (await inflight(r)) === 0);
+    // The address's share came back with its bodies.
+    await hold(r, "127.0.0.77", 200_000);
+    const text = await scrape(r);
+    expect(metricValue(text, "tokenplace_relay_rejections_total", { reason: "busy_body_bytes_client" })).toBe(1);
+    expect(metricValue(text, "tokenplace_relay_rejections_total", { reason: "busy_body_bytes" })).toBe(1);
   });
 
-  test("a chunked body reserves what has arrived", async () => {
-    const r = start({ RELAY_MAX_BODY_BYTES: "2048", RELAY_MAX_INFLIGHT_BODY_BYTES: "3000" });
-    const slow = await raw(r);
-    slow.send(chunkedHead("/api/v1/relay/requests") + chunk(`{"pad":"${"x".repeat(1800)}`));
-    await until(async () => metricValue(await scrape(r), "tokenplace_relay_inflight_body_bytes") >= 1800);
-    expect((await r.post("/api/v1/relay/requests", { pad: "x".repeat(1500) })).status).toBe(503);
+  test("node routes keep their share: clients filling theirs never refuse a node's answer, and small bodies are never refused, the pool full or not", async () => {
+    const r = start({ ...POOL, TOKEN_PLACE_RELAY_SERVER_TOKEN: NODE_TOKEN, RELAY_RATE_LIMITS: "off" });
+    for (const address of ["127.0.0.77", "127.0.0.88", "127.0.0.99"]) await hold(r, address, 200_000);
+    // A fourth client address finds the clients' share full.
+    const late = await rawFrom(r, "127.0.0.44");
+    late.send(postHead("/api/v1/relay/requests", 150_000));
+    const refused = await late.reply();
+    expect(refused.status).toBe(503);
+    expect(JSON.parse(refused.body).error).toMatchObject({ type: "busy", reason: "body_bytes" });
+    // A node's answer (token checked before its body is read) takes the node share: the pool is now full.
+    await hold(r, "127.0.0.55", 200_000, "/api/v1/relay/responses", `X-Relay-Server-Token: ${NODE_TOKEN}\r\n`);
+    expect(await inflight(r)).toBe(800_000);
+    // The same route without the token is refused by the token check, its body unread.
+    const forged = await rawFrom(r, "127.0.0.44");
+    forged.send(postHead("/api/v1/relay/responses", 150_000));
+    expect((await forged.reply()).status).toBe(401);
+    // Registers, polls and small requests go on.
+    const small = await rawFrom(r, "127.0.0.44");
+    const body = JSON.stringify({ pad: "x".repeat(60_000) });
+    small.send(postHead("/api/v1/relay/requests", body.length) + body);
+    expect((await small.reply()).status).toBe(400);
+    const register = await r.post("/api/v1/relay/servers/register", { server_public_key: "node-key-under-pressure" }, { "X-Relay-Server-Token": NODE_TOKEN });
+    expect(register.status).toBe(200);
+  });
+
+  test("with open registration a node route's body is a client's: no node share to claim", async () => {
+    const r = start({ ...POOL, RELAY_RATE_LIMITS: "off" });
+    for (const address of ["127.0.0.77", "127.0.0.88", "127.0.0.99"]) await hold(r, address, 200_000);
+    const c = await rawFrom(r, "127.0.0.55");
+    c.send(postHead("/api/v1/relay/responses", 150_000));
+    const refused = await c.reply();
+    expect(refused.status).toBe(503);
+    expect(JSON.parse(refused.body).error).toMatchObject({ type: "busy", reason: "body_bytes" });
+  });
+
+  test("a chunked body reserves what has arrived once past the small-body size, counted for its address", async () => {
+    const r = start(POOL);
+    const slow = await rawFrom(r, "127.0.0.77");
+    slow.send(chunkedHead("/api/v1/relay/requests") + chunk(`{"pad":"${"x".repeat(100_000)}`));
+    await until(async () => (await inflight(r)) >= 100_000);
+    const again = await rawFrom(r, "127.0.0.77");
+    again.send(postHead("/api/v1/relay/requests", 150_000));
+    expect(JSON.parse((await again.reply()).body).error).toMatchObject({ reason: "body_bytes_client" });
     slow.send(chunk(`"}`) + "0\r\n\r\n");
     expect((await slow.reply()).status).toBe(400);
-    await until(async () => metricValue(await scrape(r), "tokenplace_relay_inflight_body_bytes") === 0);
+    await until(async () => (await inflight(r)) === 0);
+    await hold(r, "127.0.0.77", 200_000);
   });
 });
 
@@ -221,7 +294,8 @@ describe("body deadline (RELAY_BODY_TIMEOUT_MS)", () => {
 
   test("a client that closes the connection mid-body is counted as 499, never a 500", async () => {
     const r = start();
-    for (const head of [postHead("/api/v1/relay/requests", 100) + '{"a":', chunkedHead("/api/v1/relay/requests") + chunk('{"a":')]) {
+    // Both past the small-body size, so they reserve (and the gauge shows them arriving).
+    for (const head of [postHead("/api/v1/relay/requests", 100_000) + '{"a":', chunkedHead("/api/v1/relay/requests") + chunk(`{"a":"${"x".repeat(70_000)}`)]) {
       const c = await raw(r);
       c.send(head);
       await until(async () => metricValue(await scrape(r), "tokenplace_relay_inflight_body_bytes") > 0);
@@ -262,5 +336,30 @@ describe("requests in flight (RELAY_MAX_CONNECTIONS)", () => {
     for (const h of held) h.destroy();
     await until(() => r.server.pendingRequests <= 1);
     expect((await r.post("/api/v1/relay/requests", { any: 1 })).status).toBe(400);
+  });
+
+  test("clients filling the cap leave node routes their headroom (a quarter more), when a registration token says who is a node", async () => {
+    const token = "bounds-node-token-0123456789abcdef";
+    for (const tokenEnv of [{ TOKEN_PLACE_RELAY_SERVER_TOKEN: token }, {}] as Record<string, string>[]) {
+      const r = start({ RELAY_MAX_CONNECTIONS: "16", RELAY_RATE_LIMITS: "off", ...tokenEnv });
+      for (let i = 0; i < 16; i++) (await raw(r)).send(postHead("/api/v1/relay/requests", 100) + "{");
+      await until(() => r.server.pendingRequests >= 16);
+      expect((await r.post("/api/v1/relay/requests", { any: 1 })).status).toBe(503);
+      const register = await r.post("/api/v1/relay/servers/register", { server_public_key: "node-key-at-the-cap" }, { "X-Relay-Server-Token": token });
+      if ("TOKEN_PLACE_RELAY_SERVER_TOKEN" in tokenEnv) {
+        expect(register.status).toBe(200);
+        // Node routes have 4 more; a wrong token is refused by the token check, holding nothing.
+        expect((await r.post("/api/v1/relay/servers/register", { server_public_key: "node-key-at-the-cap" }, { "X-Relay-Server-Token": "wrong" })).status).toBe(401);
+        for (let i = 0; i < 4; i++) (await raw(r)).send(postHead("/api/v1/relay/responses", 100, `X-Relay-Server-Token: ${token}\r\n`) + "{");
+        await until(() => r.server.pendingRequests >= 20);
+        expect(await errorOf(await r.post("/api/v1/relay/servers/register", { server_public_key: "node-key-at-the-cap" }, { "X-Relay-Server-Token": token }))).toMatchObject({ reason: "connections" });
+      } else {
+        // Open registration: anyone may name a node route, so it is a client's request.
+        expect(register.status).toBe(503);
+      }
+      for (const c of conns.splice(0)) c.destroy();
+      await relay?.shutdown();
+      relay = undefined;
+    }
   });
 });

@@ -11,6 +11,9 @@ import { NODE_CAPS, PROTOCOL, rid } from "../v1/helpers.ts";
 
 const MiB = 1024 * 1024;
 const BUDGET = 512 * MiB;
+/** Node routes count as node routes only with a registration token configured (and sent). */
+const NODE_TOKEN = "memory-guard-node-token-0123456789";
+const NODE_AUTH = { "X-Relay-Server-Token": NODE_TOKEN };
 // 512 MiB: collect at 400 MiB, client bodies refused from 456 MiB, every large body from 484 MiB.
 const { shares, guard: levels } = memoryShares(BUDGET);
 
@@ -118,9 +121,12 @@ describe("memory guard over HTTP", () => {
 
   test("shedding: 503 busy (memory) with Retry-After before the body is read; polls, small requests and node answers go on; /healthz and /metrics tell", async () => {
     let rss = 100 * MiB;
-    relay = startTestRelay({ RELAY_MEMORY_GUARD: "true", RELAY_MEMORY_BUDGET_BYTES: String(BUDGET), RELAY_RATE_LIMITS: "off", TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS: "0" }, { readRss: () => rss });
+    relay = startTestRelay(
+      { RELAY_MEMORY_GUARD: "true", RELAY_MEMORY_BUDGET_BYTES: String(BUDGET), RELAY_RATE_LIMITS: "off", TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS: "0", TOKEN_PLACE_RELAY_SERVER_TOKEN: NODE_TOKEN },
+      { readRss: () => rss },
+    );
     const node = fakeKey("node");
-    expect((await relay.post("/api/v1/relay/servers/register", { server_public_key: node, capabilities: NODE_CAPS })).status).toBe(200);
+    expect((await relay.post("/api/v1/relay/servers/register", { server_public_key: node, capabilities: NODE_CAPS }, NODE_AUTH)).status).toBe(200);
     const request = (chatHistory: string, clientKey = fakeKey("client"), id = rid()) =>
       relay!.post("/api/v1/relay/requests", { server_public_key: node, client_public_key: clientKey, request_id: id, protocol: PROTOCOL, version: 1, chat_history: chatHistory, cipherkey: "a2V5", iv: "aXY=" });
     const big = "Y2lwaGVy".repeat(16 * 1024); // 128 KiB
@@ -138,10 +144,10 @@ describe("memory guard over HTTP", () => {
     const clientKey = fakeKey("client");
     const id = rid();
     expect((await request("Y2lwaGVydGV4dA==", clientKey, id)).status).toBe(200);
-    const polled = await relay.post("/api/v1/relay/servers/poll", { server_public_key: node });
+    const polled = await relay.post("/api/v1/relay/servers/poll", { server_public_key: node }, NODE_AUTH);
     expect(polled.status).toBe(200);
     expect(((await polled.json()) as { request_id?: string }).request_id).toBe(id);
-    const answer = await relay.post("/api/v1/relay/responses", { client_public_key: clientKey, request_id: id, protocol: PROTOCOL, version: 1, chat_history: big, cipherkey: "a2V5", iv: "aXY=" });
+    const answer = await relay.post("/api/v1/relay/responses", { client_public_key: clientKey, request_id: id, protocol: PROTOCOL, version: 1, chat_history: big, cipherkey: "a2V5", iv: "aXY=" }, NODE_AUTH);
     expect(answer.status).toBe(200);
     const health = await relay.get("/healthz");
     expect(health.status).toBe(200);
@@ -153,8 +159,8 @@ describe("memory guard over HTTP", () => {
     const id2 = rid();
     const key2 = fakeKey("client");
     expect((await request("Y2lwaGVydGV4dA==", key2, id2)).status).toBe(200);
-    await relay.post("/api/v1/relay/servers/poll", { server_public_key: node });
-    const nodeRefused = await relay.post("/api/v1/relay/responses", { client_public_key: key2, request_id: id2, protocol: PROTOCOL, version: 1, chat_history: big, cipherkey: "a2V5", iv: "aXY=" });
+    await relay.post("/api/v1/relay/servers/poll", { server_public_key: node }, NODE_AUTH);
+    const nodeRefused = await relay.post("/api/v1/relay/responses", { client_public_key: key2, request_id: id2, protocol: PROTOCOL, version: 1, chat_history: big, cipherkey: "a2V5", iv: "aXY=" }, NODE_AUTH);
     expect(nodeRefused.status).toBe(503);
     expect(((await nodeRefused.json()) as { error: { reason: string } }).error.reason).toBe("memory");
 
@@ -167,5 +173,17 @@ describe("memory guard over HTTP", () => {
     expect(metrics).toContain('tokenplace_relay_memory_guard_refusals_total{side="client"} 1');
     expect(metrics).toContain('tokenplace_relay_memory_guard_refusals_total{side="node"} 1');
     expect(metrics).toContain('tokenplace_relay_memory_budget_bytes{share="total"} 536870912');
+  });
+
+  test("with open registration (no server token) a node route's large body is a client's: refused at level 1, before it is read", async () => {
+    let rss = 100 * MiB;
+    relay = startTestRelay({ RELAY_MEMORY_GUARD: "true", RELAY_MEMORY_BUDGET_BYTES: String(BUDGET), RELAY_RATE_LIMITS: "off" }, { readRss: () => rss });
+    rss = 460 * MiB;
+    relay.memoryGuard.sample();
+    const big = "Y2lwaGVy".repeat(16 * 1024); // 128 KiB
+    const res = await relay.post("/api/v1/relay/responses", { client_public_key: fakeKey("anyone"), request_id: rid(), protocol: PROTOCOL, version: 1, chat_history: big, cipherkey: "a2V5", iv: "aXY=" });
+    expect(res.status).toBe(503);
+    expect(((await res.json()) as { error: { reason: string } }).error.reason).toBe("memory");
+    expect(await (await relay.get("/metrics")).text()).toContain('tokenplace_relay_memory_guard_refusals_total{side="client"} 1');
   });
 });

@@ -5,6 +5,7 @@ import type { Server } from "bun";
 import { createProxyRoute } from "../../src/proxy/index.ts";
 import { RELAY_ROUTE_SPECS } from "../../src/routes.ts";
 import { fakeKey, job, startLegacyRelay, startTestRelay, type TestRelay } from "../helpers/relay.ts";
+import { rawGet, rawRequest } from "../proxy/helpers.ts";
 
 const LEGACY = RELAY_ROUTE_SPECS.filter((r) => r.legacy);
 
@@ -109,4 +110,56 @@ describe("the relay's namespace in disguise is not forwarded either", () => {
       expect(seen).toEqual([]);
     },
   );
+});
+
+describe("paths not in normal form and operator reads through a proxy", () => {
+  // Bun resolves dot segments, `%2e` and `\` in req.url before the relay runs, except when the
+  // Host header makes it leave req.url relative or unparseable: then the relay sees the raw path.
+  let relay: TestRelay;
+  let tokened: TestRelay;
+  const METRICS_TOKEN = "routing-metrics-token-0123456789abcdef";
+  beforeAll(() => {
+    relay = startTestRelay({ TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES: "true" });
+    tokened = startTestRelay({ TOKENPLACE_METRICS_TOKEN: METRICS_TOKEN });
+  });
+  afterAll(async () => {
+    await relay.shutdown();
+    await tokened.shutdown();
+  });
+  const DISGUISED = ["/api/..\\metrics", "/api/%2e%2e/relay/diagnostics", "/v1/.%2E/metrics", "/api/v1/relay/%2e%2e/%2e%2e/%2e%2e/metrics", "/api/..\\relay\\diagnostics", "/api/../sink"];
+
+  test("a raw path that URL parsing would change is refused: JSON 400 invalid_path, whichever route it would name", async () => {
+    for (const host of ["a@b", "a/b", "[::1"]) {
+      for (const target of DISGUISED) {
+        const res = await rawRequest(relay.port, rawGet(target, host));
+        expect({ host, target, status: res.status }).toEqual({ host, target, status: 400 });
+        expect(JSON.parse(res.body)).toEqual({
+          error: { message: "Request path is not in normal form (dot segments, backslashes or characters that need percent-encoding)", code: 400, type: "invalid_path" },
+        });
+      }
+    }
+    // The same odd Host with a plain path still reaches its route.
+    expect((await rawRequest(relay.port, rawGet("/livez", "a@b"))).status).toBe(200);
+  });
+
+  test("without a metrics token, /metrics and /relay/diagnostics refuse requests that came through a proxy, disguised or not", async () => {
+    for (const header of ["X-Forwarded-For: 203.0.113.9", "Forwarded: for=203.0.113.9", "X-Real-IP: 203.0.113.9"]) {
+      for (const target of [...DISGUISED.slice(0, 5), "/metrics", "/relay/diagnostics"]) {
+        const res = await rawRequest(relay.port, rawGet(target, "relay.example", `${header}\r\n`));
+        expect({ header, target, status: res.status }).toEqual({ header, target, status: 403 });
+        expect(JSON.parse(res.body).error).toMatchObject({ code: 403, type: "operator_read_forwarded" });
+      }
+    }
+    // Scraped directly (Prometheus, kubelet, kubectl port-forward): served as upstream serves them.
+    expect((await rawRequest(relay.port, rawGet("/metrics"))).status).toBe(200);
+    expect((await rawRequest(relay.port, rawGet("/relay/diagnostics"))).status).toBe(200);
+    // Other routes through a proxy are untouched.
+    expect((await rawRequest(relay.port, rawGet("/api/v1/version", "relay.example", "X-Forwarded-For: 203.0.113.9\r\n"))).status).toBe(200);
+  });
+
+  test("with a metrics token the token decides, through a proxy or not", async () => {
+    const via = "X-Forwarded-For: 203.0.113.9\r\n";
+    expect((await rawRequest(tokened.port, rawGet("/metrics", "relay.example", via))).status).toBe(401);
+    expect((await rawRequest(tokened.port, rawGet("/metrics", "relay.example", `${via}Authorization: Bearer ${METRICS_TOKEN}\r\n`))).status).toBe(200);
+  });
 });
