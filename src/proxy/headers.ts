@@ -27,7 +27,8 @@ const HOP_BY_HOP = new Set([
 ]);
 
 /** Relay credentials (the node registration token) and the X-Relay-* namespace stay here. */
-const RELAY_ONLY = (name: string) => name === SERVER_TOKEN_HEADER.toLowerCase() || name.startsWith("x-relay-");
+const SERVER_TOKEN_FIELD = SERVER_TOKEN_HEADER.toLowerCase();
+const RELAY_ONLY = (name: string) => name === SERVER_TOKEN_FIELD || name.startsWith("x-relay-");
 
 /** Forwarding fields the relay writes itself; inbound copies are only kept when trusted. */
 const FORWARDING = new Set(["forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]);

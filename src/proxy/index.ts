@@ -166,7 +166,8 @@ export function createProxyRoute(deps: ProxyDeps): ProxyRoute & { readiness?: Re
       ex,
       idleMs: p.idleTimeoutMs,
       metrics,
-      log: ctx.log,
+      log: () => ctx.log,
+      debug: ctx.debugEnabled,
       upstream: upstream.label,
     });
     return new Response(stream, init);

@@ -23,7 +23,10 @@ export interface StreamDeps {
   ex: Exchange;
   idleMs: number;
   metrics: Metrics;
-  log: Logger;
+  /** The request's logger, asked for only when the stream ends with something to say (it is built on first use). */
+  log: () => Logger;
+  /** False when debug lines are dropped: the "complete" line is then not built (nor the logger). */
+  debug?: boolean;
   upstream: string;
   /** Called exactly once when the stream ended, however it ended. */
   onEnd?(outcome: "complete" | FailureKind): void;
@@ -44,9 +47,10 @@ export function relayBody(body: ReadableStream<Uint8Array>, deps: StreamDeps): R
     metrics.proxyActiveStreams.dec();
     if (outcome !== "complete" && COUNTED_KINDS.has(outcome)) metrics.upstreamErrors.labels(outcome).inc();
     const line = { upstream: deps.upstream, bytes, durationMs: Math.round(performance.now() - started) };
-    if (outcome === "complete") deps.log.debug(line, "proxied stream complete");
-    else if (outcome === "client_abort") deps.log.info(line, "client closed a proxied stream");
-    else deps.log.warn({ ...line, kind: outcome }, "proxied stream ended abnormally");
+    if (outcome === "complete") {
+      if (deps.debug !== false) deps.log().debug(line, "proxied stream complete");
+    } else if (outcome === "client_abort") deps.log().info(line, "client closed a proxied stream");
+    else deps.log().warn({ ...line, kind: outcome }, "proxied stream ended abnormally");
     deps.onEnd?.(outcome);
   };
 
