@@ -1,8 +1,20 @@
 import { describe, expect, test } from "bun:test";
+import { RelayError } from "../../src/errors.ts";
 import { requestPath, requestUrl } from "../../src/http/request-url.ts";
 import { prng } from "../helpers/prng.ts";
 
-/** requestPath skips URL parsing for plain paths; it must name the same path requestUrl does, always. */
+/** The path as the target spells it: after any scheme and authority, before `?` or `#`. */
+const rawPathOf = (raw: string) => {
+  const abs = /^[a-z]+:\/\/[^/]*/i.exec(raw);
+  const rest = abs ? raw.slice(abs[0].length) : raw;
+  return rest.split(/[?#]/)[0]! || "/"; // no path at all: "/"
+};
+
+/**
+ * requestPath skips URL parsing for plain paths; it must name the same path requestUrl does, or,
+ * exactly when URL parsing would change the path's text (dot segments, `\`, characters to encode),
+ * refuse it with invalid_path.
+ */
 describe("requestPath", () => {
   const same = (raw: string) => {
     let expected: string | Error;
@@ -11,8 +23,16 @@ describe("requestPath", () => {
     } catch (err) {
       expected = err as Error;
     }
-    if (expected instanceof Error) expect(() => requestPath(raw)).toThrow(TypeError);
-    else expect([raw, requestPath(raw)]).toEqual([raw, expected]);
+    if (expected instanceof Error) return expect(() => requestPath(raw)).toThrow(TypeError);
+    const changed = expected !== rawPathOf(raw);
+    let got: string | Error;
+    try {
+      got = requestPath(raw);
+    } catch (err) {
+      got = err as Error;
+    }
+    if (changed) expect([raw, got instanceof RelayError ? got.code : got]).toEqual([raw, "invalid_path"]);
+    else expect([raw, got]).toEqual([raw, expected]);
   };
 
   test("the forms of req.url Bun produces", () => {
