@@ -79,6 +79,26 @@ describe("the request cannot choose the target", () => {
     expect((await fx.requests()).slice(before)).toEqual([]);
   });
 
+  test("through an Ingress (a forwarding header) those disguises find the operator reads closed without a metrics token", async () => {
+    const before = (await fx.requests()).length;
+    for (const target of ["/api/../metrics", "/api/%2e%2e/relay/diagnostics", "/v1/.%2E/metrics", "/api\\..\\metrics", "/api/v1/relay/%2e%2e/%2e%2e/%2e%2e/metrics"]) {
+      const res = await rawRequest(relay.port, rawGet(target, "relay.example", "X-Forwarded-For: 203.0.113.7\r\n"));
+      expect({ target, status: res.status }).toEqual({ target, status: 403 });
+      expect(JSON.parse(res.body)).toMatchObject({ error: { code: 403, type: "operator_read_forwarded" } });
+    }
+    expect((await fx.requests()).slice(before)).toEqual([]);
+  });
+
+  test("`..;` and double-encoded dots are no dot segments: forwarded as they are, never to a relay route", async () => {
+    for (const target of ["/api/..;/sink", "/v1/%252e%252e/sink"]) {
+      const before = (await fx.requests()).length;
+      const res = await rawRequest(relay.port, rawGet(target));
+      // The fixture's own 404 for a path it does not serve: the upstream decides.
+      expect(JSON.parse(res.body)).toMatchObject({ error: "fixture: no such route" });
+      expect((await fx.requests()).slice(before)).toEqual([`GET ${target}`]);
+    }
+  });
+
   test("encoded separators, control characters and bad escapes are refused with a JSON 400", async () => {
     const before = (await fx.requests()).length;
     for (const target of ["/api/..%2fhealth", "/api/a%2Fb", "/api/..%5cx", "/api/x%00y", "/api/%zz", "/v1/%2e%2e%2f%2e%2e%2fhealth"]) {
