@@ -8,6 +8,7 @@ import { checkFieldLengths, LEGACY_FIELD_BOUNDS } from "../../src/broker/validat
 import { ManualClock } from "../../src/clock.ts";
 import { readJsonObject } from "../../src/http/json.ts";
 import { MemoryV1Store } from "../../src/v1/index.ts";
+import { storedStringBytes } from "../../src/v1/memory/state.ts";
 import { DEFAULT_CAPABILITIES, ciphertextOf, envelopeOf } from "../../src/v1/validate.ts";
 import { TEST_LIMITS, recorder } from "./backends.ts";
 
@@ -80,5 +81,22 @@ describe("the strings a store keeps are 1-byte strings whenever they are ASCII",
     checkFieldLengths(source, LEGACY_FIELD_BOUNDS.source);
     expect(["client_public_key", "chat_history", "cipherkey", "iv"].map((k) => width(source[k]))).toEqual(["1-byte", "1-byte", "1-byte", "2-byte"]);
     expect(source.iv).toBe("é€");
+  });
+});
+
+describe("storedStringBytes", () => {
+  test("is exactly the larger of the UTF-8 JSON (what Valkey keeps) and 2 bytes per unit once not ASCII (what the process keeps)", () => {
+    // Pieces that take each branch: plain, Latin-1, BMP, astral pairs, lone halves, escapes short and long.
+    const PIECES = ["QUJD", "A", "é", "€", "𝄞", "\ud800", "\udc00", "\u0001", "\n", '"', "\\", "\u007f", "\u2028"];
+    let seed = 7;
+    const next = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31);
+    for (let i = 0; i < 2_000; i++) {
+      let s = "";
+      const n = next() % 12;
+      for (let k = 0; k < n; k++) s += PIECES[next() % (i % 3 === 0 ? 2 : PIECES.length)]!;
+      const json = Buffer.byteLength(JSON.stringify(s)) - 2;
+      const memory = /[^\x00-\x7f]/.test(s) ? 2 * s.length : s.length;
+      expect({ s, bytes: storedStringBytes(s) }).toEqual({ s, bytes: Math.max(json, memory) });
+    }
   });
 });

@@ -124,10 +124,15 @@ export const tombstoneId = pairId;
  * are ASCII without escapes and cost exactly their length, found by two native scans (~0.3 ms for
  * 4 MiB). That ASCII is held at 1 byte per character holds because the validators copy the kept
  * fields of a body that was not all ASCII into 1-byte strings (the encoding note in
- * ../validate.ts). Anything else takes the counting loop below.
+ * ../validate.ts). Only escapes and lone surrogates take the counting loop below (~10 ms for 4 MiB).
  */
 export function storedStringBytes(s: string): number {
-  if (isAscii(s) && !JSON_ESCAPED.test(s)) return s.length;
+  const utf8 = Buffer.byteLength(s, "utf8");
+  if (!JSON_ESCAPED.test(s)) {
+    if (utf8 === s.length) return utf8;
+    // Nothing escaped and no lone surrogate: the JSON is the UTF-8 itself (~2 ms for 4 MiB).
+    if (wellFormed(s)) return Math.max(utf8, 2 * s.length);
+  }
   let json = 0;
   let wide = false;
   for (let i = 0; i < s.length; i++) {
@@ -156,6 +161,9 @@ export function storedTextBytes(s: string): number {
 
 /** Only ASCII encodes to exactly one UTF-8 byte per code unit (a lone surrogate becomes 3). */
 export const isAscii = (s: string): boolean => Buffer.byteLength(s, "utf8") === s.length;
+
+/** String.prototype.isWellFormed (ES2024, native; the project's lib is ES2022): no lone surrogate. */
+const wellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed();
 
 /** What JSON.stringify escapes among ASCII characters. */
 const JSON_ESCAPED = /[\x00-\x1f"\\]/;
