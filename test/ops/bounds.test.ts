@@ -6,6 +6,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { loadConfig } from "../../src/config/index.ts";
+import { BodyBudget } from "../../src/http/body-budget.ts";
 import { MAX_JSON_DEPTH, MAX_JSON_ELEMENTS, checkJsonShape } from "../../src/http/json.ts";
 import { openRaw, postHead, chunkedHead, chunk, type RawConn } from "../helpers/raw-socket.ts";
 import { startTestRelay, type TestRelay } from "../helpers/relay.ts";
@@ -250,6 +251,18 @@ describe("body budget (RELAY_MAX_INFLIGHT_BODY_BYTES)", () => {
     const refused = await c.reply();
     expect(refused.status).toBe(503);
     expect(JSON.parse(refused.body).error).toMatchObject({ type: "busy", reason: "body_bytes" });
+  });
+
+  test("the shares never fall below one maximum body, so any valid body can be read", () => {
+    const wide = new BodyBudget(800_000, 200_000);
+    expect([wide.addressCapacity, wide.clientCapacity]).toEqual([200_000, 600_000]);
+    // The smallest pool config allows (one maximum body): every share is the whole pool.
+    const tight = new BodyBudget(4 * 1024 * 1024, 4 * 1024 * 1024);
+    expect([tight.addressCapacity, tight.clientCapacity]).toEqual([4 * 1024 * 1024, 4 * 1024 * 1024]);
+    expect(tight.tryReserve(4 * 1024 * 1024, "198.51.100.1")).toBeUndefined();
+    expect(tight.tryReserve(1, "198.51.100.2")?.code).toBe("busy_body_bytes");
+    tight.release(4 * 1024 * 1024, "198.51.100.1");
+    expect(tight.tryReserve(4 * 1024 * 1024, "198.51.100.1")).toBeUndefined();
   });
 
   test("a chunked body reserves what has arrived once past the small-body size, counted for its address", async () => {
