@@ -335,6 +335,29 @@ for (const backend of BACKENDS) {
         }
       });
 
+      test("a ciphertext that is not base64 is relayed unchanged and charged what it costs: refused where base64 of its length fits", async () => {
+        const small = startV1Relay({ RELAY_V1_MAX_STORED_BYTES: String(1024 * 1024), RELAY_V1_MAX_STORED_BYTES_PER_CLIENT: String(1024 * 1024) }, backend);
+        const q = v1Peers(small);
+        try {
+          const n = await q.register();
+          const client = fakeKey("c");
+          // 400 Ki characters: 400 KiB as base64, 1.2 MB as UTF-8 (800 KiB in memory).
+          const full = await q.request(n.key, client, rid(), { chat_history: "€".repeat(400 * 1024) });
+          expect(full).toMatchObject({ status: 503, body: { error: { code: "storage_full" } } });
+          const euro = "é€𝄞".repeat(25 * 1024);
+          const id = rid();
+          expect((await q.request(n.key, client, id, { chat_history: euro, request_id: id })).status).toBe(200);
+          const held = await (await small.get("/metrics")).text();
+          const counted = Number(/^tokenplace_relay_v1_stored_bytes (\d+)/m.exec(held)?.[1]);
+          expect(counted).toBeGreaterThanOrEqual(Buffer.byteLength(euro));
+          const work = await q.poll(n.key, { capabilities: null });
+          expect(work.body.chat_history).toBe(euro);
+          expect((await q.request(n.key, client, rid(), { chat_history: "A".repeat(400 * 1024) })).status).toBe(200);
+        } finally {
+          await small.shutdown();
+        }
+      });
+
       test("one address flooding requests is refused at its share (429 client_storage_full); another address is still admitted", async () => {
         // Default share: a quarter of the budget (256 KiB of 1 MiB). Addresses are named by the
         // test as a trusted proxy would (X-Forwarded-For from a trusted peer, src/http/client-ip.ts).
