@@ -79,8 +79,9 @@ export function checkJsonShape(text: string, maxDepth = MAX_JSON_DEPTH, maxEleme
 const EMPTY = new Uint8Array(0);
 const decoder = new TextDecoder();
 
-interface HeldBody {
-  bytes: Uint8Array;
+interface HeldBody<T extends Uint8Array | string = Uint8Array> {
+  /** The body's bytes, or (asked for as text, with a declared length) its text. */
+  bytes: T;
   /** Gives the body's bytes back to the relay's in-flight budget (idempotent). */
   release(): void;
 }
@@ -97,7 +98,9 @@ export async function readBody(req: Request, limit: number): Promise<Uint8Array>
   return held.bytes;
 }
 
-async function readBodyHeld(req: Request, limit: number): Promise<HeldBody> {
+async function readBodyHeld(req: Request, limit: number): Promise<HeldBody>;
+async function readBodyHeld(req: Request, limit: number, asText: true): Promise<HeldBody<Uint8Array | string>>;
+async function readBodyHeld(req: Request, limit: number, asText = false): Promise<HeldBody<Uint8Array | string>> {
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) throw tooLarge(limit);
   if (!req.body) return { bytes: EMPTY, release: () => {} };
@@ -126,11 +129,17 @@ async function readBodyHeld(req: Request, limit: number): Promise<HeldBody> {
         if (refused) throw refused;
         reserved = n;
       }
-      const reading = req.arrayBuffer();
-      if (!deadline) return { bytes: new Uint8Array(await reading), release };
-      // On timeout the 408 carries Connection: close; the socket closing rejects this read.
-      reading.catch(() => {});
-      return { bytes: new Uint8Array(await Promise.race([reading, deadline.expired])), release };
+      // As text when the caller parses it: Bun decodes in one step, instead of copying the bytes
+      // out and decoding them again (about 3 µs of a 2 KB envelope).
+      const reading: Promise<ArrayBuffer | string> = asText ? req.text() : req.arrayBuffer();
+      let got: ArrayBuffer | string;
+      if (!deadline) got = await reading;
+      else {
+        // On timeout the 408 carries Connection: close; the socket closing rejects this read.
+        reading.catch(() => {});
+        got = await Promise.race([reading, deadline.expired]);
+      }
+      return { bytes: typeof got === "string" ? got : new Uint8Array(got), release };
     }
     const reader = req.body.getReader();
     const parts: Uint8Array[] = [];
@@ -207,11 +216,11 @@ export type JsonObject = Record<string, unknown>;
  * json_too_deep / json_too_many_elements for shapes that would be expensive to parse.
  */
 export async function readJsonObject(req: Request, limit: number): Promise<JsonObject | undefined> {
-  const held = await readBodyHeld(req, limit);
+  const held = await readBodyHeld(req, limit, true);
   try {
-    const bytes = held.bytes;
-    if (bytes.byteLength === 0) return undefined;
-    const text = decoder.decode(bytes);
+    const body = held.bytes;
+    const text = typeof body === "string" ? body : body.byteLength === 0 ? "" : decoder.decode(body);
+    if (text.length === 0) return undefined;
     checkJsonShape(text);
     let value: unknown;
     try {
