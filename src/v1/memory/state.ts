@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from "node:crypto";
+import { timingSafeEqual } from "node:crypto";
 import type { Clock } from "../../clock.ts";
 import type { Capabilities, Envelope, EvictionReason, ProgressUpdate, TerminalStatus, V1Events } from "../store.ts";
 
@@ -102,10 +102,11 @@ export interface StoredAnswer extends Expiring {
 
 /**
  * Id of a (client key, request_id) pair, which identifies a request (spec §2): a fixed-size digest,
- * so records that outlive the request do not keep a kilobyte-long key alive.
+ * so records that outlive the request do not keep a kilobyte-long key alive. Bun's one-shot hasher:
+ * the same digest as node:crypto's createHash at a fraction of the cost, several times per cycle.
  */
-export const pairId = (clientKey: string, requestId: string) =>
-  createHash("sha256").update(`${clientKey.length}:${clientKey}${requestId}`).digest("base64");
+export const pairId = (clientKey: string, requestId: string): string =>
+  Bun.CryptoHasher.hash("sha256", `${clientKey.length}:${clientKey}${requestId}`, "base64");
 export const tombstoneId = pairId;
 
 /**
