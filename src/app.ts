@@ -209,7 +209,7 @@ export function createApp(deps: AppDeps) {
         // address is refused before any comparison, so tokens cannot be guessed at full speed.
         const attempt = await limits.authAttempt(req, ctx);
         if (!checkServerToken(req.headers.get(SERVER_TOKEN_HEADER)?.trim() ?? null)) {
-          attempt.failed();
+          await attempt.failed();
           throw v1Errors.unauthorized();
         }
       }

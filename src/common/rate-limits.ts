@@ -49,10 +49,11 @@ export interface RateLimits {
   /** wrap(): the per-address buckets a route declares. Throws the 429. */
   charge(spec: RouteSpec, req: Request, ctx: RequestContext): Promise<void>;
   /**
-   * wrap(), before a registration token is compared: reserves one auth-failure point for this
-   * address (429 when none is left). Call `succeeded()` when the token was right.
+   * wrap(), before a registration token is compared: refuses (429) an address whose auth-failure
+   * points are spent. Await `failed()` when the token was wrong, before answering 401: the
+   * failure is then counted before the client can send its next guess, on every replica.
    */
-  authAttempt(req: Request, ctx: RequestContext): Promise<{ failed(): void }>;
+  authAttempt(req: Request, ctx: RequestContext): Promise<{ failed(): Promise<void> }>;
   /** Handlers: charge the identity bucket (register, poll, responses; unregister: see owner). */
   identity(route: ControlPlaneRoute, identity: string, ctx: RequestContext): Promise<void>;
   /**
@@ -204,9 +205,9 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
       // case, a node with the right token, costs no address parse, digest or counter read).
       if (!deps.redis && performance.now() - lastAuthFailure > authFailures.limit.seconds * 1000) {
         return {
-          failed() {
+          async failed() {
             lastAuthFailure = performance.now();
-            void authFailures.limiter.consume(digest(clientKey(req, ctx)), 1).catch(() => undefined);
+            await authFailures.limiter.consume(digest(clientKey(req, ctx)), 1).catch(() => undefined);
           },
         };
       }
@@ -224,9 +225,9 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
       }
       if (spent && spent.consumedPoints >= authFailures.limit.points && spent.msBeforeNext > 0) return refuse(ctx, authFailures, spent.msBeforeNext, "auth_failures");
       return {
-        failed() {
+        async failed() {
           lastAuthFailure = performance.now();
-          void authFailures.limiter.consume(key, 1).catch(() => undefined);
+          await authFailures.limiter.consume(key, 1).catch(() => undefined);
         },
       };
     },
