@@ -147,12 +147,13 @@ else
 fi
 
 # kwok run on its own (without kwokctl) has no stages and exits "no stages found": concatenate
-# the module's own stage YAMLs. Volume stages fake a provisioner for the `kwok-volume`
-# StorageClass (the Valkey StatefulSet's PVC). One extra stage completes helm test hook pods:
+# the module's own stage YAMLs. Volume stages fake a provisioner (the Valkey StatefulSet's PVC);
+# their StorageClass is renamed from `kwok-volume` to k3s' default `local-path`, so values that
+# name k3s' class bind as they would on the staging cluster. One extra stage completes helm test hook pods:
 # kwok only completes pods owned by a Job, and `helm test` runs a bare Pod.
 STAGES="${K8S_DIR}/kwok/stages.yaml"
 SC="${K8S_DIR}/kwok/storage-class.yaml"
-if current k8s-kwok-stages "${KWOK_VERSION}+helm-test" "${STAGES}" "${SC}"; then
+if current k8s-kwok-stages "${KWOK_VERSION}+helm-test+local-path" "${STAGES}" "${SC}"; then
   log "kwok stages: present"
 else
   need_go
@@ -162,7 +163,7 @@ else
       pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml \
       volume/fast/pvc-provision.yaml volume/fast/pv-bind.yaml volume/fast/pvc-delete.yaml volume/fast/pv-delete.yaml; do
       [ -f "${kdir}/${f}" ] || die "kwok ${KWOK_VERSION} has no stage ${f}"
-      printf -- '---\n'; cat "${kdir}/${f}"
+      printf -- '---\n'; sed "s/'kwok-volume'/'local-path'/g" "${kdir}/${f}"
     done
     printf -- '---\n'
     sed -e 's/^  name: pod-complete$/  name: pod-complete-helm-test/' \
@@ -173,8 +174,11 @@ else
     die "could not derive the helm-test stage from kwok's pod-complete.yaml"
   fi
   mv "${STAGES}.tmp" "${STAGES}"
-  cp "${kdir}/volume/fast/storage-class.yaml" "${SC}"
-  stamp k8s-kwok-stages "${KWOK_VERSION}+helm-test"
+  sed 's/^  name: kwok-volume$/  name: local-path/' "${kdir}/volume/fast/storage-class.yaml" >"${SC}"
+  if ! grep -q "^  name: local-path$" "${SC}" || [ "$(grep -c "'local-path'" "${STAGES}")" -lt 4 ]; then
+    die "could not rename kwok's volume StorageClass to local-path"
+  fi
+  stamp k8s-kwok-stages "${KWOK_VERSION}+helm-test+local-path"
 fi
 
 # ----------------------------------------------------------------------------------------- CRDs
