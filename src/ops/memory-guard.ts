@@ -52,7 +52,19 @@ export const memoryBusy = () => busy("memory", "The relay is near its memory bud
 
 export function createMemoryGuard(deps: MemoryGuardDeps): MemoryGuard {
   const { guard: levels } = deps.budget;
-  const readRss = deps.readRss ?? (() => process.memoryUsage.rss());
+  const rawRss = deps.readRss ?? (() => process.memoryUsage.rss());
+  let lastRss = 0;
+  // Reading RSS opens /proc/self/statm: with every file descriptor taken (EMFILE, a crowd of
+  // sockets) that throws, and a throw in the interval's callback would end the process. Keep the
+  // last reading until the next one succeeds.
+  const readRss = () => {
+    try {
+      lastRss = rawRss();
+    } catch {
+      /* keep lastRss */
+    }
+    return lastRss;
+  };
   const collect = deps.collect ?? (() => Bun.gc(true));
   let level: GuardLevel = 0;
   let lastCollect = -Infinity;

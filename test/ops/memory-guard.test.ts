@@ -104,6 +104,32 @@ describe("memory guard levels", () => {
     });
   });
 
+  test("an RSS read that throws (no file descriptor left for /proc) keeps the last reading instead of ending the process", () => {
+    let rss: number | Error = 470 * MiB;
+    const guard = createMemoryGuard({
+      budget: { bytes: BUDGET, shares, guard: { ...levels, enabled: true } },
+      registry: new Registry(),
+      logger: captureLogger("warn").logger,
+      readRss: () => {
+        if (rss instanceof Error) throw rss;
+        return rss;
+      },
+      collect: () => {},
+      intervalMs: 60_000,
+    });
+    try {
+      expect(guard.level).toBe(1);
+      rss = Object.assign(new Error("Failed to get memory usage"), { code: "EMFILE" });
+      expect(() => guard.sample()).not.toThrow();
+      expect(guard.level).toBe(1);
+      rss = 100 * MiB;
+      guard.sample();
+      expect(guard.level).toBe(0);
+    } finally {
+      guard.close();
+    }
+  });
+
   test("RELAY_MEMORY_GUARD=false: never refuses, never collects", () => {
     const { guard, set, collections } = unitGuard(false);
     set(500 * MiB);
