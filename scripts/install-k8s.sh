@@ -30,33 +30,11 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "${ROOT}/scripts/k8s-env.sh"
 K8S_DIR="${TOOLS_DIR}/k8s"
 KBIN="${K8S_DIR}/bin"
-STAMPS="${TOOLS_DIR}/stamps"
-mkdir -p "${KBIN}" "${STAMPS}" "${K8S_DIR}/src" "${K8S_DIR}/kwok" "${K8S_DIR}/crds"
-
-log() { printf '[install-k8s] %s\n' "$*"; }
-die() { printf '[install-k8s] ERROR: %s\n' "$*" >&2; exit 1; }
-
-current() {
-  local tool="$1" version="$2"; shift 2
-  [ "${FORCE:-0}" = 1 ] && return 1
-  [ "$(cat "${STAMPS}/${tool}" 2>/dev/null)" = "${version}" ] || return 1
-  local f; for f in "$@"; do [ -e "$f" ] || return 1; done
-}
-stamp() { printf '%s\n' "$2" > "${STAMPS}/$1"; }
-
-need_go() {
-  command -v go >/dev/null 2>&1 || die "go not found (looked on PATH and /usr/local/go/bin); install Go >= 1.25"
-  local v; v="$(go env GOVERSION)"; v="${v#go}"
-  local major="${v%%.*}" rest="${v#*.}"; local minor="${rest%%.*}"
-  # k8s.io/kubernetes v1.35 declares go 1.25.
-  if [ "${major}" -lt 1 ] || { [ "${major}" -eq 1 ] && [ "${minor}" -lt 25 ]; }; then
-    die "Go ${v} is too old: Kubernetes ${K8S_VERSION} needs >= 1.25"
-  fi
-  export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-buildvcs=false"
-}
-
-# modjson MODULE@VERSION FIELD: a field (Dir, GoMod) of `go mod download -json`.
-modfield() { go mod download -json "$1" | sed -n "s/^[[:space:]]*\"$2\": \"\\(.*\\)\",\\{0,1\\}\$/\\1/p"; }
+mkdir -p "${KBIN}" "${K8S_DIR}/src" "${K8S_DIR}/kwok" "${K8S_DIR}/crds"
+# k8s.io/kubernetes v1.35 declares go 1.25.
+LOG_TAG=install-k8s GO_MIN_MINOR=25 GO_WHY="Kubernetes ${K8S_VERSION} needs >= 1.25"
+# shellcheck source=scripts/install-lib.sh
+source "${ROOT}/scripts/install-lib.sh"
 
 t0=$(date +%s)
 

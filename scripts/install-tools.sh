@@ -28,34 +28,10 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=scripts/k8s-env.sh
 source "${ROOT}/scripts/k8s-env.sh"
 BIN="${TOOLS_DIR}/bin"
-STAMPS="${TOOLS_DIR}/stamps"
-mkdir -p "${BIN}" "${STAMPS}" "${HELM_PLUGINS}" "${TOOLS_DIR}/src"
-
-log() { printf '[install-tools] %s\n' "$*"; }
-die() { printf '[install-tools] ERROR: %s\n' "$*" >&2; exit 1; }
-
-# current TOOL VERSION [FILE...]: true when the stamp matches and every file exists.
-current() {
-  local tool="$1" version="$2"; shift 2
-  [ "${FORCE:-0}" = 1 ] && return 1
-  [ "$(cat "${STAMPS}/${tool}" 2>/dev/null)" = "${version}" ] || return 1
-  local f; for f in "$@"; do [ -e "$f" ] || return 1; done
-}
-stamp() { printf '%s\n' "$2" > "${STAMPS}/$1"; }
-
-need_go() {
-  command -v go >/dev/null 2>&1 || die "go not found (looked on PATH and /usr/local/go/bin); install Go >= 1.24"
-  local v; v="$(go env GOVERSION)"; v="${v#go}"
-  local major="${v%%.*}" rest="${v#*.}"; local minor="${rest%%.*}"
-  if [ "${major}" -lt 1 ] || { [ "${major}" -eq 1 ] && [ "${minor}" -lt 24 ]; }; then
-    die "Go ${v} is too old: need >= 1.24 (Debian's golang-go is 1.19; use /usr/local/go)"
-  fi
-  # Use the machine's Go for every module; never try to download a toolchain.
-  export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-buildvcs=false"
-}
-
-# Directory of a downloaded module in the (read-only) module cache.
-moddir() { go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p'; }
+mkdir -p "${BIN}" "${HELM_PLUGINS}" "${TOOLS_DIR}/src"
+LOG_TAG=install-tools GO_MIN_MINOR=24 GO_WHY="need >= 1.24 (Debian's golang-go is 1.19; use /usr/local/go)"
+# shellcheck source=scripts/install-lib.sh
+source "${ROOT}/scripts/install-lib.sh"
 
 # build_in_module MODULE VERSION PACKAGE OUTPUT LDFLAGS: go build inside a writable copy of the
 # module (the module cache is read-only), honouring its go.mod (including `replace` directives).
