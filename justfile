@@ -1,8 +1,9 @@
 # Staging recipes for the token.place relay, named as the sugarkube runbook names them
 # (docs/sugarkube-staging.md). Each is a thin wrapper over helmfile or kubectl: the cluster is the
-# one KUBECONFIG / the current kube context points at. Run with the pinned runner:
-#   npx just --list
-#   npx just tokenplace-oci-redeploy tag=sha-1a2b3c4
+# one KUBECONFIG / the current kube context points at. Run with the pinned runner (rust-just,
+# installed into .tools/bin by scripts/install-tools.sh; `source scripts/k8s-env.sh` puts it on PATH):
+#   just --list
+#   just tokenplace-oci-redeploy tag=sha-1a2b3c4
 #
 # Settings come from the environment (defaults in brackets):
 #   TOKENPLACE_ENV        helmfile environment                 [staging]
@@ -68,7 +69,7 @@ tokenplace-status:
     hosts="$(k get ingress -l {{ quote(relay_selector) }} -o jsonpath='{range .items[*].spec.rules[*]}{.host}{"\n"}{end}')"
     tls="$(k get ingress -l {{ quote(relay_selector) }} -o jsonpath='{range .items[*].spec.tls[*].hosts[*]}{@}{"\n"}{end}')"
     if [ -z "$hosts" ]; then
-      echo "(no Ingress: ingress.enabled is false; use npx just tokenplace-port-forward)"
+      echo "(no Ingress: ingress.enabled is false; use just tokenplace-port-forward)"
     fi
     while read -r host; do
       [ -n "$host" ] || continue
@@ -110,7 +111,7 @@ tokenplace-port-forward local_port="8500":
     svc="$({{ kubectl }} "${ctx[@]}" -n {{ quote(namespace) }} get service -l {{ quote(relay_selector) }},app.kubernetes.io/component=relay -o jsonpath='{.items[*].metadata.name}')"
     svc="${svc%% *}"
     if [ -z "$svc" ]; then
-      echo "tokenplace-port-forward: no relay Service of release {{ release }} in namespace {{ namespace }} (npx just tokenplace-status)" >&2
+      echo "tokenplace-port-forward: no relay Service of release {{ release }} in namespace {{ namespace }} (just tokenplace-status)" >&2
       exit 1
     fi
     echo "Forwarding http://127.0.0.1:${port} -> service/${svc}:http in {{ namespace }}. Try:"

@@ -5,6 +5,7 @@
 #   .tools/helm/plugins/helm-diff/{plugin.yaml,bin/diff} helm-diff as a helm plugin (helmfile diff/apply)
 #   .tools/venv                                         yamllint, yamale, kubernetes-validate
 #   .tools/ct/{chart_schema.yaml,lintconf.yaml}         chart-testing's own files, from its module
+#   .tools/bin/just                                     the justfile's runner (npm package rust-just)
 # Idempotent: a tool is skipped when .tools/stamps/<tool> records the pinned version and the
 # binary is present. Force a rebuild with FORCE=1. Use the tools with `source scripts/k8s-env.sh`.
 set -euo pipefail
@@ -23,6 +24,11 @@ KUBECONFORM_VERSION=v0.7.0
 YAMLLINT_VERSION=1.38.0
 YAMALE_VERSION=6.1.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
+# just, for the staging recipes of the justfile: npm's rust-just ships it as one optional package
+# per platform. It is installed here, for this platform only, not as a devDependency: a lock file
+# must name every platform's package, and a filtered registry that serves only some of them
+# leaves `npm ci` refusing the lock.
+RUST_JUST_VERSION=1.57.0
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=scripts/k8s-env.sh
@@ -152,11 +158,26 @@ else
 fi
 for t in yamllint yamale kubernetes-validate; do ln -sf "../venv/bin/${t}" "${BIN}/${t}"; done
 
+# ------------------------------------------------------------------------------- just (npm)
+JUSTDIR="${TOOLS_DIR}/just"
+if current just "${RUST_JUST_VERSION}" "${JUSTDIR}/node_modules/.bin/just"; then
+  log "just (rust-just ${RUST_JUST_VERSION}): present in ${JUSTDIR}"
+else
+  command -v npm >/dev/null 2>&1 || die "npm not found"
+  log "just: npm install rust-just@${RUST_JUST_VERSION} into ${JUSTDIR}"
+  rm -rf "${JUSTDIR}"; mkdir -p "${JUSTDIR}"
+  printf '{"name":"tokenplace-relay-tools-just","private":true}\n' > "${JUSTDIR}/package.json"
+  npm install --prefix "${JUSTDIR}" --no-audit --no-fund --no-save --loglevel=error "rust-just@${RUST_JUST_VERSION}" >/dev/null
+  stamp just "${RUST_JUST_VERSION}"
+fi
+ln -sf "../just/node_modules/.bin/just" "${BIN}/just"
+
 log "versions:"
 log "  helm        $("${BIN}/helm" version --template '{{.Version}}')"
 log "  helmfile    $("${BIN}/helmfile" --version 2>/dev/null | head -1)"
 log "  ct          $("${BIN}/ct" version 2>/dev/null | sed -n 's/^Version:[[:space:]]*//p')"
 log "  kubeconform $("${BIN}/kubeconform" -v)"
+log "  just        $("${BIN}/just" --version)"
 if [ -x "${diffdir}/bin/diff" ]; then log "  helm-diff   $("${BIN}/helm" diff version 2>/dev/null)"; else log "  helm-diff   MISSING"; fi
 log "  yamllint    $("${BIN}/yamllint" --version)"
 log "  python      ${pyspec}"

@@ -526,11 +526,11 @@ staging_destroy() {
 }
 
 # ------------------------------------------------------------------------- justfile recipes
-# The recipes the staging runbook names, run as an operator would (`just`, from the npm package
-# rust-just), against this cluster through KUBECONFIG.
+# The recipes the staging runbook names, run as an operator would (`just`, the npm package
+# rust-just that install-tools.sh puts in .tools/bin), against this cluster through KUBECONFIG.
 just_cmd() {
-  [ -x node_modules/.bin/just ] || fail "node_modules/.bin/just missing: run npm ci (rust-just is a devDependency)"
-  npx --no just "$@"
+  command -v just >/dev/null 2>&1 || fail "just missing: run bash scripts/install-tools.sh"
+  just "$@"
 }
 just_status() {
   local out

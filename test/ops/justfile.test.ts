@@ -8,13 +8,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ROOT } from "../helpers/spawn.ts";
 
-const JUST = join(ROOT, "node_modules", ".bin", "just");
+const JUST = join(ROOT, ".tools", "bin", "just");
 const RECIPES = ["tokenplace-oci-redeploy", "tokenplace-status", "tokenplace-logs", "tokenplace-port-forward"];
 
 const haveJust = existsSync(JUST);
 if (!haveJust) {
-  if (process.env.CI === "true") throw new Error(`${JUST} is missing under CI=true: npm ci installs rust-just (devDependency)`);
-  console.warn(`SKIP justfile tests: ${JUST} not installed (npm install)`);
+  if (process.env.CI === "true") throw new Error(`${JUST} is missing under CI=true: bash scripts/install-tools.sh installs just (rust-just)`);
+  console.warn(`SKIP justfile tests: ${JUST} not installed (bash scripts/install-tools.sh)`);
 }
 
 /** A fake kubectl/helmfile: appends its arguments (one call per line) to $FAKE_LOG, answers canned output. */
@@ -63,8 +63,8 @@ describe.skipIf(!haveJust)("justfile", () => {
     return () => rmSync(dir, { recursive: true, force: true });
   });
 
-  test("`npx just --list` lists the four staging recipes with their parameters", () => {
-    const proc = Bun.spawnSync(["npx", "just", "--list"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  test("`just --list` lists the four staging recipes with their parameters", () => {
+    const proc = Bun.spawnSync([JUST, "--list"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
     expect(proc.exitCode).toBe(0);
     const out = proc.stdout.toString();
     for (const r of RECIPES) expect(out).toMatch(new RegExp(`^\\s+${r}\\b.*#`, "m"));
