@@ -1,6 +1,6 @@
 /**
  * `npm run bench:floods` (`bun run bench/floods.ts [--quick] [--only=a,b] [--flood-ms=N]`): the four
- * floods of issue 11 ("Done when"), repeated against the compiled relay with a 512 MiB memory
+ * floods that took the relay down before its limits (docs/security.md), repeated against the compiled relay with a 512 MiB memory
  * budget, on the legacy protocol (where the issue measured them) and on API v1 (the default
  * protocol), with the rate limits on (the default) and off (so the memory and connection bounds
  * themselves are what holds).
@@ -1131,7 +1131,7 @@ async function main(): Promise<number> {
 
   if (PIN) Bun.spawnSync(["taskset", "-a", "-p", "-c", RELAY_CPUS, String(process.pid)], { stdout: "ignore", stderr: "ignore" });
   const facts = machineFacts();
-  console.log(`tokenplace-relay floods (issue 11)${quick ? " (quick)" : ""}`);
+  console.log(`tokenplace-relay floods${quick ? " (quick)" : ""}`);
   console.log(Object.entries(facts).map(([k, v]) => `${k}: ${v}`).join(" | "));
   console.log(
     `relay: ${BIN === RELAY_BIN ? "dist/tokenplace-relay-linux-x64" : BIN}${stale ? " (WARNING: older than src/, run npm run build)" : ""}; RELAY_MEMORY_BUDGET_BYTES=${BUDGET_BYTES} (${mib(BUDGET_BYTES)})${Object.keys(EXTRA_ENV).length ? `, ${Object.entries(EXTRA_ENV).map(([k, v]) => `${k}=${v}`).join(", ")}` : ""}; ` +

@@ -43,7 +43,7 @@ const EJECTING: ReadonlySet<FailureKind> = new Set(["connect", "dns", "timeout",
 const BUN_DEFAULT_MAX_FETCHES = 256;
 
 /**
- * Proxy mode (issue #3): requests under the configured prefixes stream to the GPU upstream and
+ * Proxy mode: requests under the configured prefixes stream to the GPU upstream and
  * back. One concern per file: target (where), headers (what is sent), body (request stream and
  * limit), forward (one fetch until the head), stream (response pump), upstreams (round robin and
  * ejection), health-probe (readiness), failure (error kinds and their answers).

@@ -1,5 +1,5 @@
 /**
- * The browser chat page (issue 12): `GET /` serves a page that talks to compute nodes through the
+ * The browser chat page: `GET /` serves a page that talks to compute nodes through the
  * API v1 relay routes, encrypting and decrypting in the browser, so the relay only ever forwards
  * ciphertext. Its files are built and embedded at build time (./assets.ts); `/relay/status` gives
  * the page public counts and models. Turned off by RELAY_WEB_UI=false (then `/` is the JSON 404).

@@ -1,5 +1,5 @@
 /**
- * The release pipeline's promises (issue #5), checked on .github/workflows/build.yml so that an
+ * The release pipeline's promises, checked on .github/workflows/build.yml so that an
  * edit cannot quietly drop one: triggers, multi-arch, what is pushed when, the tag scheme, OCI
  * labels with the licence, provenance and SBOM attestations, least-privilege tokens, layer cache,
  * and the release assets. actionlint (scripts/lint-workflows.sh) checks the syntax and types.
