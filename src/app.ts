@@ -13,6 +13,7 @@ import { createAdmission } from "./http/admission.ts";
 import { createClientIpResolver, rateLimitKey } from "./http/client-ip.ts";
 import type { RequestContext } from "./http/context.ts";
 import { errorResponse, json } from "./http/json.ts";
+import { createLogSampler } from "./http/log-sampler.ts";
 import { REQUEST_ID_HEADER, requestIdFor } from "./http/request-id.ts";
 import { requestPath } from "./http/request-url.ts";
 import { Router, type Handler } from "./http/router.ts";
@@ -95,6 +96,7 @@ export function createApp(deps: AppDeps) {
     });
   const admission = createAdmission(config.bounds, metrics, config.maxBodyBytes);
   const requestLine = createRequestLine(logger);
+  const refusalLog = createLogSampler();
   const memoryGuard = deps.memoryGuard;
   if (memoryGuard) admission.budget.onLargeBody(memoryGuard.sample);
   const longPoll = holds("node");
@@ -328,7 +330,10 @@ export function createApp(deps: AppDeps) {
   function toErrorResponse(err: unknown, ctx: RequestContext): Response {
     if (err instanceof RelayError) {
       metrics.rejections.labels(err.code).inc();
-      if (err.status >= 500) ctx.log.warn({ code: err.code, status: err.status, err: err.message }, "request failed");
+      if (err.status >= 500) {
+        const suppressed = refusalLog.take(err.code);
+        if (suppressed !== undefined) ctx.log.warn({ code: err.code, status: err.status, err: err.message, suppressed }, "request failed");
+      }
       return errorResponse(err);
     }
     ctx.log.error({ err }, "unhandled error");
