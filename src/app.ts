@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import { brokerRoutes, createBrokerHandlers } from "./broker/handlers.ts";
 import type { BrokerStore } from "./broker/types.ts";
 import { createLongPoll } from "./common/long-poll.ts";
+import { createPacer } from "./common/pacing.ts";
 import type { Notifier } from "./common/notifier.ts";
 import { createRateLimits, type RateLimitsDeps } from "./common/rate-limits.ts";
 import { createRequestLine } from "./log.ts";
@@ -141,6 +142,11 @@ export function createApp(deps: AppDeps) {
     onLimited: (route) => route === "/api/v1/relay/requests" && deps.v1Metrics.rateLimited(),
   });
 
+  // One pacer for both protocols: an address's share of paced polls counts all of its polls.
+  const pacer = createPacer({
+    maxPerAddress: config.bounds.maxHoldsPerIp * PACED_POLLS_PER_HOLD,
+    onFull: () => metrics.rejections.labels("paced_per_ip_client").inc(),
+  });
   const mounts: Mount[] = [
     mount(opsRoutes, { livez: health.livez, healthz: health.healthz, metrics: scrape }),
     ...createV1Mounts({
@@ -152,6 +158,7 @@ export function createApp(deps: AppDeps) {
       config: config.v1,
       maxBodyBytes: config.maxBodyBytes,
       limits,
+      pacer,
       release: { version: VERSION, revision: REVISION, environment: "production" },
       relayFacts: {
         relay_only: config.relayOnly,
@@ -161,7 +168,7 @@ export function createApp(deps: AppDeps) {
     }),
     mount(
       brokerRoutes,
-      createBrokerHandlers({ store: deps.store, notifier: deps.notifier, longPoll, clientLongPoll, metrics, limits: config.broker, maxBodyBytes: config.maxBodyBytes, maxPacedPerIp: config.bounds.maxHoldsPerIp * PACED_POLLS_PER_HOLD }),
+      createBrokerHandlers({ store: deps.store, notifier: deps.notifier, longPoll, clientLongPoll, metrics, limits: config.broker, maxBodyBytes: config.maxBodyBytes, pacer }),
     ),
     // The browser chat page (src/web); off with RELAY_WEB_UI=false, and then / is the JSON 404.
     ...(config.web.enabled ? [createWebMount({ v1Store: deps.v1Store })] : []),

@@ -3,6 +3,7 @@ import type { RequestContext } from "../http/context.ts";
 import { json, readJsonObject } from "../http/json.ts";
 import type { Metrics } from "../ops/metrics.ts";
 import type { LongPoll } from "../common/long-poll.ts";
+import { CLIENT_PACE_MS, type Pacer } from "../common/pacing.ts";
 import type { RouteTable } from "../http/routes.ts";
 import { topics, type Answer, type BrokerStore, type Job, type Notifier, type StreamDrain } from "./types.ts";
 import { LEGACY_FIELD_BOUNDS as BOUNDS, checkChunkSize, checkFieldLengths, hasCiphertext, isKey, isOptionalBool, limitErrors, protocolErrors, withoutNulls } from "./validate.ts";
@@ -17,8 +18,8 @@ export interface BrokerDeps {
   metrics: Metrics;
   limits: BrokerLimits;
   maxBodyBytes: number;
-  /** Client polls being paced at once per client address (0 or absent: no cap); beyond, answered at once with Connection: close. */
-  maxPacedPerIp?: number;
+  /** Paces client polls past their address's hold share (src/common/pacing.ts); absent: answered at once. */
+  pacer?: Pacer;
   /** Fresh stream session ids; injectable for tests. */
   newId?: () => string;
 }
@@ -31,26 +32,18 @@ const REPOLL_NOW = 0;
  */
 export const DRAIN_NEXT_PING_SECONDS = 1;
 /**
- * A client poll past its address's share of held polls (RELAY_MAX_HOLDS_PER_IP) is paced: its
- * "none yet" comes this late, with `Retry-After` of the same length. API v1 answers such polls 429
- * with Retry-After (its clients read the status); legacy peers do not. The legacy protocol's
- * "none yet" is status 200 with an error body (relay-protocol, "POST /retrieve" and "POST
- * /stream/retrieve": existing clients read the body, not the status), and upstream token.place's
- * own legacy end-to-end test (test_integration.py, early history) asserts status 200 on every
- * /retrieve poll, so a 429 would end its loop. Answered at once instead, a crowd over its share re-polls in a tight loop; answered a
- * second late, each connection polls at most once a second, and the reference client (which
- * polls every 2 s with a 10 s timeout, relay-protocol "What existing peers do") sees only a
- * normal poll. The pace holds no slot of the hold budget; one more look at the store at its end
- * hands over whatever arrived meanwhile.
+ * A client poll past its address's share of held polls (RELAY_MAX_HOLDS_PER_IP) is paced
+ * (src/common/pacing.ts): its "none yet" comes a second late, with `Retry-After` of the same
+ * length. API v1 answers such polls 429 (its clients read the status); legacy peers do not. The
+ * legacy protocol's "none yet" is status 200 with an error body (relay-protocol, "POST /retrieve"
+ * and "POST /stream/retrieve": existing clients read the body, not the status), and upstream
+ * token.place's own legacy end-to-end test (test_integration.py, early history) asserts status 200
+ * on every /retrieve poll, so a 429 would end its loop. The reference client (which polls every
+ * 2 s with a 10 s timeout, relay-protocol "What existing peers do") sees only a normal poll; one
+ * more look at the store at the pace's end hands over whatever arrived meanwhile. Past the
+ * address's share of paces the "none yet" comes at once and the connection is closed.
  */
-export const CLIENT_PACE_MS = 1_000;
 const CLIENT_PACE_HEADERS = { "Retry-After": String(CLIENT_PACE_MS / 1000) };
-/**
- * A paced poll holds its connection for the pace and no hold slot, so a crowd on one address could
- * keep thousands of them and fill RELAY_MAX_CONNECTIONS. Past the address's share of paced polls
- * (BrokerDeps.maxPacedPerIp) the "none yet" comes at once and the connection is closed: the
- * client has to connect again, and one address cannot keep more connections than its shares.
- */
 const CLIENT_PACE_FULL_HEADERS = { ...CLIENT_PACE_HEADERS, Connection: "close" };
 
 /**
@@ -73,31 +66,14 @@ export function createBrokerHandlers(deps: BrokerDeps) {
   const newId = deps.newId ?? (() => crypto.randomUUID());
   const read = (req: Request) => readJsonObject(req, deps.maxBodyBytes);
 
-  const maxPacedPerIp = deps.maxPacedPerIp ?? 0;
-  /** Paced polls per client address; an address leaves the map when its last pace ends. */
-  const pacing = new Map<string, number>();
-
   /**
    * A held client poll that ended "ip_limit" waits out the pace (or until its client leaves) and
    * looks once more, unless its address has its share of paced polls already; `headers` are the
    * answer's (Retry-After, and Connection: close past the share).
    */
   async function paced<T>(req: Request, ctx: RequestContext, held: { value: T | undefined; outcome: string }, attempt: () => Promise<T | undefined>) {
-    if (held.value !== undefined || held.outcome !== "ip_limit") return { value: held.value, headers: undefined };
-    const id = ctx.clientId;
-    const n = pacing.get(id) ?? 0;
-    if (maxPacedPerIp > 0 && n >= maxPacedPerIp) {
-      deps.metrics.rejections.labels("paced_per_ip_client").inc();
-      return { value: undefined, headers: CLIENT_PACE_FULL_HEADERS };
-    }
-    pacing.set(id, n + 1);
-    try {
-      await sleepUnlessAborted(CLIENT_PACE_MS, req.signal);
-    } finally {
-      const left = (pacing.get(id) ?? 1) - 1;
-      if (left > 0) pacing.set(id, left);
-      else pacing.delete(id);
-    }
+    if (held.value !== undefined || held.outcome !== "ip_limit" || !deps.pacer) return { value: held.value, headers: undefined };
+    if (!(await deps.pacer.pace(req, ctx))) return { value: undefined, headers: CLIENT_PACE_FULL_HEADERS };
     return { value: req.signal.aborted ? undefined : await attempt(), headers: CLIENT_PACE_HEADERS };
   }
 
@@ -245,17 +221,3 @@ export function createBrokerHandlers(deps: BrokerDeps) {
 }
 
 export type BrokerHandlers = ReturnType<typeof createBrokerHandlers>;
-
-/** Resolves after `ms`, or at once when `signal` aborts (the client left: nobody waits for the answer). */
-function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}

@@ -193,9 +193,10 @@ export const BODY_BUDGET_NODE_SHARE = 0.25;
  */
 export const BODY_BUDGET_SMALL_BYTES = MEMORY_GUARD_SMALL_BODY_BYTES;
 /**
- * Legacy client polls paced past their address's share of holds (src/broker/handlers.ts), per
- * address, as a multiple of RELAY_MAX_HOLDS_PER_IP; beyond, such a poll is answered at once with
- * `Connection: close`, so one address cannot fill RELAY_MAX_CONNECTIONS with paced polls.
+ * Client polls (legacy retrieves, API v1 responses/retrieve) paced past their address's share of
+ * holds (src/common/pacing.ts), per address, as a multiple of RELAY_MAX_HOLDS_PER_IP; beyond, such
+ * a poll is answered at once with `Connection: close`, so one address cannot fill
+ * RELAY_MAX_CONNECTIONS with paced polls.
  */
 export const PACED_POLLS_PER_HOLD = 2;
 /** Longest request target (path and query); beyond: 414 uri_too_long. */

@@ -1,6 +1,7 @@
 import { sha256Hex } from "../common/tokens.ts";
 import type { LongPoll } from "../common/long-poll.ts";
 import type { Notifier } from "../common/notifier.ts";
+import type { Pacer } from "../common/pacing.ts";
 import type { RateLimits } from "../common/rate-limits.ts";
 import type { ApiV1Config } from "../config/api-v1.ts";
 import { readJsonObject, type JsonObject } from "../http/json.ts";
@@ -22,6 +23,8 @@ export interface V1Deps {
   release: { version: string; revision: string; environment: string };
   /** Per-node-identity quotas (spec §11); the per-address buckets are charged before the handler. */
   limits: RateLimits;
+  /** Paces retrieves past their address's hold share (src/common/pacing.ts); absent: 429 at once. */
+  pacer?: Pacer;
 }
 
 export const reader = (maxBodyBytes: number) => (req: Request): Promise<JsonObject | undefined> => readJsonObject(req, maxBodyBytes);

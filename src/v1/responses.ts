@@ -119,23 +119,29 @@ export function createResponseHandlers(deps: V1Deps) {
     let pending: Extract<RetrieveResult, { kind: "pending" }> | undefined;
     // Held until the answer, a progress update or the end (cancel/expiry) arrives, or until just
     // before client.py's 10 s timeout (spec §4): it would otherwise sleep 2 s between polls.
-    const { value, outcome } = await deps.clientLongPoll.hold<RetrieveResult>(
+    const look = async () => {
+      const r = await store.retrieve(clientKey, requestId);
+      if (r.kind === "pending" && !r.progress) {
+        pending = r;
+        return undefined;
+      }
+      return r;
+    };
+    let { value, outcome } = await deps.clientLongPoll.hold<RetrieveResult>(
       req,
       ctx,
       v1Topics.request(clientKey, requestId),
-      async () => {
-        const r = await store.retrieve(clientKey, requestId);
-        if (r.kind === "pending" && !r.progress) {
-          pending = r;
-          return undefined;
-        }
-        return r;
-      },
+      look,
       requestId === undefined ? 0 : config.retrieveHoldMs,
     );
-    // Past its share of held retrieves an address is paced instead of answered "pending" at once,
-    // which a crowd would re-poll in a tight loop.
-    if (!value && outcome === "ip_limit") throw v1Errors.holdsExceeded();
+    // Past its share of held retrieves an address is paced (src/common/pacing.ts): a second later,
+    // one more look hands over what arrived meanwhile, else 429 with Retry-After. Answered at once,
+    // a crowd re-polls in a tight loop; past its share of paces, the 429 comes at once and closes.
+    if (!value && outcome === "ip_limit") {
+      if (deps.pacer && !(await deps.pacer.pace(req, ctx))) throw v1Errors.holdsExceeded(true);
+      if (deps.pacer && !req.signal.aborted) value = await look();
+      if (!value) throw v1Errors.holdsExceeded();
+    }
     const result = value ?? pending;
     if (!result) return json(202, { status: "pending" });
     switch (result.kind) {

@@ -156,6 +156,41 @@ for (const backend of BACKENDS) {
       expect((await held).status).toBe(410);
     });
 
+    test("a paced retrieve hands over an answer that arrived during its pace; past the address's share of paces the 429 comes at once and closes", async () => {
+      relay = startV1Relay({ ...HOLD, RELAY_MAX_HOLDS_PER_IP: "1" }, backend);
+      const p = v1Peers(relay);
+      const node = await p.register();
+      const client = fakeKey("c");
+      const ids: [string, string, string, string] = [rid(), rid(), rid(), rid()];
+      for (const id of ids) await p.request(node.key, client, id);
+      for (let i = 0; i < ids.length; i++) await p.poll(node.key);
+      const held = p.retrieve(client, ids[0]);
+      await sleep(100);
+      // Over the hold share: paced. Its answer arrives mid-pace and is handed over at its end.
+      const t0 = performance.now();
+      const paced = p.retrieve(client, ids[1]);
+      await sleep(100);
+      expect(await peek(paced)).toBe("pending");
+      await p.respond(client, ids[1]);
+      const got = await paced;
+      expect(got.status).toBe(200);
+      expect(got.body.chat_history).toBe("YW5zd2Vy");
+      // Woken by the pace's end, not at once: a crowd cannot re-poll faster than once a pace.
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(900);
+      // Two paces at once (2 x RELAY_MAX_HOLDS_PER_IP): a third is answered at once, and closed.
+      const pacing = [p.retrieve(client, ids[2]), p.retrieve(client, ids[3])];
+      await sleep(100);
+      const full = await relay.post("/api/v1/relay/responses/retrieve", { client_public_key: client, request_id: ids[2] });
+      expect(full.status).toBe(429);
+      expect(full.headers.get("retry-after")).toBe("1");
+      expect(full.headers.get("connection")).toBe("close");
+      for (const r of await Promise.all(pacing)) expect(r.status).toBe(429);
+      const text = await (await relay.get("/metrics")).text();
+      expect(text).toMatch(/tokenplace_relay_rejections_total\{reason="paced_per_ip_client"\} 1\b/);
+      await p.cancel(client, ids[0]);
+      expect((await held).status).toBe(410);
+    });
+
     test("draining answers held polls at once with next ping 1", async () => {
       relay = startV1Relay(HOLD, backend);
       const p = v1Peers(relay);
