@@ -132,6 +132,13 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
   const authFailures = bucket("auth-failures", config.authFailures);
   /** performance.now() of the last failed token check in this process (see authAttempt). */
   let lastAuthFailure = Number.NEGATIVE_INFINITY;
+  /** What authAttempt hands back: `failed()` counts one failure against the address's bucket key. */
+  const failureCounter = (key: () => string) => ({
+    async failed() {
+      lastAuthFailure = performance.now();
+      await authFailures.limiter.consume(key(), 1).catch(() => undefined);
+    },
+  });
 
   /** Points taken for each request so far, given back if it ends in a 429. */
   const charged = new WeakMap<RequestContext, { b: Bucket; key: string }[]>();
@@ -204,12 +211,7 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
       // has passed since the last failure of any address: then nothing is looked up (the common
       // case, a node with the right token, costs no address parse, digest or counter read).
       if (!deps.redis && performance.now() - lastAuthFailure > authFailures.limit.seconds * 1000) {
-        return {
-          async failed() {
-            lastAuthFailure = performance.now();
-            await authFailures.limiter.consume(digest(clientKey(req, ctx)), 1).catch(() => undefined);
-          },
-        };
+        return failureCounter(() => digest(clientKey(req, ctx)));
       }
       const key = digest(clientKey(req, ctx));
       await ready();
@@ -224,12 +226,7 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
         storeFailed(err);
       }
       if (spent && spent.consumedPoints >= authFailures.limit.points && spent.msBeforeNext > 0) return refuse(ctx, authFailures, spent.msBeforeNext, "auth_failures");
-      return {
-        async failed() {
-          lastAuthFailure = performance.now();
-          await authFailures.limiter.consume(key, 1).catch(() => undefined);
-        },
-      };
+      return failureCounter(() => key);
     },
 
     async identity(route, identity, ctx) {
