@@ -6,6 +6,7 @@
  */
 import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { pumpLines } from "../src/demo/relay-process.ts";
 import { REPO } from "./peers.ts";
 
 
@@ -23,29 +24,17 @@ export async function spawnListening(cmd: string[], env: Record<string, string>)
   const output: string[] = [];
   let onPort!: (p: number) => void;
   const port = new Promise<number>((r) => (onPort = r));
-  const pump = async (s: ReadableStream<Uint8Array>) => {
-    const dec = new TextDecoder();
-    let buf = "";
-    try {
-      for await (const chunk of s) {
-        buf += dec.decode(chunk, { stream: true });
-        let nl: number;
-        while ((nl = buf.indexOf("\n")) >= 0) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          if (output.length < 200) output.push(line);
-          if (line.includes('"listening"')) {
-            try {
-              const p = (JSON.parse(line) as { port?: unknown }).port;
-              if (typeof p === "number") onPort(p);
-            } catch {}
-          }
-        }
-      }
-    } catch {}
+  const onLine = (line: string) => {
+    if (output.length < 200) output.push(line);
+    if (line.includes('"listening"')) {
+      try {
+        const p = (JSON.parse(line) as { port?: unknown }).port;
+        if (typeof p === "number") onPort(p);
+      } catch {}
+    }
   };
-  void pump(proc.stdout);
-  void pump(proc.stderr);
+  void pumpLines(proc.stdout, onLine);
+  void pumpLines(proc.stderr, onLine);
   const stop = async () => {
     if (proc.exitCode !== null || proc.signalCode !== null) return;
     proc.kill("SIGTERM");

@@ -49,6 +49,7 @@ import { distribution, type Distribution } from "./load.ts";
 import { RELAY_BIN, REPO } from "./peers.ts";
 import { machineFacts } from "./report.ts";
 import { NODE_CAPABILITIES as CAPABILITIES, PROTOCOL } from "../src/demo/protocol.ts";
+import { pumpLines } from "../src/demo/relay-process.ts";
 import { fakeKey } from "./scenarios.ts";
 import { processCpuMs } from "./state.ts";
 
@@ -522,38 +523,26 @@ async function startRelay(env: Record<string, string>): Promise<Relay> {
   let onPort!: (p: number) => void;
   const port = new Promise<number>((r) => (onPort = r));
   const early: string[] = [];
-  const pump = async (s: ReadableStream<Uint8Array>) => {
-    const dec = new TextDecoder();
-    let buf = "";
+  const onLine = (line: string) => {
+    if (early.length < 20) early.push(line.slice(0, 500));
+    let j: { level?: string | number; port?: unknown; msg?: string } = {};
     try {
-      for await (const chunk of s) {
-        buf += dec.decode(chunk, { stream: true });
-        let nl: number;
-        while ((nl = buf.indexOf("\n")) >= 0) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          if (early.length < 20) early.push(line.slice(0, 500));
-          let j: { level?: string | number; port?: unknown; msg?: string } = {};
-          try {
-            j = JSON.parse(line);
-          } catch {
-            logs.error++;
-            logs.firstError ??= line.slice(0, 500);
-            continue;
-          }
-          if (j.msg === "listening" && typeof j.port === "number") onPort(j.port);
-          const level = String(j.level);
-          if (level === "warn" || level === "40") logs.warn++;
-          else if (level === "error" || level === "fatal" || level === "50" || level === "60") {
-            logs.error++;
-            logs.firstError ??= line.slice(0, 500);
-          }
-        }
-      }
-    } catch {}
+      j = JSON.parse(line);
+    } catch {
+      logs.error++;
+      logs.firstError ??= line.slice(0, 500);
+      return;
+    }
+    if (j.msg === "listening" && typeof j.port === "number") onPort(j.port);
+    const level = String(j.level);
+    if (level === "warn" || level === "40") logs.warn++;
+    else if (level === "error" || level === "fatal" || level === "50" || level === "60") {
+      logs.error++;
+      logs.firstError ??= line.slice(0, 500);
+    }
   };
-  void pump(proc.stdout);
-  void pump(proc.stderr);
+  void pumpLines(proc.stdout, onLine);
+  void pumpLines(proc.stderr, onLine);
   let timer: ReturnType<typeof setTimeout> | undefined;
   const got = await Promise.race([
     port,

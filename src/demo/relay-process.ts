@@ -36,7 +36,7 @@ export function startRelay(extra: Record<string, string> = {}, startTimeoutMs?: 
 }
 
 /** Reads a pipe line by line until it closes; never rejects. */
-async function pumpLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
+export async function pumpLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
   const decoder = new TextDecoder();
   let pending = "";
   try {
