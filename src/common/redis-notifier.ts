@@ -1,6 +1,6 @@
-import { createHash } from "node:crypto";
 import type Redis from "ioredis";
 import { MemoryNotifier, type Notifier, type NotifyOptions, type Subscription } from "./notifier.ts";
+import { sha256Hex } from "./tokens.ts";
 
 /**
  * Wakes held requests across replicas: a request posted on replica B wakes the poll held on
@@ -53,7 +53,7 @@ export class RedisNotifier implements Notifier {
   }
 }
 
-const digest = (topic: string) => createHash("sha256").update(topic).digest("hex");
+const digest = sha256Hex;
 
 /** The one channel of wake-ups, and what a wake-up carries: a script may publish them itself. */
 export const wakeChannel = (keyPrefix: string) => `${keyPrefix}wake`;

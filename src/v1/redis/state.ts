@@ -1,7 +1,7 @@
-import { createHash } from "node:crypto";
 import type Redis from "ioredis";
 import type { Clock } from "../../clock.ts";
 import { wakeDigest } from "../../common/redis-notifier.ts";
+import { sha256Hex } from "../../common/tokens.ts";
 import { guarded, luaNow } from "../../state/redis.ts";
 import { MAX_TERMINAL_RECORDS_PER_REQUEST_SLOT, envelopeBytes, type MemoryLimits } from "../memory/state.ts";
 import type { EvictionReason, Outcome, V1Events } from "../store.ts";
@@ -55,7 +55,7 @@ import type { EvictionReason, Outcome, V1Events } from "../store.ts";
 export type RedisLimits = MemoryLimits & { leaseMs: number };
 
 export { envelopeBytes };
-export const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest("hex");
+export const sha256 = sha256Hex;
 /** Name of the records of one (client key, request_id) pair: the pair identifies a request (spec §2). */
 export const pairHash = (clientKey: string, requestId: string) => sha256(`${clientKey.length}:${clientKey}${requestId}`);
 
