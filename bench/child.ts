@@ -18,6 +18,18 @@ export interface Child {
   stop(): Promise<void>;
 }
 
+/** The port a child logged in its "listening" line, or why it did not within 15 s (it exited, or it is silent). */
+export async function listeningOrWhyNot(port: Promise<number>, exited: Promise<number>): Promise<number | string> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const got = await Promise.race([
+    port,
+    exited.then((c) => `exited with ${c}`),
+    new Promise<string>((r) => (timer = setTimeout(() => r("no listening line within 15 s"), 15_000))),
+  ]);
+  clearTimeout(timer);
+  return got;
+}
+
 /** Spawns a server that logs a `"msg":"listening"` JSON line with its port; exact env, nothing inherited but PATH. */
 export async function spawnListening(cmd: string[], env: Record<string, string>): Promise<Child> {
   const proc = Bun.spawn(cmd, { cwd: REPO, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env }, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
@@ -42,13 +54,7 @@ export async function spawnListening(cmd: string[], env: Record<string, string>)
     await proc.exited;
     clearTimeout(t);
   };
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const got = await Promise.race([
-    port,
-    proc.exited.then((c) => `exited with ${c}`),
-    new Promise<string>((r) => (timer = setTimeout(() => r("no listening line within 15 s"), 15_000))),
-  ]);
-  clearTimeout(timer);
+  const got = await listeningOrWhyNot(port, proc.exited);
   if (typeof got === "string") {
     await stop();
     throw new Error(`${cmd.join(" ")} ${got}:\n${output.slice(-20).join("\n")}`);

@@ -50,6 +50,7 @@ import { RELAY_BIN, REPO } from "./peers.ts";
 import { machineFacts } from "./report.ts";
 import { NODE_CAPABILITIES as CAPABILITIES, PROTOCOL } from "../src/demo/protocol.ts";
 import { pumpLines } from "../src/demo/relay-process.ts";
+import { listeningOrWhyNot } from "./child.ts";
 import { fakeKey } from "./scenarios.ts";
 import { processCpuMs } from "./state.ts";
 
@@ -543,13 +544,7 @@ async function startRelay(env: Record<string, string>): Promise<Relay> {
   };
   void pumpLines(proc.stdout, onLine);
   void pumpLines(proc.stderr, onLine);
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const got = await Promise.race([
-    port,
-    proc.exited.then((c) => `exited with ${c}`),
-    new Promise<string>((r) => (timer = setTimeout(() => r("no listening line within 15 s"), 15_000))),
-  ]);
-  clearTimeout(timer);
+  const got = await listeningOrWhyNot(port, proc.exited);
   const stop = async () => {
     if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode ?? -1;
     proc.kill("SIGTERM");
