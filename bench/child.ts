@@ -4,6 +4,7 @@
  * request logging going to a file, as it would in a container), optionally with a raised
  * open-file limit (thousands of held sockets need more than the usual 1,024).
  */
+import type { Subprocess } from "bun";
 import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { pumpLines } from "../src/demo/relay-process.ts";
@@ -16,6 +17,16 @@ export interface Child {
   pid: number;
   output: string[];
   stop(): Promise<void>;
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves with the exit code (-1: killed by a signal before). */
+export async function stopChild(proc: Pick<Subprocess, "exitCode" | "signalCode" | "exited" | "kill">, graceMs: number): Promise<number> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode ?? -1;
+  proc.kill("SIGTERM");
+  const t = setTimeout(() => proc.kill("SIGKILL"), graceMs);
+  const code = await proc.exited;
+  clearTimeout(t);
+  return code;
 }
 
 /** The port a child logged in its "listening" line, or why it did not within 15 s (it exited, or it is silent). */
@@ -48,11 +59,7 @@ export async function spawnListening(cmd: string[], env: Record<string, string>)
   void pumpLines(proc.stdout, onLine);
   void pumpLines(proc.stderr, onLine);
   const stop = async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return;
-    proc.kill("SIGTERM");
-    const t = setTimeout(() => proc.kill("SIGKILL"), 3_000);
-    await proc.exited;
-    clearTimeout(t);
+    await stopChild(proc, 3_000);
   };
   const got = await listeningOrWhyNot(port, proc.exited);
   if (typeof got === "string") {
@@ -127,11 +134,7 @@ export async function startOnPort(o: StartOptions): Promise<Server> {
   closeSync(fd);
   const url = `http://127.0.0.1:${o.port}`;
   const stop = async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return;
-    proc.kill("SIGTERM");
-    const t = setTimeout(() => proc.kill("SIGKILL"), 5_000);
-    await proc.exited;
-    clearTimeout(t);
+    await stopChild(proc, 5_000);
   };
   const deadline = t0 + (o.timeoutMs ?? 20_000);
   while (performance.now() < deadline) {

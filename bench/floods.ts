@@ -50,7 +50,7 @@ import { RELAY_BIN, REPO } from "./peers.ts";
 import { machineFacts } from "./report.ts";
 import { NODE_CAPABILITIES as CAPABILITIES, PROTOCOL } from "../src/demo/protocol.ts";
 import { pumpLines } from "../src/demo/relay-process.ts";
-import { listeningOrWhyNot } from "./child.ts";
+import { listeningOrWhyNot, stopChild } from "./child.ts";
 import { fakeKey } from "./scenarios.ts";
 import { processCpuMs } from "./state.ts";
 
@@ -545,14 +545,7 @@ async function startRelay(env: Record<string, string>): Promise<Relay> {
   void pumpLines(proc.stdout, onLine);
   void pumpLines(proc.stderr, onLine);
   const got = await listeningOrWhyNot(port, proc.exited);
-  const stop = async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode ?? -1;
-    proc.kill("SIGTERM");
-    const t = setTimeout(() => proc.kill("SIGKILL"), 5_000);
-    const code = await proc.exited;
-    clearTimeout(t);
-    return code;
-  };
+  const stop = () => stopChild(proc, 5_000);
   if (typeof got === "string") {
     await stop();
     throw new Error(`relay ${got}:\n${early.join("\n")}`);
