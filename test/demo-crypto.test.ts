@@ -292,6 +292,12 @@ print("RESULT " + json.dumps(make(inp) if sys.argv[1] == "make" else open_(inp))
 const ROOT = join(import.meta.dir, "..");
 const UPSTREAM = process.env.TP_SRC ?? join(ROOT, "..", "shared", "peers", "token.place");
 const PYTHON = join(process.env.TP_VENV ?? "/tmp/tp-e2e-venv", "bin", "python");
+// A fresh machine has the pinned upstream tree but not yet its venv: build it once with the peers'
+// own bootstrap (scripts/prepare-peers.sh, ~30 s from PyPI) instead of skipping or failing.
+if (existsSync(join(UPSTREAM, "encrypt.py")) && !existsSync(PYTHON) && !process.env.TP_SRC) {
+  const prep = Bun.spawnSync(["bash", join(ROOT, "scripts", "prepare-peers.sh")], { stdout: "inherit", stderr: "inherit", timeout: 600_000 });
+  if (prep.exitCode !== 0) console.warn(`[test/demo-crypto.test.ts] scripts/prepare-peers.sh exited ${prep.exitCode}`);
+}
 const havePeers = existsSync(join(UPSTREAM, "encrypt.py")) && existsSync(PYTHON);
 if (!havePeers) {
   const why = `upstream tree (${UPSTREAM}, TP_SRC) or its Python venv (${PYTHON}, TP_VENV, with upstream's runtime requirements) is missing`;
