@@ -1,3 +1,4 @@
+import { SMALL_ROUTE_MAX_BODY_BYTES } from "../config/defaults.ts";
 import type { BrokerLimits } from "../config/index.ts";
 import type { RequestContext } from "../http/context.ts";
 import { json, readJsonObject } from "../http/json.ts";
@@ -49,16 +50,17 @@ const CLIENT_PACE_FULL_HEADERS = { ...CLIENT_PACE_HEADERS, Connection: "close" }
 /**
  * The legacy protocol (relay-protocol of token.place before API v1). Upstream serves /sink,
  * /faucet, /source, /retrieve and /next_server only behind TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES
- * and the stream routes always (API v1 relay spec §12).
+ * and the stream routes always (API v1 relay spec §12). Polls and retrieves carry only a key: small
+ * bodies (D.SMALL_ROUTE_MAX_BODY_BYTES).
  */
 export const brokerRoutes = {
   nextServer: { method: "GET", path: "/next_server", legacy: true },
   faucet: { method: "POST", path: "/faucet", legacy: true, limit: "public" },
-  sink: { method: "POST", path: "/sink", legacy: true, auth: "server-token" },
+  sink: { method: "POST", path: "/sink", legacy: true, auth: "server-token", maxBodyBytes: SMALL_ROUTE_MAX_BODY_BYTES },
   source: { method: "POST", path: "/source", legacy: true, auth: "server-token" },
-  retrieve: { method: "POST", path: "/retrieve", legacy: true },
+  retrieve: { method: "POST", path: "/retrieve", legacy: true, maxBodyBytes: SMALL_ROUTE_MAX_BODY_BYTES },
   streamSource: { method: "POST", path: "/stream/source", auth: "server-token" },
-  streamRetrieve: { method: "POST", path: "/stream/retrieve" },
+  streamRetrieve: { method: "POST", path: "/stream/retrieve", maxBodyBytes: SMALL_ROUTE_MAX_BODY_BYTES },
 } as const satisfies RouteTable;
 
 export function createBrokerHandlers(deps: BrokerDeps) {

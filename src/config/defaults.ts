@@ -199,6 +199,14 @@ export const BODY_BUDGET_SMALL_BYTES = MEMORY_GUARD_SMALL_BODY_BYTES;
  * RELAY_MAX_CONNECTIONS with paced polls.
  */
 export const PACED_POLLS_PER_HOLD = 2;
+/**
+ * Largest body of the routes whose valid bodies are small (polls, retrieves, register, control,
+ * unregister, cancel: keys bounded at 8,192 characters, ids at 256, capabilities at 64 model ids of
+ * 128): 64 KiB is several times the largest valid one. A larger declared Content-Length is refused
+ * `413 route_body_too_large` before a byte is read and a chunked body is cut there: a flood of 1 MB
+ * keys on a retrieve route used to be read whole (RELAY_MAX_BODY_BYTES) and only then refused.
+ */
+export const SMALL_ROUTE_MAX_BODY_BYTES = 64 * 1024;
 /** Longest request target (path and query); beyond: 414 uri_too_long. */
 export const DEFAULT_MAX_URL_BYTES = 8_192;
 /** Largest sum of header fields (name, value, ": " and CRLF each); beyond: 431 headers_too_large. */

@@ -4,6 +4,10 @@ import { NODE_CONNECTION_HEADROOM_SHARE } from "../config/defaults.ts";
 import { RelayError } from "../errors.ts";
 import type { Metrics } from "../ops/metrics.ts";
 import { BodyBudget, CLOSE, attachBodyPolicy, busy } from "./body-budget.ts";
+import { bodyTooLargeFor, type RouteSpec } from "./routes.ts";
+
+/** What admission needs of the matched route. */
+export type BodyRoute = Pick<RouteSpec, "maxBodyBytes" | "tooLarge">;
 
 /**
  * Most header fields a request may carry; beyond: 431. Bun itself answers an empty 431 from about
@@ -28,8 +32,9 @@ export interface Admission {
    * `exempt`: probe routes (kubelet, Prometheus) are never refused for capacity. `node`: a node
    * route with a registration token configured, which may go past RELAY_MAX_CONNECTIONS by its
    * headroom and has the node share of the body budget. `client`: whose body it is (its address).
+   * `route`: the matched route's body limit; a larger declared body is refused here, unread.
    */
-  admit(req: Request, exempt: boolean, pendingRequests: number | undefined, node?: boolean, client?: { readonly clientId: string }): void;
+  admit(req: Request, exempt: boolean, pendingRequests: number | undefined, node?: boolean, client?: { readonly clientId: string }, route?: BodyRoute): void;
   readonly budget: BodyBudget;
 }
 
@@ -47,7 +52,7 @@ export function createAdmission(bounds: BoundsConfig, metrics: Metrics, maxBodyB
     },
   });
 
-  function admit(req: Request, exempt: boolean, pendingRequests: number | undefined, node = false, client?: { readonly clientId: string }): void {
+  function admit(req: Request, exempt: boolean, pendingRequests: number | undefined, node = false, client?: { readonly clientId: string }, route?: BodyRoute): void {
     // Bun's count includes this request.
     if (!exempt && pendingRequests !== undefined && pendingRequests > (node ? nodeMaxConnections : bounds.maxConnections)) throw admissionErrors.connectionsFull();
     if (targetLength(req.url) > bounds.maxUrlBytes) throw admissionErrors.uriTooLong(bounds.maxUrlBytes);
@@ -59,7 +64,17 @@ export function createAdmission(bounds: BoundsConfig, metrics: Metrics, maxBodyB
     });
     if (fields > MAX_HEADER_FIELDS) throw admissionErrors.tooManyHeaders(MAX_HEADER_FIELDS);
     if (bytes > bounds.maxHeaderBytes) throw admissionErrors.headersTooLarge(bounds.maxHeaderBytes);
-    if (req.body) attachBodyPolicy(req, { budget, node, client, deadline: performance.now() + bounds.bodyTimeoutMs, timeoutMs: bounds.bodyTimeoutMs });
+    if (!req.body) return;
+    const maxBytes = route?.maxBodyBytes;
+    if (maxBytes === undefined) {
+      attachBodyPolicy(req, { budget, node, client, deadline: performance.now() + bounds.bodyTimeoutMs, timeoutMs: bounds.bodyTimeoutMs });
+      return;
+    }
+    // Before routing, the token check and a byte of the body: a flood of oversized bodies on a
+    // small route costs one header lookup each (RFC 9112 §6.2: the framing declares the length).
+    if (Number(req.headers.get("content-length") ?? 0) > maxBytes) throw bodyTooLargeFor(route!);
+    const tooLarge = () => bodyTooLargeFor(route!);
+    attachBodyPolicy(req, { budget, node, client, deadline: performance.now() + bounds.bodyTimeoutMs, timeoutMs: bounds.bodyTimeoutMs, maxBytes, tooLarge });
   }
 
   return { admit, budget };

@@ -91,6 +91,9 @@ export interface BodyPolicy {
   /** performance.now() by which the whole body must have arrived. */
   deadline: number;
   timeoutMs: number;
+  /** The route's own body limit (RouteSpec.maxBodyBytes), when below the reader's, and its refusal. */
+  maxBytes?: number;
+  tooLarge?: () => RelayError;
 }
 
 // A WeakMap keyed by the Request: every route's reader finds its relay's policy without the

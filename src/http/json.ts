@@ -102,9 +102,14 @@ async function readBodyHeld(req: Request, limit: number): Promise<HeldBody>;
 async function readBodyHeld(req: Request, limit: number, asText: true): Promise<HeldBody<Uint8Array | string>>;
 async function readBodyHeld(req: Request, limit: number, asText = false): Promise<HeldBody<Uint8Array | string>> {
   const declared = req.headers.get("content-length");
-  if (declared !== null && Number(declared) > limit) throw tooLarge(limit);
-  if (!req.body) return { bytes: EMPTY, release: () => {} };
   const policy = bodyPolicy(req);
+  // The route's own limit (RouteSpec.maxBodyBytes) when it is the smaller: a chunked body is cut
+  // there too (a declared one was refused at admission).
+  const routeLimit = policy?.maxBytes !== undefined && policy.maxBytes < limit;
+  if (routeLimit) limit = policy!.maxBytes!;
+  const over = () => (routeLimit && policy!.tooLarge ? policy!.tooLarge() : tooLarge(limit));
+  if (declared !== null && Number(declared) > limit) throw over();
+  if (!req.body) return { bytes: EMPTY, release: () => {} };
   const budget = policy?.budget;
   let reserved = 0;
   // Asked once a body is large enough to reserve (small ones never are), so the usual small body
@@ -157,7 +162,7 @@ async function readBodyHeld(req: Request, limit: number, asText = false): Promis
       size += value.byteLength;
       if (size > limit) {
         await reader.cancel().catch(() => {});
-        throw tooLarge(limit);
+        throw over();
       }
       // Past the small-body size the whole body so far is reserved, then each chunk.
       if (budget && size > BODY_BUDGET_SMALL_BYTES) {

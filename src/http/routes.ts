@@ -1,3 +1,5 @@
+import { RelayError } from "../errors.ts";
+import { CLOSE } from "./body-budget.ts";
 import type { Handler } from "./router.ts";
 
 /**
@@ -21,8 +23,15 @@ export interface RouteSpec {
   quiet?: boolean;
   /** Cache-Control of every answer (spec §2: no-store on operator routes). */
   cache?: "no-store";
-  /** Refuse a larger declared body before anything else, auth included (spec §6.9: progress). */
+  /**
+   * Largest body the route reads, below RELAY_MAX_BODY_BYTES: a larger declared Content-Length is
+   * refused before anything else, auth included (spec §6.9 for progress), before a byte is read;
+   * a chunked body is cut there while streaming (src/http/json.ts). Answer: `tooLarge`, else 413
+   * route_body_too_large naming the limit; both with `Connection: close`.
+   */
   maxBodyBytes?: number;
+  /** The route's own 413 body (spec §6.9: progress_too_large); default routeBodyTooLarge. */
+  tooLarge?: () => RelayError;
   /** A legacy-protocol route: off unless TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES (spec §12). */
   legacy?: boolean;
   /**
@@ -43,3 +52,19 @@ export interface Mount<T extends RouteTable = RouteTable> {
 }
 
 export const mount = <T extends RouteTable>(table: T, handlers: { [K in keyof T]: Handler }): Mount<T> => ({ table, handlers });
+
+/**
+ * 413 of a body over its route's maxBodyBytes, in the protocols' nested error shape with the
+ * limit named. Closes the connection: the body is left unread (RFC 9110 §15.5.14).
+ */
+export const routeBodyTooLarge = (limit: number) => {
+  const message = `Request body exceeds this route's limit of ${limit} bytes`;
+  return new RelayError(413, "route_body_too_large", message, { error: { message, code: 413, type: "route_body_too_large", limit } }, CLOSE);
+};
+
+/** The refusal of a body over `spec`'s maxBodyBytes: the route's own, with `Connection: close`. */
+export function bodyTooLargeFor(spec: Pick<RouteSpec, "maxBodyBytes" | "tooLarge">): RelayError {
+  if (!spec.tooLarge) return routeBodyTooLarge(spec.maxBodyBytes ?? 0);
+  const e = spec.tooLarge();
+  return new RelayError(e.status, e.code, e.message, e.body, { ...e.headers, ...CLOSE });
+}

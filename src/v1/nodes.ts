@@ -1,4 +1,5 @@
 import { newCredential, sha256Hex } from "../common/tokens.ts";
+import { SMALL_ROUTE_MAX_BODY_BYTES } from "../config/defaults.ts";
 import { RelayError } from "../errors.ts";
 import type { RequestContext } from "../http/context.ts";
 import { json, type JsonObject } from "../http/json.ts";
@@ -8,14 +9,14 @@ import { v1Errors } from "./errors.ts";
 import { v1Topics, type ClaimResult, type Envelope } from "./store.ts";
 import { DEFAULT_CAPABILITIES, MAX_ID_CHARS, MAX_KEY_CHARS, MAX_SECRET_CHARS, nonEmptyString, parseCapabilities, routingString } from "./validate.ts";
 
-/** Compute-node routes (spec §6.1-6.4): registration token on every one. */
+/** Compute-node routes (spec §6.1-6.4): registration token on every one; small bodies only (D.SMALL_ROUTE_MAX_BODY_BYTES). */
 export const nodeRoutes = {
-  register: { method: "POST", path: "/api/v1/relay/servers/register", auth: "server-token", limit: "control" },
-  poll: { method: "POST", path: "/api/v1/relay/servers/poll", auth: "server-token", limit: "control" },
-  control: { method: "POST", path: "/api/v1/relay/servers/control", auth: "server-token", limit: "control" },
-  unregister: { method: "POST", path: "/api/v1/relay/servers/unregister", auth: "server-token", limit: "control" },
+  register: { method: "POST", path: "/api/v1/relay/servers/register", auth: "server-token", limit: "control", maxBodyBytes: SMALL_ROUTE_MAX_BODY_BYTES },
+  poll: { method: "POST", path: "/api/v1/relay/servers/poll", auth: "server-token", limit: "control", maxBodyBytes: SMALL_ROUTE_MAX_BODY_BYTES },
+  control: { method: "POST", path: "/api/v1/relay/servers/control", auth: "server-token", limit: "control", maxBodyBytes: SMALL_ROUTE_MAX_BODY_BYTES },
+  unregister: { method: "POST", path: "/api/v1/relay/servers/unregister", auth: "server-token", limit: "control", maxBodyBytes: SMALL_ROUTE_MAX_BODY_BYTES },
   /** Always served, also with legacy routes off (spec §12); legacy flat 400 bodies. */
-  unregisterAlias: { method: "POST", path: "/unregister", auth: "server-token", limit: "control" },
+  unregisterAlias: { method: "POST", path: "/unregister", auth: "server-token", limit: "control", maxBodyBytes: SMALL_ROUTE_MAX_BODY_BYTES },
 } as const satisfies RouteTable;
 
 /** While draining, polls answer at once and nodes come back in a second (to another pod). */

@@ -1,4 +1,5 @@
 import { sha256Hex } from "../common/tokens.ts";
+import { SMALL_ROUTE_MAX_BODY_BYTES } from "../config/defaults.ts";
 import { RelayError } from "../errors.ts";
 import type { RequestContext } from "../http/context.ts";
 import { json } from "../http/json.ts";
@@ -16,7 +17,7 @@ import {
 export const requestRoutes = {
   next: { method: "GET", path: "/api/v1/relay/servers/next", cors: true },
   requests: { method: "POST", path: "/api/v1/relay/requests", cors: true, limit: "public" },
-  cancel: { method: "POST", path: "/api/v1/relay/requests/cancel", cors: true, limit: "public" },
+  cancel: { method: "POST", path: "/api/v1/relay/requests/cancel", cors: true, limit: "public", maxBodyBytes: SMALL_ROUTE_MAX_BODY_BYTES },
 } as const satisfies RouteTable;
 
 export const SELECTION_POLICY = "best_fit_smallest_capable_least_loaded_v1";

@@ -1,6 +1,7 @@
 import type { RequestContext } from "../http/context.ts";
 import { json, readJsonObject } from "../http/json.ts";
 import type { RouteTable } from "../http/routes.ts";
+import { SMALL_ROUTE_MAX_BODY_BYTES } from "../config/defaults.ts";
 import { RelayError } from "../errors.ts";
 import { sha256Hex } from "../common/tokens.ts";
 import { fingerprint, reader, secondsLeft, type V1Deps } from "./deps.ts";
@@ -14,8 +15,8 @@ export const PROGRESS_MAX_BYTES = 16_384;
 /** Answer routes (spec §6.8-6.10): the node posts, the client retrieves. */
 export const responseRoutes = {
   responses: { method: "POST", path: "/api/v1/relay/responses", auth: "server-token", limit: "control" },
-  progress: { method: "POST", path: "/api/v1/relay/progress", auth: "server-token", maxBodyBytes: PROGRESS_MAX_BYTES, limit: "control" },
-  retrieve: { method: "POST", path: "/api/v1/relay/responses/retrieve", cors: true },
+  progress: { method: "POST", path: "/api/v1/relay/progress", auth: "server-token", maxBodyBytes: PROGRESS_MAX_BYTES, tooLarge: v1Errors.progressTooLarge, limit: "control" },
+  retrieve: { method: "POST", path: "/api/v1/relay/responses/retrieve", cors: true, maxBodyBytes: SMALL_ROUTE_MAX_BODY_BYTES },
 } as const satisfies RouteTable;
 
 const RESPONSE_KEYS = new Set(["client_public_key", "chat_history", "ciphertext", "cipherkey", "iv", "request_id", "protocol", "version", "cancel_token"]);
