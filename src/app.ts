@@ -201,16 +201,12 @@ export function createApp(deps: AppDeps) {
         throw v1Errors.legacyDeprecated(spec.path);
       };
     }
-    const limit = spec.maxBodyBytes;
     const charged = spec.limit !== undefined && config.limits.enabled;
     const tokenChecked = spec.auth === "server-token" && serverTokensConfigured;
     const operatorRead = spec.auth === "metrics-scrape" || spec.auth === "metrics-token";
     // A route without policies is its handler: no wrapper, no extra promise per request.
-    if (limit === undefined && !charged && !tokenChecked && !operatorRead) return handler;
+    if (!charged && !tokenChecked && !operatorRead) return handler;
     return async (req, ctx) => {
-      if (limit !== undefined && Number(req.headers.get("content-length") ?? 0) > limit) {
-        throw v1Errors.progressTooLarge();
-      }
       // Rate limits run before the token check (spec §3.1, §11).
       if (charged) await limits.charge(spec, req, ctx);
       if (tokenChecked) {
@@ -307,7 +303,9 @@ export function createApp(deps: AppDeps) {
       // read, so the node's shares (connections, body pool, memory guard) cannot be claimed by a
       // client; with open registration anyone could name a node route and its body counts as a client's.
       const nodeRoute = serverTokensConfigured && spec?.auth === "server-token";
-      admission.admit(req, spec?.quiet === true, adapter.pendingRequests?.(), nodeRoute, ctx);
+      // A route's body limit (spec.maxBodyBytes) refuses a larger declared body here, unread; a
+      // switched-off legacy route answers its own refusal first (spec §12).
+      admission.admit(req, spec?.quiet === true, adapter.pendingRequests?.(), nodeRoute, ctx, spec?.legacy && !config.v1.legacyRoutes ? undefined : spec);
       if (memoryGuard?.shedding) memoryGuard.checkBody(req, nodeRoute);
       res = await dispatch(req, ctx, pathname);
     } catch (err) {
