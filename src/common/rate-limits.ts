@@ -5,6 +5,7 @@ import type { RateLimiterAbstract } from "rate-limiter-flexible";
 import { CONTROL_PLANE_ROUTE_BY_PATH, CONTROL_PLANE_ROUTES, type ControlPlaneRoute, type LimitsConfig, type RateLimit } from "../config/limits.ts";
 import { RelayError } from "../errors.ts";
 import { whenReady } from "../state/redis.ts";
+import type { FailureSignal } from "./redis-notifier.ts";
 import { sha256Hex } from "./tokens.ts";
 import type { RequestContext } from "../http/context.ts";
 import type { RouteSpec } from "../http/routes.ts";
@@ -38,8 +39,11 @@ export interface RateLimitsDeps {
   config: LimitsConfig;
   /** Registration tokens are configured (identity buckets of token-bound routes apply only then). */
   serverTokensConfigured: boolean;
-  /** The shared datastore; absent: counters in this process. */
-  redis?: { client: Redis; keyPrefix: string; commandTimeoutMs: number };
+  /**
+   * The shared datastore; absent: counters in this process. `authFailures`: the replicas' signal
+   * of failed token checks (src/common/redis-notifier.ts); without it every check reads the counter.
+   */
+  redis?: { client: Redis; keyPrefix: string; commandTimeoutMs: number; authFailures?: FailureSignal };
   logger?: Logger;
   /** Called once per request answered 429 (metrics). */
   onLimited?: (route: string, bucket: LimitedBucket) => void;
@@ -130,15 +134,31 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
     Bucket
   >;
   const authFailures = bucket("auth-failures", config.authFailures);
-  /** performance.now() of the last failed token check in this process (see authAttempt). */
+  /**
+   * performance.now() of the last failed token check this process knows of: its own, and with
+   * shared counters any replica's (announced over Pub/Sub), or the last moment announcements may
+   * have been missed (see authAttempt).
+   */
   let lastAuthFailure = Number.NEGATIVE_INFINITY;
+  const signal = deps.redis?.authFailures;
+  signal?.onSignal(() => (lastAuthFailure = performance.now()));
   /** What authAttempt hands back: `failed()` counts one failure against the address's bucket key. */
   const failureCounter = (key: () => string) => ({
     async failed() {
       lastAuthFailure = performance.now();
-      await authFailures.limiter.consume(key(), 1).catch(() => undefined);
+      const counted = authFailures.limiter.consume(key(), 1).catch(() => undefined);
+      // Same tick as the counter's script: one write, and the other replicas hear of it before the 401.
+      signal?.announce();
+      await counted;
     },
   });
+  /**
+   * No address can have failures to spend: none failed within a whole window, as far as this
+   * process can know. With shared counters that needs the other replicas' announcements, so it
+   * holds only while subscribed to them (a replica that cannot hear reads the counters).
+   */
+  const noRecentFailure = () =>
+    (!deps.redis || signal?.listening === true) && performance.now() - lastAuthFailure > authFailures.limit.seconds * 1000;
 
   /** Points taken for each request so far, given back if it ends in a 429. */
   const charged = new WeakMap<RequestContext, { b: Bucket; key: string }[]>();
@@ -207,12 +227,14 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
     },
 
     async authAttempt(req, ctx) {
-      // In this process's own counters, no address can have failures to spend once a whole window
-      // has passed since the last failure of any address: then nothing is looked up (the common
-      // case, a node with the right token, costs no address parse, digest or counter read).
-      if (!deps.redis && performance.now() - lastAuthFailure > authFailures.limit.seconds * 1000) {
-        return failureCounter(() => digest(clientKey(req, ctx)));
-      }
+      // No address can have failures to spend once a whole window has passed since the last
+      // failure of any address (fixed windows: every counter that held one has expired): then
+      // nothing is looked up. The common case, a node with the right token, costs no address
+      // digest and no datastore round trip. A failure on another replica reaches this one over
+      // Pub/Sub within about a round trip of its counter update; a guess racing that message is
+      // like the parallel guesses below, compared once more before the refusal, and only while no
+      // failure at all was heard of within the window (afterwards every check reads the counter).
+      if (noRecentFailure()) return failureCounter(() => digest(clientKey(req, ctx)));
       const key = digest(clientKey(req, ctx));
       await ready();
       // Only failures are counted, and an address whose failures are spent is refused before the

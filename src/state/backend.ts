@@ -4,7 +4,7 @@ import { RedisBrokerStore } from "../broker/redis/index.ts";
 import type { BrokerStore, ExpiredKind } from "../broker/types.ts";
 import type { Clock } from "../clock.ts";
 import { MemoryNotifier, type Notifier } from "../common/notifier.ts";
-import { RedisNotifier, wakeChannel } from "../common/redis-notifier.ts";
+import { RedisNotifier, wakeChannel, type FailureSignal } from "../common/redis-notifier.ts";
 import type { Config } from "../config/index.ts";
 import type { ReadinessCheck } from "../ops/health.ts";
 import { MemoryV1Store } from "../v1/memory/index.ts";
@@ -22,7 +22,7 @@ export interface StateBackend {
   /** Memory: everything is lost at stop. Redis: the state stays in the datastore for the other replicas. */
   losesStateAtStop: boolean;
   /** Redis: the connection and key prefix rate-limit counters share, so replicas enforce one limit. */
-  rateLimitStore?: { client: Redis; keyPrefix: string; commandTimeoutMs: number };
+  rateLimitStore?: { client: Redis; keyPrefix: string; commandTimeoutMs: number; authFailures?: FailureSignal };
   close(): Promise<void>;
 }
 
@@ -82,7 +82,8 @@ export function createStateBackend(config: Config, deps: BackendDeps): StateBack
     notifier,
     readiness: datastoreCheck(client, subscriber, settings.commandTimeoutMs),
     losesStateAtStop: false,
-    rateLimitStore: { client, keyPrefix: settings.keyPrefix, commandTimeoutMs: settings.commandTimeoutMs },
+    // Failed token checks are announced to every replica, so none reads counters while nobody guesses.
+    rateLimitStore: { client, keyPrefix: settings.keyPrefix, commandTimeoutMs: settings.commandTimeoutMs, authFailures: notifier.authFailures },
     async close() {
       notifier.close();
       await client.quit().catch(() => client.disconnect());
