@@ -136,29 +136,45 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
   const authFailures = bucket("auth-failures", config.authFailures);
   /**
    * performance.now() of the last failed token check this process knows of: its own, and with
-   * shared counters any replica's (announced over Pub/Sub), or the last moment announcements may
-   * have been missed (see authAttempt).
+   * shared counters any replica's (announced over Pub/Sub, see authAttempt).
    */
   let lastAuthFailure = Number.NEGATIVE_INFINITY;
+  const failureWindowMs = authFailures.limit.seconds * 1000;
   const signal = deps.redis?.authFailures;
-  signal?.onSignal(() => (lastAuthFailure = performance.now()));
+  /**
+   * With shared counters, every failure also renews one marker key that lives a window: a replica
+   * that (re)subscribes reads it to learn of failures announced before it could hear them.
+   */
+  const marker = deps.redis ? `${deps.redis.keyPrefix}rl:auth-failures:last` : "";
+  signal?.listen({
+    onFailure: () => (lastAuthFailure = performance.now()),
+    async catchUp() {
+      const ms = await deps.redis!.client.pttl(marker);
+      // The last failure anywhere was at most a window before the marker's expiry.
+      if (ms > 0) lastAuthFailure = Math.max(lastAuthFailure, performance.now() - failureWindowMs + ms);
+    },
+  });
   /** What authAttempt hands back: `failed()` counts one failure against the address's bucket key. */
   const failureCounter = (key: () => string) => ({
     async failed() {
       lastAuthFailure = performance.now();
       const counted = authFailures.limiter.consume(key(), 1).catch(() => undefined);
-      // Same tick as the counter's script: one write, and the other replicas hear of it before the 401.
-      signal?.announce();
+      if (signal) {
+        // Same tick as the counter's script: one write, and the datastore holds the count, the
+        // marker and the announcement before the 401 goes out.
+        deps.redis!.client.set(marker, "1", "PX", failureWindowMs).catch(() => {});
+        signal.announce();
+      }
       await counted;
     },
   });
   /**
    * No address can have failures to spend: none failed within a whole window, as far as this
    * process can know. With shared counters that needs the other replicas' announcements, so it
-   * holds only while subscribed to them (a replica that cannot hear reads the counters).
+   * holds only while subscribed to them and caught up (else the counters are read).
    */
   const noRecentFailure = () =>
-    (!deps.redis || signal?.listening === true) && performance.now() - lastAuthFailure > authFailures.limit.seconds * 1000;
+    (!deps.redis || signal?.listening === true) && performance.now() - lastAuthFailure > failureWindowMs;
 
   /** Points taken for each request so far, given back if it ends in a 429. */
   const charged = new WeakMap<RequestContext, { b: Bucket; key: string }[]>();

@@ -17,9 +17,10 @@ export class RedisNotifier implements Notifier {
   private readonly local = new MemoryNotifier();
   private readonly channel: string;
   private readonly failureChannel: string;
-  private readonly failureListeners = new Set<() => void>();
-  /** Subscribed on the current connection: every signal published from now on reaches us. */
-  private subscribed = false;
+  private readonly failureListeners: FailureListener[] = [];
+  /** Subscriptions so far; the current one is caught up on failures once `caughtUp` equals it. */
+  private subscriptions = 0;
+  private caughtUp = -1;
   /** What rate limits use to know of other replicas' failed token checks. */
   readonly authFailures: FailureSignal;
 
@@ -32,43 +33,48 @@ export class RedisNotifier implements Notifier {
     this.failureChannel = `${keyPrefix}auth-failure`;
     subscriber.on("message", (channel: string, digest: string) => {
       if (channel === this.channel) this.local.notify(digest);
-      else if (channel === this.failureChannel) this.heardFailure();
+      else if (channel === this.failureChannel) for (const l of this.failureListeners) l.onFailure();
     });
     // Subscribe whenever the connection becomes ready: at start (commands are not queued while
     // connecting, see src/state/redis.ts) and after every reconnect. Whatever was published while
-    // unsubscribed is gone, so every local waiter re-checks the store at once, and rate limits
-    // act as if a token check had just failed (they read the counters for a while).
+    // unsubscribed is gone, so every local waiter re-checks the store at once, and failure
+    // listeners catch up from the datastore before the signal counts as heard again.
     const onReady = () => {
       subscriber.subscribe(this.channel, this.failureChannel).then(
         () => {
-          this.subscribed = subscriber.status === "ready";
           this.local.notifyAll();
-          this.heardFailure();
+          void this.catchUp(++this.subscriptions);
         },
         () => {},
       );
     };
     subscriber.on("ready", onReady);
-    subscriber.on("close", () => (this.subscribed = false));
+    subscriber.on("close", () => this.subscriptions++);
     if (subscriber.status === "ready") onReady();
     const self = this;
     this.authFailures = {
       get listening() {
-        return self.subscribed && subscriber.status === "ready";
+        return self.caughtUp === self.subscriptions && subscriber.status === "ready";
       },
       announce: () => {
         // Published in the same tick as the failure's counter update (ioredis pipelines both into
         // one write), so the datastore has both before the relay answers 401.
         if (publisher.status === "ready") publisher.publish(this.failureChannel, "1").catch(() => {});
       },
-      onSignal: (listener) => {
-        this.failureListeners.add(listener);
+      listen: (listener) => {
+        this.failureListeners.push(listener);
       },
     };
   }
 
-  private heardFailure(): void {
-    for (const listener of this.failureListeners) listener();
+  /** Runs every listener's catch-up for subscription `n`, again a second later while one fails. */
+  private async catchUp(n: number): Promise<void> {
+    try {
+      await Promise.all(this.failureListeners.map((l) => l.catchUp()));
+      if (n === this.subscriptions) this.caughtUp = n;
+    } catch {
+      if (n === this.subscriptions) setTimeout(() => n === this.subscriptions && void this.catchUp(n), CATCH_UP_RETRY_MS).unref();
+    }
   }
 
   subscribe(topic: string): Subscription {
@@ -88,19 +94,30 @@ export class RedisNotifier implements Notifier {
   }
 }
 
+/** A failed catch-up (the datastore answered an error) is tried again after this long. */
+const CATCH_UP_RETRY_MS = 1_000;
+
 /**
  * "A registration token check failed somewhere", between replicas (src/common/rate-limits.ts).
  * Only a hint that lets a replica skip reading counters while nobody is guessing: the counters in
- * the datastore stay the truth, and whenever signals may have been missed (not yet subscribed, a
- * reconnect) listeners are called as if a failure had just happened.
+ * the datastore stay the truth.
  */
 export interface FailureSignal {
-  /** Subscribed: a failure announced from now on reaches this replica. */
+  /** Subscribed and caught up: every failure announced since reaches this replica. */
   readonly listening: boolean;
   /** Tells every replica, this one included, that a check failed now. */
   announce(): void;
-  /** Runs on every failure announced by any replica, and whenever announcements may have been missed. */
-  onSignal(listener: () => void): void;
+  listen(listener: FailureListener): void;
+}
+
+export interface FailureListener {
+  /** Any replica announced a failure. */
+  onFailure(): void;
+  /**
+   * After every (re)subscription: learn from the datastore what was announced before it (those
+   * messages are missed). `listening` turns true once it resolved.
+   */
+  catchUp(): Promise<void>;
 }
 
 const digest = sha256Hex;

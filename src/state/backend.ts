@@ -80,7 +80,7 @@ export function createStateBackend(config: Config, deps: BackendDeps): StateBack
     // API v1's wake-ups ride in the transitions' own scripts: one round trip per enqueue or answer.
     v1Store: new RedisV1Store(client, { ...common, limits, wakeChannel: wakeChannel(settings.keyPrefix) }, deps.v1Events),
     notifier,
-    readiness: datastoreCheck(client, subscriber, settings.commandTimeoutMs),
+    readiness: datastoreCheck(client, () => notifier.authFailures.listening, settings.commandTimeoutMs),
     losesStateAtStop: false,
     // Failed token checks are announced to every replica, so none reads counters while nobody guesses.
     rateLimitStore: { client, keyPrefix: settings.keyPrefix, commandTimeoutMs: settings.commandTimeoutMs, authFailures: notifier.authFailures },
@@ -91,15 +91,19 @@ export function createStateBackend(config: Config, deps: BackendDeps): StateBack
   };
 }
 
-/** Ready only while both connections are up and the datastore answers a PING in time. */
-function datastoreCheck(client: Redis, subscriber: Redis, timeoutMs: number): ReadinessCheck {
+/**
+ * Ready only while the datastore answers a PING in time and the wake channel is live: subscribed,
+ * and caught up on what was announced before (src/common/redis-notifier.ts).
+ */
+function datastoreCheck(client: Redis, subscribed: () => boolean, timeoutMs: number): ReadinessCheck {
   return {
     name: "stateStore",
     async check() {
       try {
         await whenReady(client, Math.min(timeoutMs, 1_000));
         await client.ping();
-        return { ok: subscriber.status === "ready", detail: { stateStore: subscriber.status === "ready" ? "ok" : "wake channel down" } };
+        const live = subscribed();
+        return { ok: live, detail: { stateStore: live ? "ok" : "wake channel down" } };
       } catch {
         return { ok: false, detail: { stateStore: "unreachable" } };
       }
