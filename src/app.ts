@@ -7,7 +7,7 @@ import type { Notifier } from "./common/notifier.ts";
 import { createRateLimits, type RateLimitsDeps } from "./common/rate-limits.ts";
 import { createRequestLine } from "./log.ts";
 import { SERVER_TOKEN_HEADER, createTokenCheck } from "./common/tokens.ts";
-import { PACED_POLLS_PER_HOLD } from "./config/defaults.ts";
+import { PACED_POLLS_ADDRESS_SHARE } from "./config/defaults.ts";
 import type { Config } from "./config/index.ts";
 import { RelayError, notFound } from "./errors.ts";
 import { createAdmission } from "./http/admission.ts";
@@ -144,7 +144,7 @@ export function createApp(deps: AppDeps) {
 
   // One pacer for both protocols: an address's share of paced polls counts all of its polls.
   const pacer = createPacer({
-    maxPerAddress: config.bounds.maxHoldsPerIp * PACED_POLLS_PER_HOLD,
+    maxPerAddress: Math.ceil(config.bounds.maxConnections * PACED_POLLS_ADDRESS_SHARE),
     onFull: () => metrics.rejections.labels("paced_per_ip_client").inc(),
   });
   const mounts: Mount[] = [

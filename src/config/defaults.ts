@@ -193,12 +193,14 @@ export const BODY_BUDGET_NODE_SHARE = 0.25;
  */
 export const BODY_BUDGET_SMALL_BYTES = MEMORY_GUARD_SMALL_BODY_BYTES;
 /**
- * Client polls (legacy retrieves, API v1 responses/retrieve) paced past their address's share of
- * holds (src/common/pacing.ts), per address, as a multiple of RELAY_MAX_HOLDS_PER_IP; beyond, such
- * a poll is answered at once with `Connection: close`, so one address cannot fill
- * RELAY_MAX_CONNECTIONS with paced polls.
+ * Client polls (legacy retrieves, API v1 responses/retrieve) paced at once per address
+ * (src/common/pacing.ts), as a share of RELAY_MAX_CONNECTIONS; beyond, such a poll is answered at
+ * once with `Connection: close`, so one address cannot fill RELAY_MAX_CONNECTIONS with paced polls.
+ * A share, not a multiple of RELAY_MAX_HOLDS_PER_IP: a paced connection costs a pending promise,
+ * while each one closed past the cap reconnects at once, and a crowd of them reconnecting in bursts
+ * overflowed the listen queue (SYN retransmits: a node's dispatch delayed by a whole second).
  */
-export const PACED_POLLS_PER_HOLD = 2;
+export const PACED_POLLS_ADDRESS_SHARE = 0.5;
 /**
  * Largest body of the routes whose valid bodies are small (polls, retrieves, register, control,
  * unregister, cancel: keys bounded at 8,192 characters, ids at 256, capabilities at 64 model ids of

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { PACED_POLLS_ADDRESS_SHARE } from "../../src/config/defaults.ts";
 import { openRaw, postHead } from "../helpers/raw-socket.ts";
 import { fakeKey, job, type TestRelay } from "../helpers/relay.ts";
 import { BROKER_BACKENDS, startBrokerRelay } from "./backends.ts";
@@ -133,7 +134,8 @@ for (const backend of BROKER_BACKENDS) {
       // (never a 429) and sends it a second late, so a crowd cannot re-poll in a tight loop.
       let capped: TestRelay;
       beforeAll(async () => {
-        capped = await startBrokerRelay(backend, { RELAY_LONG_POLL_MS: "3000", RELAY_MAX_HOLDS_PER_IP: "1" });
+        // 16 connections: an address may pace PACED_POLLS_ADDRESS_SHARE of them.
+        capped = await startBrokerRelay(backend, { RELAY_LONG_POLL_MS: "3000", RELAY_MAX_HOLDS_PER_IP: "1", RELAY_MAX_CONNECTIONS: "16" });
       });
       afterAll(() => capped.shutdown());
       /** One held poll takes the address's share; release() ends it (the holder leaves). */
@@ -195,23 +197,23 @@ for (const backend of BROKER_BACKENDS) {
         await held.release();
       });
 
-      test("past twice its hold share of paced polls, an address's poll is answered at once with Connection: close", async () => {
+      test("past its share of paced polls (PACED_POLLS_ADDRESS_SHARE of RELAY_MAX_CONNECTIONS), an address's poll is answered at once with Connection: close", async () => {
         // Each paced poll holds a connection and no hold slot: uncapped, one address could fill
         // RELAY_MAX_CONNECTIONS with them and lock nodes out.
         const held = await holdOne("/retrieve");
         const perIp = async () => Number(/rejections_total\{reason="long_poll_per_ip_client"\} (\d+)/.exec(await (await capped.get("/metrics")).text())?.[1] ?? 0);
         const before = await perIp();
         let settled = 0;
-        const pacing = [0, 1].map(() => capped.post("/retrieve", { client_public_key: fakeKey("crowd") }).then((r) => (settled++, r)));
-        // Both found the share taken (counted as they start their pace).
-        for (const end = Date.now() + 2_000; (await perIp()) < before + 2; await Bun.sleep(10)) {
-          if (Date.now() > end) throw new Error("the two polls were not paced");
+        const pacing = Array.from({ length: Math.ceil(16 * PACED_POLLS_ADDRESS_SHARE) }, () => capped.post("/retrieve", { client_public_key: fakeKey("crowd") }).then((r) => (settled++, r)));
+        // All found the share taken (counted as they start their pace).
+        for (const end = Date.now() + 2_000; (await perIp()) < before + pacing.length; await Bun.sleep(10)) {
+          if (Date.now() > end) throw new Error("the polls were not paced");
         }
         const c = await openRaw(capped.port);
         const body = JSON.stringify({ client_public_key: fakeKey("crowd") });
         c.send(postHead("/retrieve", body.length) + body);
         const third = await c.reply();
-        expect(settled).toBe(0); // the two paced polls are still pacing
+        expect(settled).toBe(0); // the paced polls are still pacing
         expect(third.status).toBe(200);
         expect(third.headers.connection).toBe("close");
         expect(third.headers["retry-after"]).toBe("1");

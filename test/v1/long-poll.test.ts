@@ -2,6 +2,7 @@
 // and never handing work or an answer to a peer that has gone (token.place API v1 relay spec §4, §6).
 import { afterEach, describe, expect, test } from "bun:test";
 import { ManualClock } from "../../src/clock.ts";
+import { PACED_POLLS_ADDRESS_SHARE } from "../../src/config/defaults.ts";
 import { MemoryV1Store } from "../../src/v1/index.ts";
 import type { V1Store } from "../../src/v1/store.ts";
 import { fakeKey, type TestRelay } from "../helpers/relay.ts";
@@ -157,11 +158,13 @@ for (const backend of BACKENDS) {
     });
 
     test("a paced retrieve hands over an answer that arrived during its pace; past the address's share of paces the 429 comes at once and closes", async () => {
-      relay = startV1Relay({ ...HOLD, RELAY_MAX_HOLDS_PER_IP: "1" }, backend);
+      // 16 connections: an address may pace PACED_POLLS_ADDRESS_SHARE of them.
+      relay = startV1Relay({ ...HOLD, RELAY_MAX_HOLDS_PER_IP: "1", RELAY_MAX_CONNECTIONS: "16" }, backend);
       const p = v1Peers(relay);
       const node = await p.register();
       const client = fakeKey("c");
-      const ids: [string, string, string, string] = [rid(), rid(), rid(), rid()];
+      const share = Math.ceil(16 * PACED_POLLS_ADDRESS_SHARE);
+      const ids = Array.from({ length: share + 2 }, () => rid()) as [string, string, ...string[]];
       for (const id of ids) await p.request(node.key, client, id);
       for (let i = 0; i < ids.length; i++) await p.poll(node.key);
       const held = p.retrieve(client, ids[0]);
@@ -177,8 +180,8 @@ for (const backend of BACKENDS) {
       expect(got.body.chat_history).toBe("YW5zd2Vy");
       // Woken by the pace's end, not at once: a crowd cannot re-poll faster than once a pace.
       expect(performance.now() - t0).toBeGreaterThanOrEqual(900);
-      // Two paces at once (2 x RELAY_MAX_HOLDS_PER_IP): a third is answered at once, and closed.
-      const pacing = [p.retrieve(client, ids[2]), p.retrieve(client, ids[3])];
+      // The address's share of paces at once: one more is answered at once, and closed.
+      const pacing = ids.slice(2).map((id) => p.retrieve(client, id));
       await sleep(100);
       const full = await relay.post("/api/v1/relay/responses/retrieve", { client_public_key: client, request_id: ids[2] });
       expect(full.status).toBe(429);
