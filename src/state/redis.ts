@@ -44,7 +44,28 @@ export function redisOptions(settings: RedisSettings): RedisOptions {
   };
 }
 
+/**
+ * ioredis 5.11 traces every command through diagnostics_channel unless its TracingChannel says
+ * `hasSubscribers === false`; Bun 1.4's TracingChannel has no such property (oven-sh/bun#27805),
+ * so each command built a sanitized copy of its arguments and wrapped its promise for tracers
+ * nobody attached. This adds Node's getter (any of the five sub-channels has a subscriber), so a
+ * tracer that subscribes is still served. Idempotent; a runtime that has the property keeps its own.
+ */
+export function ensureTracingChannelHasSubscribers(): void {
+  const dc = require("node:diagnostics_channel") as typeof import("node:diagnostics_channel");
+  if (typeof dc.tracingChannel !== "function") return;
+  const proto = Object.getPrototypeOf(dc.tracingChannel("tokenplace-relay:probe")) as object;
+  if ("hasSubscribers" in proto) return;
+  Object.defineProperty(proto, "hasSubscribers", {
+    configurable: true,
+    get(this: Record<"start" | "end" | "asyncStart" | "asyncEnd" | "error", { hasSubscribers?: boolean } | undefined>) {
+      return [this.start, this.end, this.asyncStart, this.asyncEnd, this.error].some((c) => c?.hasSubscribers !== false);
+    },
+  });
+}
+
 export function connectRedis(settings: RedisSettings, role: string): Redis {
+  ensureTracingChannelHasSubscribers();
   // Loaded on the first connection, not at start: a relay on in-memory state never needs the
   // client, and evaluating it was a fifth of the binary's start-up.
   const { default: RedisClient } = require("ioredis") as typeof import("ioredis");
