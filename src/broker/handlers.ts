@@ -33,8 +33,8 @@ const REPOLL_NOW = 0;
  */
 export const DRAIN_NEXT_PING_SECONDS = 1;
 /**
- * A client poll past its address's share of held polls (RELAY_MAX_HOLDS_PER_IP) is paced
- * (src/common/pacing.ts): its "none yet" comes a second late, with `Retry-After` of the same
+ * A client poll past its address's share of held polls (RELAY_MAX_HOLDS_PER_IP) or past the hold
+ * budget is paced (src/common/pacing.ts): its "none yet" comes a second late, with `Retry-After` of the same
  * length. API v1 answers such polls 429 (its clients read the status); legacy peers do not. The
  * legacy protocol's "none yet" is status 200 with an error body (relay-protocol, "POST /retrieve"
  * and "POST /stream/retrieve": existing clients read the body, not the status), and upstream
@@ -69,12 +69,16 @@ export function createBrokerHandlers(deps: BrokerDeps) {
   const read = (req: Request) => readJsonObject(req, deps.maxBodyBytes);
 
   /**
-   * A held client poll that ended "ip_limit" waits out the pace (or until its client leaves) and
-   * looks once more, unless its address has its share of paced polls already; `headers` are the
-   * answer's (Retry-After, and Connection: close past the share).
+   * A client poll that found nothing without being held waits out the pace and looks once more:
+   * always when the address's share of holds ("ip_limit") or the hold budget ("overflow") was
+   * full, and past the address's allowance of such answers per second when holds are off. Unless
+   * its address has its share of paced polls already; `headers` are the answer's (Retry-After, and
+   * Connection: close past the share).
    */
   async function paced<T>(req: Request, ctx: RequestContext, held: { value: T | undefined; outcome: string }, attempt: () => Promise<T | undefined>) {
-    if (held.value !== undefined || held.outcome !== "ip_limit" || !deps.pacer) return { value: held.value, headers: undefined };
+    if (held.value !== undefined || !deps.pacer) return { value: held.value, headers: undefined };
+    const refused = held.outcome === "ip_limit" || held.outcome === "overflow";
+    if (!refused && !(held.outcome === "disabled" && deps.pacer.overAllowance(ctx))) return { value: undefined, headers: undefined };
     if (!(await deps.pacer.pace(req, ctx))) return { value: undefined, headers: CLIENT_PACE_FULL_HEADERS };
     return { value: req.signal.aborted ? undefined : await attempt(), headers: CLIENT_PACE_HEADERS };
   }

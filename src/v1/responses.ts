@@ -1,4 +1,5 @@
 import type { RequestContext } from "../http/context.ts";
+import { CLOSE } from "../http/body-budget.ts";
 import { json, readJsonObject } from "../http/json.ts";
 import type { RouteTable } from "../http/routes.ts";
 import { SMALL_ROUTE_MAX_BODY_BYTES } from "../config/defaults.ts";
@@ -135,16 +136,30 @@ export function createResponseHandlers(deps: V1Deps) {
       look,
       requestId === undefined ? 0 : config.retrieveHoldMs,
     );
-    // Past its share of held retrieves an address is paced (src/common/pacing.ts): a second later,
-    // one more look hands over what arrived meanwhile, else 429 with Retry-After. Answered at once,
-    // a crowd re-polls in a tight loop; past its share of paces, the 429 comes at once and closes.
-    if (!value && outcome === "ip_limit") {
-      if (deps.pacer && !(await deps.pacer.pace(req, ctx))) throw v1Errors.holdsExceeded(true);
-      if (deps.pacer && !req.signal.aborted) value = await look();
-      if (!value) throw v1Errors.holdsExceeded();
+    // Past its share of held retrieves, or past the whole hold budget, a retrieve is paced
+    // (src/common/pacing.ts): a second later, one more look hands over what arrived meanwhile, else
+    // 429 with Retry-After (share) or the usual pending (budget). Answered at once, a crowd re-polls
+    // in a tight loop; past the address's share of paces the answer comes at once and closes.
+    let close = false;
+    if (!value && (outcome === "ip_limit" || outcome === "overflow") && deps.pacer) {
+      if (await deps.pacer.pace(req, ctx)) {
+        if (!req.signal.aborted) value = await look();
+      } else if (outcome === "ip_limit") throw v1Errors.holdsExceeded(true);
+      else close = true;
     }
-    const result = value ?? pending;
-    if (!result) return json(202, { status: "pending" });
+    if (!value && outcome === "ip_limit") throw v1Errors.holdsExceeded();
+    let result = value ?? pending;
+    // Nothing for the client, answered without a hold (an unknown or ended request, no request_id):
+    // past the address's allowance per second these are paced too, else a crowd polling ids it
+    // never got admitted loops on 404s as fast as the relay answers.
+    if (deps.pacer && !close && outcome !== "ip_limit" && outcome !== "overflow" && (result === undefined || result.kind !== "answer") && deps.pacer.overAllowance(ctx)) {
+      if (!(await deps.pacer.pace(req, ctx))) close = true;
+      else if (!req.signal.aborted) result = (await look()) ?? pending;
+    }
+    // Past the address's share of paces: answered now, and the connection closed.
+    const headers = close ? CLOSE : undefined;
+    const refuse = (e: RelayError) => (close ? new RelayError(e.status, e.code, e.message, e.body, { ...e.headers, ...CLOSE }) : e);
+    if (!result) return json(202, { status: "pending" }, headers);
     switch (result.kind) {
       case "answer": {
         if (req.signal.aborted) {
@@ -156,14 +171,14 @@ export function createResponseHandlers(deps: V1Deps) {
         return json(200, result.envelope);
       }
       case "terminal":
-        throw v1Errors.retrieveTerminal(result.status, result.reason);
+        throw refuse(v1Errors.retrieveTerminal(result.status, result.reason));
       case "unknown":
-        throw requestId === undefined ? v1Errors.noResponse() : v1Errors.unknownRequest(requestId);
+        throw refuse(requestId === undefined ? v1Errors.noResponse() : v1Errors.unknownRequest(requestId));
       case "pending": {
         const left = secondsLeft(result.remainingMs);
         const out: Record<string, unknown> = { status: "pending", request_deadline_remaining_seconds: left, request_ttl_seconds: left };
         if (result.progress) out.encrypted_progress = result.progress;
-        return json(202, out);
+        return json(202, out, headers);
       }
     }
   }

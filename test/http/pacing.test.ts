@@ -1,0 +1,107 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import { CLIENT_PACE_MS, EMPTY_ANSWERS_PER_SECOND, PACE_SLOT_MS, createPacer } from "../../src/common/pacing.ts";
+import type { RequestContext } from "../../src/http/context.ts";
+import { fakeKey, startLegacyRelay, startTestRelay, type TestRelay } from "../helpers/relay.ts";
+
+/**
+ * The pacer (src/common/pacing.ts): client polls answered with nothing without a hold come a pace
+ * late (a tarpit for crowds that ignore Retry-After), capped per address, on one timer per slot.
+ */
+const ctx = (clientId: string) => ({ clientId }) as RequestContext;
+const req = () => new Request("http://relay.test/retrieve", { method: "POST" });
+
+describe("createPacer", () => {
+  test("a pace resolves true a pace later; past the address's cap false at once, other addresses unaffected", async () => {
+    let full = 0;
+    const pacer = createPacer({ maxPerAddress: 2, onFull: () => full++, paceMs: 200 });
+    const t0 = performance.now();
+    const a = [pacer.pace(req(), ctx("a")), pacer.pace(req(), ctx("a"))];
+    expect(await pacer.pace(req(), ctx("a"))).toBe(false);
+    expect(full).toBe(1);
+    const b = pacer.pace(req(), ctx("b"));
+    expect(await Promise.all([...a, b])).toEqual([true, true, true]);
+    // Ends on the slot grid: never early.
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(200 - 5);
+    // The cap is about paces at once: once they ended, the address may pace again.
+    expect(await pacer.pace(req(), ctx("a"))).toBe(true);
+  });
+
+  test("paces ending in the same slot share one timer", async () => {
+    const real = globalThis.setTimeout;
+    let timers = 0;
+    globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+      timers++;
+      return real(fn, ms);
+    }) as typeof setTimeout;
+    try {
+      const pacer = createPacer({ maxPerAddress: 0, onFull: () => {}, paceMs: 100 });
+      const paces = Array.from({ length: 500 }, (_, i) => pacer.pace(req(), ctx(`c${i % 7}`)));
+      // 500 paces started within one turn end in at most two slots.
+      expect(timers).toBeLessThanOrEqual(2);
+      expect((await Promise.all(paces)).every(Boolean)).toBe(true);
+    } finally {
+      globalThis.setTimeout = real;
+    }
+  });
+
+  test("empty answers are allowed EMPTY_ANSWERS_PER_SECOND per address and second, then paced", () => {
+    const pacer = createPacer({ maxPerAddress: 0, onFull: () => {} });
+    // Start just after a window boundary so all calls fall in one window.
+    const answers = Array.from({ length: EMPTY_ANSWERS_PER_SECOND + 3 }, () => pacer.overAllowance(ctx("crowd")));
+    const over = answers.filter(Boolean).length;
+    // Either all in one window (3 over) or split by a window boundary (fewer, never more).
+    expect(over).toBeGreaterThan(0);
+    expect(over).toBeLessThanOrEqual(3);
+    expect(answers.slice(0, EMPTY_ANSWERS_PER_SECOND).every((x) => !x) || over < 3).toBe(true);
+    expect(pacer.overAllowance(ctx("someone-else"))).toBe(false);
+  });
+
+  test("the pace and its slot are what the docs say", () => {
+    expect(CLIENT_PACE_MS).toBe(1_000);
+    expect(PACE_SLOT_MS).toBeLessThan(CLIENT_PACE_MS / 10);
+  });
+});
+
+describe("over real HTTP", () => {
+  let relay: TestRelay | undefined;
+  afterEach(async () => {
+    await relay?.shutdown();
+    relay = undefined;
+  });
+
+  test("API v1: a crowd retrieving unknown request ids is answered its 404s at once up to the allowance, then a pace late", async () => {
+    relay = startTestRelay({ RATE_LIMITS_ENABLED: "false" });
+    const client = fakeKey("crowd");
+    const n = EMPTY_ANSWERS_PER_SECOND + 8;
+    const t0 = performance.now();
+    const answers = await Promise.all(
+      Array.from({ length: n }, async (_, i) => {
+        const res = await relay!.post("/api/v1/relay/responses/retrieve", { client_public_key: client, request_id: `nope-${i}` });
+        return { status: res.status, body: (await res.json()) as { error: { code: unknown } }, ms: performance.now() - t0 };
+      }),
+    );
+    for (const a of answers) {
+      expect(a.status).toBe(404);
+      expect(a.body.error.code).toBe(404);
+    }
+    const late = answers.filter((a) => a.ms >= CLIENT_PACE_MS - 50).length;
+    expect(late).toBeGreaterThan(0);
+    expect(late).toBeLessThanOrEqual(8);
+  });
+
+  test("legacy: past the hold budget (RELAY_MAX_LONG_POLLS) a client poll is paced, with Retry-After, instead of answered at once", async () => {
+    relay = startLegacyRelay({ RELAY_LONG_POLL_MS: "3000", RELAY_MAX_LONG_POLLS: "1" });
+    const ac = new AbortController();
+    const held = fetch(relay.url + "/retrieve", { method: "POST", body: JSON.stringify({ client_public_key: fakeKey("held") }), signal: ac.signal }).catch(() => "left");
+    for (const end = Date.now() + 2_000; relay.app.holds.waiting < 1; await Bun.sleep(10)) if (Date.now() > end) throw new Error("not held");
+    const t0 = performance.now();
+    const res = await relay.post("/retrieve", { client_public_key: fakeKey("other") });
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(CLIENT_PACE_MS - 50);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("retry-after")).toBe("1");
+    expect(await res.json()).toEqual({ error: "No response available for the given public key" });
+    expect(await (await relay.get("/metrics")).text()).toMatch(/rejections_total\{reason="long_poll_capacity_client"\} 1\b/);
+    ac.abort();
+    await held;
+  });
+});
