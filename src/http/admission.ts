@@ -58,13 +58,17 @@ export function createAdmission(bounds: BoundsConfig, metrics: Metrics, maxBodyB
     if (targetLength(req.url) > bounds.maxUrlBytes) throw admissionErrors.uriTooLong(bounds.maxUrlBytes);
     let bytes = 0;
     let fields = 0;
+    // Whether a body is framed (RFC 9112 §6.1-6.3), seen in the same pass: asking req.body would
+    // build a ReadableStream, and reading the body after that takes Bun's slower stream path.
+    let framed = false;
     req.headers.forEach((value, name) => {
       bytes += name.length + value.length + 4;
       fields++;
+      if (name === "content-length" || name === "transfer-encoding") framed = true;
     });
     if (fields > MAX_HEADER_FIELDS) throw admissionErrors.tooManyHeaders(MAX_HEADER_FIELDS);
     if (bytes > bounds.maxHeaderBytes) throw admissionErrors.headersTooLarge(bounds.maxHeaderBytes);
-    if (!req.body) return;
+    if (!framed) return;
     const maxBytes = route?.maxBodyBytes;
     if (maxBytes === undefined) {
       attachBodyPolicy(req, { budget, node, client, deadline: performance.now() + bounds.bodyTimeoutMs, timeoutMs: bounds.bodyTimeoutMs });

@@ -109,7 +109,9 @@ async function readBodyHeld(req: Request, limit: number, asText = false): Promis
   if (routeLimit) limit = policy!.maxBytes!;
   const over = () => (routeLimit && policy!.tooLarge ? policy!.tooLarge() : tooLarge(limit));
   if (declared !== null && Number(declared) > limit) throw over();
-  if (!req.body) return { bytes: EMPTY, release: () => {} };
+  // A declared length is read with text()/arrayBuffer() below (empty for 0) without req.body,
+  // which would build a ReadableStream and send the read down Bun's slower stream path.
+  if (declared === null && !req.body) return { bytes: EMPTY, release: () => {} };
   const budget = policy?.budget;
   let reserved = 0;
   // Asked once a body is large enough to reserve (small ones never are), so the usual small body
@@ -146,7 +148,8 @@ async function readBodyHeld(req: Request, limit: number, asText = false): Promis
       }
       return { bytes: typeof got === "string" ? got : new Uint8Array(got), release };
     }
-    const reader = req.body.getReader();
+    // No declared length: req.body was found non-null above.
+    const reader = req.body!.getReader();
     const parts: Uint8Array[] = [];
     let size = 0;
     for (;;) {
