@@ -24,9 +24,15 @@ import type { RequestContext } from "../http/context.ts";
 export const CLIENT_PACE_MS = 1_000;
 /**
  * Paces end on a grid of this many ms: one timer per slot for every pace ending in it, instead of
- * a timer (and an abort listener) per pace. A pace lasts CLIENT_PACE_MS to CLIENT_PACE_MS + 50 ms.
+ * a timer (and an abort listener) per pace.
  */
 export const PACE_SLOT_MS = 50;
+/**
+ * Each pace is longer by up to this share of CLIENT_PACE_MS, at random: a crowd that arrived
+ * together (a flood's start, a burst of reconnects) would otherwise come back in one slot, every
+ * second, and the relay answer it in one burst while a node's dispatch waits behind it.
+ */
+export const PACE_JITTER_SHARE = 0.25;
 /**
  * "Nothing here" answers given at once per address and second before they are paced too (a
  * fixed one-second window): a browser polls a few times a second at most, a NAT of many far less
@@ -38,7 +44,7 @@ export interface Pacer {
   /**
    * Waits out the pace and resolves true; resolves false at once when the address has its share of
    * paces already: answer now, with `Connection: close`. A client that leaves mid-pace keeps its
-   * place until the pace's slot ends (at most CLIENT_PACE_MS + PACE_SLOT_MS): no listener per pace.
+   * place until the pace's slot ends (at most 1.25 CLIENT_PACE_MS + PACE_SLOT_MS): no listener per pace.
    */
   pace(req: Request, ctx: RequestContext): Promise<boolean>;
   /**
@@ -70,7 +76,7 @@ export function createPacer(deps: PacerDeps): Pacer {
 
   function sleep(): Promise<void> {
     const now = performance.now();
-    const end = Math.ceil((now + paceMs) / PACE_SLOT_MS) * PACE_SLOT_MS;
+    const end = Math.ceil((now + paceMs * (1 + Math.random() * PACE_JITTER_SHARE)) / PACE_SLOT_MS) * PACE_SLOT_MS;
     return new Promise((resolve) => {
       let due = slots.get(end);
       if (!due) {

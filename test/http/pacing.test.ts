@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { CLIENT_PACE_MS, EMPTY_ANSWERS_PER_SECOND, PACE_SLOT_MS, createPacer } from "../../src/common/pacing.ts";
+import { CLIENT_PACE_MS, EMPTY_ANSWERS_PER_SECOND, PACE_JITTER_SHARE, PACE_SLOT_MS, createPacer } from "../../src/common/pacing.ts";
 import type { RequestContext } from "../../src/http/context.ts";
 import { fakeKey, startLegacyRelay, startTestRelay, type TestRelay } from "../helpers/relay.ts";
 
@@ -36,8 +36,8 @@ describe("createPacer", () => {
     try {
       const pacer = createPacer({ maxPerAddress: 0, onFull: () => {}, paceMs: 100 });
       const paces = Array.from({ length: 500 }, (_, i) => pacer.pace(req(), ctx(`c${i % 7}`)));
-      // 500 paces started within one turn end in at most two slots.
-      expect(timers).toBeLessThanOrEqual(2);
+      // 500 paces started within one turn end in a few slots (the pace's jitter spreads them).
+      expect(timers).toBeLessThanOrEqual(Math.ceil((100 * PACE_JITTER_SHARE) / PACE_SLOT_MS) + 2);
       expect((await Promise.all(paces)).every(Boolean)).toBe(true);
     } finally {
       globalThis.setTimeout = real;
