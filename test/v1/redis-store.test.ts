@@ -361,7 +361,7 @@ describe.skipIf(why !== undefined)("V1Store on Valkey/Redis", () => {
     expect(await a.retrieve("c", "r")).toEqual({ kind: "unknown" });
   });
 
-  test("with a wake channel, enqueue and respond publish their wake-up in their own script; refusals publish nothing", async () => {
+  test("with a wake channel, enqueue and respond publish their wake-up in their own script, only when someone may wait; refusals publish nothing", async () => {
     const clock = new ManualClock();
     const keyPrefix = uniqueRedisPrefix();
     const store = new RedisV1Store(
@@ -375,13 +375,32 @@ describe.skipIf(why !== undefined)("V1Store on Valkey/Redis", () => {
     try {
       await Bun.sleep(100); // its subscription is made once the connection is ready
       await store.register("n", CAPS, CRED);
-      const pollWoken = other.subscribe(v1Topics.node("n"));
-      const retrieveWoken = other.subscribe(v1Topics.request("c", "r"));
-      const fired = (sub: { fired: Promise<void> }) => Promise.race([sub.fired.then(() => true), Bun.sleep(1_000).then(() => false)]);
+      const fired = (sub: { fired: Promise<void> }) => Promise.race([sub.fired.then(() => true), Bun.sleep(500).then(() => false)]);
       expect(await store.enqueue("ghost", env("c", "x"), PROOF, 10_000, 1024)).toBe("unknown_node");
       expect(await fired(other.subscribe(v1Topics.node("ghost")))).toBe(false);
+
+      // No poll found the queue empty: nobody can be held for this node, nothing is published.
+      const unheld = other.subscribe(v1Topics.node("n"));
+      expect(await store.enqueue("n", env("c", "first"), PROOF, 10_000, 1024)).toBe("queued");
+      expect(await fired(unheld)).toBe(false);
+      expect((await store.claim("n", undefined, 5_000)).kind).toBe("work");
+      // A poll that finds nothing may be held (on any replica) for its hold and a margin: wake it.
+      expect((await store.claim("n", undefined, 5_000)).kind).toBe("empty");
+      const pollWoken = other.subscribe(v1Topics.node("n"));
       expect(await store.enqueue("n", env("c", "r"), PROOF, 10_000, 1024)).toBe("queued");
       expect(await fired(pollWoken)).toBe(true);
+      // Past the hold and its margin nobody waits any more.
+      clock.advance(5_000 + 1_000 + 1);
+      const lapsed = other.subscribe(v1Topics.node("n"));
+      expect(await store.enqueue("n", env("c", "late"), PROOF, 10_000, 1024)).toBe("queued");
+      expect(await fired(lapsed)).toBe(false);
+
+      // An answer nobody looked for yet publishes nothing; one whose retrieve found it pending does.
+      const unasked = other.subscribe(v1Topics.request("c", "first"));
+      expect(await store.respond(env("c", "first", "YW5zd2Vy"))).toEqual({ kind: "accepted" });
+      expect(await fired(unasked)).toBe(false);
+      expect((await store.retrieve("c", "r")).kind).toBe("pending");
+      const retrieveWoken = other.subscribe(v1Topics.request("c", "r"));
       expect(await store.respond(env("c", "r", "YW5zd2Vy"))).toEqual({ kind: "accepted" });
       expect(await fired(retrieveWoken)).toBe(true);
       const late = other.subscribe(v1Topics.request("c", "r"));

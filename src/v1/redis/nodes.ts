@@ -26,7 +26,8 @@ return out({ k = 'registered', issued = true })
 
 /**
  * ARGV: nh, caps ('' = keep), hold. Renews the lease, holds the node for the poll, and claims the
- * oldest live request, dropping dead heads (spec §6.2).
+ * oldest live request, dropping dead heads (spec §6.2). An empty queue marks the node as possibly
+ * waiting (w), so that admissions wake it.
  */
 const CLAIM = script("Claim", `
 local nh, caps, hold = ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -43,7 +44,12 @@ if caps ~= '' then redis.call('HSET', kNode(nh), 'caps', caps) end
 redis.call('ZADD', XEVICT, staleAt(NOW, lease, held), nh)
 while true do
   local item = redis.call('LPOP', kQ(nh))
-  if not item then return out({ k = 'empty' }) end
+  if not item then
+    -- The poll may now be held on some replica: until it can have ended, an admission for this
+    -- node publishes its wake-up (w; see LUA_WAKE). With work found, nobody waits and nothing is published.
+    redis.call('HSET', kNode(nh), 'w', math.ceil(NOW + hold) + WAKE_MARGIN_MS)
+    return out({ k = 'empty' })
+  end
   if isUntracked(item) then
     local id = string.sub(item, 3)
     local u = redis.call('HMGET', kUreq(id), 'env', 'exp')

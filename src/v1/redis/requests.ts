@@ -7,9 +7,13 @@ import { LUA_WAKE, envelopeBytes, pairHash, script, sha256, wakeArgs, wholeMs, t
  * ARGV: nh, ch, ph ('' = untracked), rid, envelope, cancel digest ('' = none), deadline duration,
  * max queue depth, untracked id, bytes, owner ('' = charged to no address), wake channel and
  * digest (LUA_WAKE). Admits the request with its absolute deadline (spec §6.6, §7.4), its bytes
- * charged to the owner's share, and wakes the node's held poll on every replica.
+ * charged to the owner's share, and wakes the node's held poll on every replica, if a poll of the
+ * node found nothing recently (w, set by claim: otherwise nobody can be waiting).
  */
 const ENQUEUE = script("Enqueue", `${LUA_WAKE(14)}
+local function wakeNode(nh)
+  if tonumber(redis.call('HGET', kNode(nh), 'w') or 0) > NOW then wake() end
+end
 local nh, ch, ph, rid, envelope, cd = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local deadline, maxQ, uid, bytes, owner = NOW + tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11], tonumber(ARGV[12]), ARGV[13]
 local ls, lease, held = nodeTimes(nh)
@@ -26,7 +30,7 @@ if ph == '' then
   addBytes(bytes)
   addClientBytes(owner, bytes)
   redis.call('RPUSH', kQ(nh), 'u:' .. uid)
-  wake()
+  wakeNode(nh)
   return out('queued')
 end
 -- A live id is never admitted twice (upstream queues a second copy and loses track of the first).
@@ -43,7 +47,7 @@ addBytes(bytes)
 addClientBytes(owner, bytes)
 if cd ~= '' then redis.call('HSET', kReq(ph), 'cd', cd) end
 redis.call('ZADD', XDL, deadline, ph)
-wake()
+wakeNode(nh)
 return out('queued')
 `);
 

@@ -6,7 +6,8 @@ import { LUA_WAKE, envelopeBytes, pairHash, script, sha256, wakeArgs, type Redis
 /**
  * ARGV: ch, ph ('' = untracked), answer id, envelope, bytes, wake channel and digest (LUA_WAKE).
  * Accepts the first answer for a live request, exactly once (spec §6.8, §7.8), and wakes the
- * client's held retrieve on every replica.
+ * client's held retrieve on every replica: an untracked answer always, a tracked one when a
+ * retrieve found its request pending (w).
  */
 const RESPOND = script("Respond", `${LUA_WAKE(8)}
 local ch, ph, aid, envelope, bytes = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
@@ -20,7 +21,7 @@ end
 local st = getTerminal(ph)
 if st then return out({ k = 'gone', st = st }) end
 if hasAnswer(ch, ph) then return out({ k = 'duplicate' }) end
-local r = redis.call('HMGET', kReq(ph), 'node', 'rid', 'dl', 'st', 'b')
+local r = redis.call('HMGET', kReq(ph), 'node', 'rid', 'dl', 'st', 'b', 'w')
 if not r[1] then
   local o = redis.call('HMGET', kOut(ph), 'o', 'exp')
   if o[1] == 'completed' and tonumber(o[2]) > NOW then return out({ k = 'gone', st = 'completed' }) end
@@ -43,7 +44,8 @@ end
 dropPending(ph)
 countOutcome(ph, 'completed')
 storeAnswer(ch, ph, envelope, bytes, NOW + LIM.answerTtlMs)
-wake()
+-- Only a retrieve that found the request pending can be held for it (w, set by retrieve).
+if r[6] then wake() end
 return out({ k = 'accepted' })
 `);
 
@@ -92,6 +94,8 @@ if r[2] then
   redis.call('HDEL', kReq(ph), 'prog', 'pb')
   addBytes(-(tonumber(r[3]) or 0))
 end
+-- The client may now hold its retrieve on some replica: the answer must publish its wake-up.
+redis.call('HSET', kReq(ph), 'w', 1)
 return out({ k = 'pending', rem = dl - NOW, prog = r[2] or nil })
 `);
 

@@ -79,7 +79,14 @@ ${luaNow(2)}
 local LIM = ${limits}
 `;
 
+/**
+ * A poll that found nothing may be held this much longer than the hold it asked for (the reply's
+ * way back, timers), and its node still counts as possibly waiting (claim's w).
+ */
+const WAKE_MARGIN_MS = 1_000;
+
 const HELPERS = `
+local WAKE_MARGIN_MS = ${WAKE_MARGIN_MS}
 local EV = {}
 local function ev(e) EV[#EV + 1] = e end
 local function out(r) return cjson.encode({ r = r, e = table.concat(EV, ';') }) end
@@ -388,7 +395,10 @@ export const list = <T>(v: T[] | Record<string, never> | undefined): T[] => (Arr
 /**
  * The wake-up a transition publishes with its own ARGV (channel, digest; '' = none): Pub/Sub
  * delivers it while the script runs, but a woken replica's re-check runs after the script, so it
- * always sees what the script wrote.
+ * always sees what the script wrote. Published only when someone may wait: a held poll or
+ * retrieve first ran a claim or retrieve that found nothing, and that script marked the node
+ * (w = until when) or the pending request (w); a cycle whose steps each find what they look for
+ * publishes nothing, and no replica reads its own wake-ups back.
  */
 export const LUA_WAKE = (channelArg: number) => `
 local function wake()
