@@ -9,7 +9,8 @@ import { ProxyAbort, type FailureKind } from "./failure.ts";
  */
 export class Exchange {
   private readonly controller = new AbortController();
-  private readonly unlink: Array<() => void> = [];
+  /** The signals this exchange listens to, with the failure each one means (see handleEvent). */
+  private linked: [AbortSignal, FailureKind][] | undefined = [];
   /**
    * The watchdog is lazy: arm() and disarm() only move `deadline`; one timer at a time checks it
    * when it fires and, if the deadline moved on, sleeps again until the new one. A stream re-arms
@@ -66,31 +67,42 @@ export class Exchange {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
     this.timerAt = Number.POSITIVE_INFINITY;
-    for (const off of this.unlink.splice(0)) off();
+    const linked = this.linked;
+    this.linked = undefined;
+    if (linked) for (const [source] of linked) source.removeEventListener("abort", this);
+  }
+
+  /**
+   * The listener of the linked signals: the exchange itself (an EventListener object), not a
+   * closure per signal, because every open stream holds one exchange for as long as it runs.
+   */
+  handleEvent(event: Event): void {
+    const hit = this.linked?.find(([source]) => source === event.target);
+    if (hit) this.abort(hit[1]);
   }
 
   private schedule(now: number): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timerAt = this.deadline;
-    this.timer = setTimeout(this.check, Math.max(0, this.deadline - now));
+    // A shared function with the exchange as its argument: no bound closure per exchange.
+    this.timer = setTimeout(Exchange.check, Math.max(0, this.deadline - now), this);
   }
 
-  private readonly check = (): void => {
-    this.timer = undefined;
-    this.timerAt = Number.POSITIVE_INFINITY;
-    if (this.deadline === Number.POSITIVE_INFINITY) return;
+  private static check(self: Exchange): void {
+    self.timer = undefined;
+    self.timerAt = Number.POSITIVE_INFINITY;
+    if (self.deadline === Number.POSITIVE_INFINITY) return;
     const now = performance.now();
-    if (now >= this.deadline) this.abort(this.kind);
-    else this.schedule(now);
-  };
+    if (now >= self.deadline) self.abort(self.kind);
+    else self.schedule(now);
+  }
 
   private link(source: AbortSignal, kind: FailureKind): void {
     if (source.aborted) {
       this.abort(kind);
       return;
     }
-    const onAbort = () => this.abort(kind);
-    source.addEventListener("abort", onAbort, { once: true });
-    this.unlink.push(() => source.removeEventListener("abort", onAbort));
+    this.linked?.push([source, kind]);
+    source.addEventListener("abort", this, { once: true });
   }
 }

@@ -166,7 +166,7 @@ export function createProxyRoute(deps: ProxyDeps): ProxyRoute & { readiness?: Re
       ex,
       idleMs: p.idleTimeoutMs,
       metrics,
-      log: () => ctx.log,
+      ctx,
       debug: ctx.debugEnabled,
       upstream: upstream.label,
     });

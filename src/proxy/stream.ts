@@ -23,8 +23,8 @@ export interface StreamDeps {
   ex: Exchange;
   idleMs: number;
   metrics: Metrics;
-  /** The request's logger, asked for only when the stream ends with something to say (it is built on first use). */
-  log: () => Logger;
+  /** The request's context: its logger is asked for only when the stream ends with something to say (it is built on first use). */
+  ctx: { readonly log: Logger };
   /** False when debug lines are dropped: the "complete" line is then not built (nor the logger). */
   debug?: boolean;
   upstream: string;
@@ -48,9 +48,9 @@ export function relayBody(body: ReadableStream<Uint8Array>, deps: StreamDeps): R
     if (outcome !== "complete" && COUNTED_KINDS.has(outcome)) metrics.upstreamErrors.labels(outcome).inc();
     const line = { upstream: deps.upstream, bytes, durationMs: Math.round(performance.now() - started) };
     if (outcome === "complete") {
-      if (deps.debug !== false) deps.log().debug(line, "proxied stream complete");
-    } else if (outcome === "client_abort") deps.log().info(line, "client closed a proxied stream");
-    else deps.log().warn({ ...line, kind: outcome }, "proxied stream ended abnormally");
+      if (deps.debug !== false) deps.ctx.log.debug(line, "proxied stream complete");
+    } else if (outcome === "client_abort") deps.ctx.log.info(line, "client closed a proxied stream");
+    else deps.ctx.log.warn({ ...line, kind: outcome }, "proxied stream ended abnormally");
     deps.onEnd?.(outcome);
   };
 
@@ -60,9 +60,18 @@ export function relayBody(body: ReadableStream<Uint8Array>, deps: StreamDeps): R
   };
   // An abort while a write waits for the client (client gone, hard stop, the client-stall
   // watchdog) must still end the stream; an outstanding read reports it itself when it rejects.
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<void>((resolve) => (onAbort = resolve));
-  ex.signal.addEventListener("abort", () => onAbort?.(), { once: true });
+  // One promise per wait, settled by whichever comes first: racing each wait against one
+  // stream-long "aborted" promise would leave a reaction on it per backpressured chunk, kept
+  // until the stream ends.
+  let wake: (() => void) | undefined;
+  ex.signal.addEventListener("abort", () => wake?.(), { once: true });
+  const untilAborted = <T>(pending: Promise<T>, onAbort: T): Promise<T> =>
+    ex.signal.aborted
+      ? Promise.resolve(onAbort)
+      : new Promise<T>((resolve, reject) => {
+          wake = () => resolve(onAbort);
+          pending.then(resolve, reject);
+        });
 
   // A direct stream (Bun): each chunk is written straight into the response's socket, with no
   // queue and no second stream in between; awaiting a write that reports backpressure keeps the
@@ -92,12 +101,13 @@ export function relayBody(body: ReadableStream<Uint8Array>, deps: StreamDeps): R
         // stops reading for the idle timeout must not pin an upstream connection forever.
         ex.arm(deps.idleMs, "client_abort");
         let written = controller.write(chunk.value);
-        if (typeof written !== "number") written = await Promise.race([written, aborted.then(() => -1)]);
+        if (typeof written !== "number") written = await untilAborted(written, -1);
         else {
           // Out now: an event must not wait in a buffer for the next one.
           const flushed = controller.flush();
-          if (typeof flushed !== "number") await Promise.race([flushed, aborted]);
+          if (typeof flushed !== "number") await untilAborted(flushed, -1);
         }
+        wake = undefined;
         if (ex.signal.aborted || (written === 0 && n > 0)) {
           // Hard stop, watchdog, or the client went away (a write of 0 bytes says so).
           const kind = ex.reason ?? "client_abort";
