@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type Redis from "ioredis";
 import { RedisBrokerStore, type BrokerStoreLimits } from "../../src/broker/redis/index.ts";
+import { TOUCH_REUSE_MS } from "../../src/broker/redis/nodes.ts";
 import { BACKSTOP_GRACE_MS, hashKey as hashKeyOf } from "../../src/broker/redis/shared.ts";
 import type { ExpiredKind, Job } from "../../src/broker/types.ts";
 import { ManualClock, type Clock } from "../../src/clock.ts";
@@ -314,6 +315,20 @@ describe.skipIf(why !== undefined)("RedisBrokerStore", () => {
     expect(await store.putAnswer("z", answer(3))).toBe("stored");
     expect(await store.canOpenStream()).toBe(true);
     expect(expired).toEqual({ node: 2, job: 0, answer: 2, stream: 1 });
+  });
+
+  test("a node this store touched a moment ago is not touched again: no datastore call until TOUCH_REUSE_MS passed", async () => {
+    const clock = new ManualClock();
+    const { store, base } = await make({ clock });
+    expect(await store.touchNode("n")).toBe("ok");
+    // Removed behind the store's back: a touch that reached the datastore would write it again.
+    await admin.zrem(`${base}nodes`, hashKeyOf("n"));
+    clock.advance(TOUCH_REUSE_MS - 1);
+    expect(await store.touchNode("n")).toBe("ok");
+    expect(await admin.zscore(`${base}nodes`, hashKeyOf("n"))).toBeNull();
+    clock.advance(1);
+    expect(await store.touchNode("n")).toBe("ok");
+    expect(await admin.zscore(`${base}nodes`, hashKeyOf("n"))).not.toBeNull();
   });
 
   test("each sweep does bounded work; repeated sweeps drain the backlog, counting each item once", async () => {

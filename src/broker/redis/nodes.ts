@@ -191,6 +191,17 @@ for _, j in ipairs(jobs) do out[#out + 1] = j end
 return out
 `;
 
+/**
+ * A node this process touched successfully this recently is not touched again: /sink touches
+ * before and after its hold, and a busy node's next /sink follows at once, so most touches would
+ * repeat one made a moment ago. Its last-seen time lags by at most this much, against a staleness
+ * of RELAY_NODE_STALE_MS (at least 1 s); and a node this fresh cannot have been pruned (only
+ * stale nodes are). With an injected clock, only touches at the same instant are shared.
+ */
+export const TOUCH_REUSE_MS = 100;
+/** Nodes remembered as touched; past this many the memory starts over (bounds it under a crowd). */
+const TOUCHED_ENTRIES = 4_096;
+
 export function createNodeOps(ctx: StoreContext) {
   const touch = ctx.script("TouchNode", 2, TOUCH_LUA);
   const pick = ctx.script("PickNode", 2, PICK_LUA);
@@ -208,12 +219,24 @@ export function createNodeOps(ctx: StoreContext) {
     return result;
   };
 
+  /** Node key -> when this process last touched it with "ok" (ctx.now()). */
+  const touched = new Map<string, number>();
+
   return {
-    touchNode: (key: string): Promise<TouchResult> =>
-      ctx.run(async () => {
+    touchNode: async (key: string): Promise<TouchResult> => {
+      const at = touched.get(key);
+      if (at !== undefined && ctx.now() - at < TOUCH_REUSE_MS) return "ok";
+      return ctx.run(async () => {
+        const now = ctx.now();
         const reply = await touch([nodes, due], [...ctx.base(), hashKey(key), key, limits.nodeStaleMs, limits.maxNodes]);
-        return counted(reply)[0] as TouchResult;
-      }),
+        const result = counted(reply)[0] as TouchResult;
+        if (result === "ok") {
+          if (touched.size >= TOUCHED_ENTRIES) touched.clear();
+          touched.set(key, now);
+        }
+        return result;
+      });
+    },
 
     pickNode: (): Promise<string | undefined> =>
       ctx.run(async () => {

@@ -109,6 +109,8 @@ export interface StoreContext {
   readonly sweepBatch: number;
   /** ARGV[1] and ARGV[2] of every script: the injected clock's now (or "") and the prefix. */
   base(): [string, string];
+  /** This process's time in ms (the injected clock's, else a monotonic one), for local caches. */
+  now(): number;
   key(name: string): string;
   /** Registers a script (PRELUDE_LUA + body) on the client under a name unique to this store. */
   script(name: string, numberOfKeys: number, lua: string): Script;
@@ -132,6 +134,7 @@ export function createContext(
     limits: opts.limits,
     sweepBatch: opts.sweepBatch ?? DEFAULT_SWEEP_BATCH,
     base: () => [clock ? String(Math.floor(clock.now())) : "", prefix],
+    now: () => (clock ? clock.now() : performance.now()),
     key: (name) => prefix + name,
     script(name, numberOfKeys, lua) {
       // The scripts take the prefix as an argument, so stores sharing a client share the definitions.
