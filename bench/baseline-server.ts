@@ -4,6 +4,12 @@
  * broker, metrics, logging or request ids. Relay figures are reported as ratios against it,
  * measured in the same run, because absolute numbers on a shared machine mean little.
  *
+ * Proxy mode (section "memory"): with BASELINE_PROXY_UPSTREAM set, every GET but /healthz is
+ * forwarded there with fetch and its body streamed back, the least a Bun proxy holds per open
+ * stream: BASELINE_PROXY_MODE=native hands fetch's body to the response (Bun pipes it natively,
+ * JavaScript never sees a chunk), =pump reads it chunk by chunk into a direct stream, as the
+ * relay must to count bytes and run its idle watchdog (src/proxy/stream.ts).
+ *
  * Prints `{"msg":"listening","port":N}` on stdout, like the relay.
  */
 
@@ -12,11 +18,39 @@ const JSON_HEADERS = { "Content-Type": "application/json" };
 // About as long as a real base64 PEM key, so GET answers are the size of the relay's.
 const FAKE_KEY = "K".repeat(604);
 
+const PROXY_UPSTREAM = process.env.BASELINE_PROXY_UPSTREAM;
+const PROXY_MODE = process.env.BASELINE_PROXY_MODE === "pump" ? "pump" : "native";
+
+async function proxy(req: Request, upstream: string): Promise<Response> {
+  const url = new URL(req.url);
+  const res = await fetch(upstream + url.pathname + url.search, { signal: req.signal, decompress: false, timeout: false, redirect: "manual" } as BunFetchRequestInit);
+  if (!res.body || PROXY_MODE === "native") return new Response(res.body, { status: res.status, headers: res.headers });
+  const reader = res.body.getReader();
+  const body = new ReadableStream<Uint8Array>({
+    type: "direct",
+    async pull(controller: ReadableStreamDirectController) {
+      for (;;) {
+        const chunk = await reader.read().catch(() => ({ done: true as const, value: undefined }));
+        if (chunk.done) return controller.close();
+        controller.write(chunk.value);
+        await controller.flush();
+      }
+    },
+    cancel() {
+      reader.cancel().catch(() => {});
+    },
+  });
+  return new Response(body, { status: res.status, headers: res.headers });
+}
+
 const server = Bun.serve({
   hostname: "127.0.0.1",
   port,
   development: false,
+  // A held stream is not idle: the upstream decides when it ends.
+  ...(PROXY_UPSTREAM ? { idleTimeout: 0 } : {}),
   async fetch(req) {
+    if (PROXY_UPSTREAM && req.method === "GET" && new URL(req.url).pathname !== "/healthz") return proxy(req, PROXY_UPSTREAM);
     if (req.method === "POST") {
       let body: unknown;
       try {

@@ -17,6 +17,13 @@
  * "after" is read (on this machine 3 s was not enough, 15 s was: the runtime returns it lazily).
  * Streams: 10,000 raw-socket GETs of an SSE stream through the relay (one event every 10 s,
  * the first at once); all have had their first event before RSS is read.
+ *
+ * Beside the relay, the same streams through the least a Bun proxy can be (the bare binary in
+ * proxy mode, bench/baseline-server.ts): once with fetch's body handed to the response (a native
+ * pipe) and once read chunk by chunk into a direct stream (the relay's way): the per-stream cost
+ * that is Bun's, not the relay's. Every RSS is split into anonymous memory and file-backed pages
+ * (the binary's code and embedded module graph, mapped from the file: shared between processes
+ * of one binary and reclaimable), from /proc/<pid>/smaps_rollup.
  */
 import { heldOn } from "./state.ts";
 import { openSse, type OpenStream } from "./sse-client.ts";
@@ -24,7 +31,24 @@ import { describe, post } from "./v1-wake.ts";
 import { fakeKey } from "./scenarios.ts";
 import { NODE_CAPABILITIES } from "../src/demo/protocol.ts";
 import { markdown, mib, type SectionResult, type Target } from "./report.ts";
+import { readFileSync } from "node:fs";
 import { rssBytes, type Server } from "./child.ts";
+
+/** Anonymous bytes of a process (heap, stacks, JIT code); the rest of its RSS is file-backed. */
+export function anonBytes(pid: number): number {
+  const m = /^Anonymous:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"));
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+/** A server and its RSS split, read at once. */
+const resident = (pid: number) => ({ rss: rssBytes(pid), anon: anonBytes(pid) });
+type Resident = ReturnType<typeof resident>;
+
+/** The minimal Bun proxies measured beside the relay (bench/baseline-server.ts in proxy mode). */
+export interface ProxyFloor {
+  label: string;
+  server: Server;
+}
 
 export const IDLE_TARGET_BYTES = 40 * 2 ** 20;
 export const LOADED_TARGET_BYTES = 200 * 2 ** 20;
@@ -50,6 +74,8 @@ export interface MemoryOptions {
   settleMs: number;
   token: string;
   log: (msg: string) => void;
+  /** Minimal proxies to open the same streams through, after the relay. */
+  floors?: ProxyFloor[];
 }
 
 const rawPoll = (port: number, key: string, token: string) => {
@@ -93,15 +119,43 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: n
   throw new Error(`memory: ${what} within ${timeoutMs} ms`);
 }
 
+/** Opens `n` SSE streams through `port`, reads `pid`'s memory with all of them open, closes them. */
+async function holdStreams(pid: number, port: number, n: number, failures: string[], who: string): Promise<Resident | undefined> {
+  const streams: OpenStream[] = [];
+  const BATCH = 500;
+  try {
+    for (let i = 0; i < n; i += BATCH) {
+      const batch = Array.from({ length: Math.min(BATCH, n - i) }, () => openSse(port, "/api/sse?n=1000&gap=10000", 0, 600_000));
+      streams.push(...batch);
+      await Promise.all(batch.map((s) => s.first));
+    }
+    const broken = (await Promise.all(streams.map((s) => Promise.race([s.done.then((r) => r.error ?? `ended (status ${r.status})`), Bun.sleep(0).then(() => undefined)])))).filter((e) => e !== undefined);
+    if (broken.length > 0) {
+      failures.push(`memory: ${broken.length} stream(s) through ${who} ended before they were measured, first: ${broken[0]}`);
+      return undefined;
+    }
+    return resident(pid);
+  } finally {
+    streams.forEach((s) => s.close());
+    await Promise.all(streams.map((s) => s.done));
+  }
+}
+
 /** Runs the section on `relay` (proxy mode, memoryRelayEnv) with `bareIdleBytes` measured beside it. */
 export async function memorySection(relay: Server, bare: Server | undefined, o: MemoryOptions): Promise<SectionResult> {
   const failures: string[] = [];
   const figures: Record<string, number> = {};
+  const anon: Record<string, number> = {};
+  const put = (name: string, r: Resident | undefined) => {
+    if (!r) return;
+    figures[name] = r.rss;
+    anon[name] = r.anon;
+  };
   const auth = { "X-Relay-Server-Token": o.token };
   await Bun.sleep(IDLE_SETTLE_MS);
-  const idle = rssBytes(relay.pid);
-  figures.idle = idle;
-  if (bare) figures.bareIdle = rssBytes(bare.pid);
+  put("idle", resident(relay.pid));
+  const idle = figures.idle!;
+  if (bare) put("bareIdle", resident(bare.pid));
 
   // held polls
   o.log(`memory: registering ${o.holds} nodes...`);
@@ -124,7 +178,7 @@ export async function memorySection(relay: Server, bare: Server | undefined, o: 
   const held = await holdPolls(relay.port, creds.map(([k]) => k), o.token);
   try {
     await waitFor(`${o.holds} polls held`, async () => (await heldOn(relay.url, "servers/poll")) - before >= o.holds, 60_000);
-    figures.holds = rssBytes(relay.pid);
+    put("holds", resident(relay.pid));
     if (held.answered() > 0) failures.push(`memory: ${held.answered()} held poll(s) answered before they were closed`);
   } catch (err) {
     failures.push(err instanceof Error ? err.message : String(err));
@@ -144,48 +198,57 @@ export async function memorySection(relay: Server, bare: Server | undefined, o: 
     }),
   );
   await Bun.sleep(o.settleMs);
-  figures.afterHolds = rssBytes(relay.pid);
+  put("afterHolds", resident(relay.pid));
 
   // proxied streams
   o.log(`memory: opening ${o.streams} proxied streams...`);
-  const streams: OpenStream[] = [];
-  const BATCH = 500;
-  try {
-    for (let i = 0; i < o.streams; i += BATCH) {
-      const batch = Array.from({ length: Math.min(BATCH, o.streams - i) }, () => openSse(relay.port, "/api/sse?n=1000&gap=10000", 0, 600_000));
-      streams.push(...batch);
-      await Promise.all(batch.map((s) => s.first));
-    }
-    const broken = (await Promise.all(streams.map((s) => Promise.race([s.done.then((r) => r.error ?? "ended"), Bun.sleep(0).then(() => undefined)])))).filter((e) => e !== undefined);
-    if (broken.length > 0) failures.push(`memory: ${broken.length} proxied stream(s) ended before they were measured, first: ${broken[0]}`);
-    figures.streams = rssBytes(relay.pid);
-  } finally {
-    streams.forEach((s) => s.close());
-  }
-  await Promise.all(streams.map((s) => s.done));
+  put("streams", await holdStreams(relay.pid, relay.port, o.streams, failures, "the relay"));
   await Bun.sleep(o.settleMs);
-  figures.afterStreams = rssBytes(relay.pid);
+  put("afterStreams", resident(relay.pid));
+
+  // the same streams through the minimal proxies
+  for (const [i, f] of (o.floors ?? []).entries()) {
+    o.log(`memory: opening ${o.streams} streams through the minimal proxy (${f.label})...`);
+    put(`floor${i}Idle`, resident(f.server.pid));
+    put(`floor${i}Streams`, await holdStreams(f.server.pid, f.server.port, o.streams, failures, `the minimal proxy (${f.label})`));
+  }
 
   const targets: Target[] = [
-    { what: "RSS idle (compiled relay)", figure: mib(figures.idle), target: `<= ${mib(IDLE_TARGET_BYTES)}`, met: figures.idle <= IDLE_TARGET_BYTES },
+    { what: "RSS idle (compiled relay)", figure: mib(idle), target: `<= ${mib(IDLE_TARGET_BYTES)}`, met: idle <= IDLE_TARGET_BYTES },
     { what: `RSS with ${o.holds.toLocaleString("en-US")} held polls`, figure: mib(figures.holds ?? NaN), target: `<= ${mib(LOADED_TARGET_BYTES)}`, met: figures.holds === undefined ? undefined : figures.holds <= LOADED_TARGET_BYTES },
-    { what: "RSS after the holds closed (nodes left)", figure: mib(figures.afterHolds), target: `<= idle + 10 % (${mib(idle * AFTER_TARGET_RATIO)})`, met: figures.afterHolds <= idle * AFTER_TARGET_RATIO },
+    { what: "RSS after the holds closed (nodes left)", figure: mib(figures.afterHolds ?? NaN), target: `<= idle + 10 % (${mib(idle * AFTER_TARGET_RATIO)})`, met: (figures.afterHolds ?? Infinity) <= idle * AFTER_TARGET_RATIO },
     { what: `RSS with ${o.streams.toLocaleString("en-US")} open proxied streams`, figure: mib(figures.streams ?? NaN), target: `<= ${mib(LOADED_TARGET_BYTES)}`, met: figures.streams === undefined ? undefined : figures.streams <= LOADED_TARGET_BYTES },
-    { what: "RSS after the streams closed", figure: mib(figures.afterStreams), target: `<= idle + 10 % (${mib(idle * AFTER_TARGET_RATIO)})`, met: figures.afterStreams <= idle * AFTER_TARGET_RATIO },
+    { what: "RSS after the streams closed", figure: mib(figures.afterStreams ?? NaN), target: `<= idle + 10 % (${mib(idle * AFTER_TARGET_RATIO)})`, met: (figures.afterStreams ?? Infinity) <= idle * AFTER_TARGET_RATIO },
   ];
-  const row = (what: string, v: number | undefined) => [what, v === undefined ? "n/a" : mib(v), v === undefined || what.startsWith("bare") ? "" : `${(v / idle).toFixed(2)}x idle`];
+  const perStream = (loaded: string, base: string) =>
+    figures[loaded] === undefined || figures[base] === undefined ? "" : `${((figures[loaded]! - figures[base]!) / o.streams / 1024).toFixed(1)} KiB per stream`;
+  const row = (what: string, key: string, note = "") => {
+    const v = figures[key];
+    const a = anon[key];
+    return [
+      what,
+      v === undefined ? "n/a" : mib(v),
+      a === undefined || Number.isNaN(a) || v === undefined ? "n/a" : `${mib(a)} / ${mib(v - a)}`,
+      note || (v === undefined || key.startsWith("bare") || key.startsWith("floor") ? "" : `${(v / idle).toFixed(2)}x idle`),
+    ];
+  };
+  const streamsLabel = o.streams.toLocaleString("en-US");
   const body = [
     markdown(
-      ["state", "RSS", "vs idle"],
+      ["state", "RSS", "anonymous / file-backed", "vs idle"],
       [
-        row("bare compiled Bun.serve, idle", figures.bareIdle),
-        row("relay idle (proxy mode, fresh start)", figures.idle),
-        row(`relay with ${o.holds.toLocaleString("en-US")} held servers/poll`, figures.holds),
-        row(`relay after they closed and the nodes left (+${o.settleMs / 1000} s)`, figures.afterHolds),
-        row(`relay with ${o.streams.toLocaleString("en-US")} open proxied SSE streams`, figures.streams),
-        row(`relay after they closed (+${o.settleMs / 1000} s)`, figures.afterStreams),
+        row("bare compiled Bun.serve, idle", "bareIdle"),
+        row("relay idle (proxy mode, fresh start)", "idle"),
+        row(`relay with ${o.holds.toLocaleString("en-US")} held servers/poll`, "holds"),
+        row(`relay after they closed and the nodes left (+${o.settleMs / 1000} s)`, "afterHolds"),
+        row(`relay with ${streamsLabel} open proxied SSE streams`, "streams", `${(figures.streams === undefined ? NaN : figures.streams / idle).toFixed(2)}x idle; ${perStream("streams", "afterHolds")}`),
+        row(`relay after they closed (+${o.settleMs / 1000} s)`, "afterStreams"),
+        ...(o.floors ?? []).flatMap((f, i) => [
+          row(`minimal Bun proxy (${f.label}), idle`, `floor${i}Idle`),
+          row(`minimal Bun proxy (${f.label}) with ${streamsLabel} open streams`, `floor${i}Streams`, perStream(`floor${i}Streams`, `floor${i}Idle`)),
+        ]),
       ],
     ),
   ].join("\n");
-  return { body, targets, failures, json: { holds: o.holds, streams: o.streams, settleMs: o.settleMs, rssBytes: figures } };
+  return { body, targets, failures, json: { holds: o.holds, streams: o.streams, settleMs: o.settleMs, rssBytes: figures, anonBytes: anon } };
 }
