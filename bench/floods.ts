@@ -28,6 +28,8 @@
  *   time from that POST to the node's poll answer carrying the job, p50/p99, before the flood (quiet)
  *   and during it, and the POST's own round trip;
  * - the relay's RSS from /proc/<pid>/status (VmRSS every 50 ms, VmHWM) against the budget;
+ * - the kernel's listen-queue overflows during the flood (TcpExt ListenOverflows, machine-wide):
+ *   connections the relay's accept queue dropped, each one's SYN retried a second later;
  * - every answer the flood got, by status and code (a refusal must be JSON with a code of its own;
  *   5xx other than 503, non-JSON answers and 4xx/503 without a code are counted as violations; a
  *   429/503 without Retry-After is marked in its label), and the relay's own count of 5xx answers,
@@ -42,7 +44,7 @@
  * Every loop is bounded in time and count. Exit 1 when the relay crashed or answered 500, a
  * refusal broke the shape rule, or something accepted was lost; the targets are printed, not enforced.
  */
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { distribution, type Distribution } from "./load.ts";
@@ -553,6 +555,19 @@ async function startRelay(env: Record<string, string>): Promise<Relay> {
   return { url: `http://127.0.0.1:${got}`, pid: proc.pid, logs, exited: () => (proc.exitCode ?? (proc.signalCode ? -1 : null)), stop };
 }
 
+/** The kernel's TcpExt ListenOverflows counter (machine-wide); NaN where /proc/net/netstat is not readable. */
+function listenOverflows(): number {
+  try {
+    const lines = readFileSync("/proc/net/netstat", "utf8").split("\n");
+    const names = lines.find((l) => l.startsWith("TcpExt:"))?.split(/\s+/) ?? [];
+    const values = lines.filter((l) => l.startsWith("TcpExt:"))[1]?.split(/\s+/) ?? [];
+    const i = names.indexOf("ListenOverflows");
+    return i > 0 ? Number(values[i]) : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
 /** VmRSS and VmHWM of a process in bytes (undefined once it is gone). */
 async function memoryOf(pid: number): Promise<{ rss: number; hwm: number } | undefined> {
   try {
@@ -706,6 +721,12 @@ interface RunResult {
   peakRssFloodBytes: number;
   peakRssRunBytes: number;
   relayCpuPercentDuringFlood: number;
+  /**
+   * The kernel's ListenOverflows during the flood (machine-wide, /proc/net/netstat): connections
+   * dropped because the relay's accept queue (Bun's backlog, 512) was full. Each dropped SYN is
+   * retransmitted after a second, so a legitimate peer's new connection can wait that long.
+   */
+  listenOverflowsDuringFlood: number;
   dispatchQuiet: Distribution;
   dispatchFlood: Distribution;
   /** The legitimate client's POST round trip (its answer) during the flood. */
@@ -836,6 +857,8 @@ async function runOne(spec: RunSpec, opts: { floodMs: number; quietMs: number })
     let floodEnd = NaN;
     let cpu0 = NaN;
     let cpu1 = NaN;
+    let overflows0 = NaN;
+    let overflows1 = NaN;
     let flood: FloodResult | undefined;
     let onStarted!: () => void;
     const started = new Promise<void>((r) => (onStarted = r));
@@ -853,11 +876,13 @@ async function runOne(spec: RunSpec, opts: { floodMs: number; quietMs: number })
           if (j.started) {
             floodStart = performance.now();
             cpu0 = await processCpuMs(relay.pid);
+            overflows0 = listenOverflows();
             onStarted();
           }
           if (j.result) {
             floodEnd = performance.now();
             cpu1 = await processCpuMs(relay.pid);
+            overflows1 = listenOverflows();
             flood = j.result;
           }
         }
@@ -940,6 +965,7 @@ async function runOne(spec: RunSpec, opts: { floodMs: number; quietMs: number })
       peakRssFloodBytes: Math.max(hwmAfterFlood, ...floodSamples.map((s) => s.rss)),
       peakRssRunBytes: Math.max(...samples.map((s) => s.hwm)),
       relayCpuPercentDuringFlood: ((cpu1 - cpu0) / (floodEnd - floodStart)) * 100,
+      listenOverflowsDuringFlood: overflows1 - overflows0,
       dispatchQuiet: dispatch(quietStart, floodStart),
       dispatchFlood,
       ackFlood: distribution(inFlood.filter(([, e]) => e.ackAt !== undefined).map(([, e]) => e.ackAt! - e.t0)),
@@ -1026,7 +1052,7 @@ function report(results: RunResult[]): string {
       fromText(s),
       `${mib(r.peakRssFloodBytes)} (${((r.peakRssFloodBytes / BUDGET_BYTES) * 100).toFixed(0)}%)`,
       `${mib(r.rssBeforeBytes)} / ${mib(r.rssAfterFloodBytes)}`,
-      `${r.relayCpuPercentDuringFlood.toFixed(0)}%`,
+      `${r.relayCpuPercentDuringFlood.toFixed(0)}%; ${Number.isNaN(r.listenOverflowsDuringFlood) ? "n/a" : r.listenOverflowsDuringFlood.toLocaleString("en-US")}`,
       `${ms(r.dispatchFlood.p50)} / ${ms(r.dispatchFlood.p99)} ms (${r.slowSamples} of ${r.dispatchFlood.count} >= 50 ms)`,
       `${ms(r.dispatchQuiet.p50)} / ${ms(r.dispatchQuiet.p99)} ms`,
       `${r.legit.delivered}/${r.legit.delivered + r.legit.lost} legit, ${r.parked.delivered}/${r.parked.accepted} parked, ${r.floodDelivered}/${acceptedFlood} flood` +
@@ -1054,7 +1080,7 @@ function report(results: RunResult[]): string {
   });
   return [
     markdown(
-      ["flood", "rate limits", "flood from", "peak RSS (VmHWM) vs budget", "RSS before / after", "relay CPU (flood window)", "dispatch p50 / p99 during the flood", "quiet p50 / p99", "accepted -> delivered"],
+      ["flood", "rate limits", "flood from", "peak RSS (VmHWM) vs budget", "RSS before / after", "relay CPU; listen-queue overflows (flood window)", "dispatch p50 / p99 during the flood", "quiet p50 / p99", "accepted -> delivered"],
       figures,
     ),
     "",
@@ -1121,7 +1147,7 @@ async function main(): Promise<number> {
     const r = await runOne(spec, { floodMs, quietMs });
     results.push(r);
     console.error(
-      `  peak RSS ${mib(r.peakRssFloodBytes)}, dispatch p50 ${ms(r.dispatchFlood.p50)} p99 ${ms(r.dispatchFlood.p99)} ms (n=${r.dispatchFlood.count}), legit POST answered p50 ${ms(r.ackFlood.p50)} p99 ${ms(r.ackFlood.p99)} ms, relay CPU ${r.relayCpuPercentDuringFlood.toFixed(0)}%, ` +
+      `  peak RSS ${mib(r.peakRssFloodBytes)}, dispatch p50 ${ms(r.dispatchFlood.p50)} p99 ${ms(r.dispatchFlood.p99)} ms (n=${r.dispatchFlood.count}), legit POST answered p50 ${ms(r.ackFlood.p50)} p99 ${ms(r.ackFlood.p99)} ms, relay CPU ${r.relayCpuPercentDuringFlood.toFixed(0)}%, listen-queue overflows ${r.listenOverflowsDuringFlood}, ` +
         `flood ${r.flood.requests} requests: ${counts(r.flood.answers)}${Object.keys(r.flood.noAnswer).length ? `; no answer: ${counts(r.flood.noAnswer)}` : ""}` +
         `; memory guard: ${guardText(r.relayCounts.guard)}` +
         `${r.problems.length ? `\n  PROBLEMS: ${r.problems.join("; ")}` : ""}`,
