@@ -50,7 +50,15 @@ export function createLongPoll(deps: LongPollDeps): LongPoll {
   async function hold<T>(req: Request, ctx: RequestContext, topic: string, attempt: () => Promise<T | undefined>, holdMs = deps.holdMs) {
     const route = ctx.route;
     const deadline = performance.now() + holdMs;
+    // One look before subscribing: on a busy relay most polls and retrieves find their work at
+    // once, and a subscription (a promise, a closure, a set entry) made and dropped for each was
+    // most of this function's cost. A miss that will be held subscribes and looks once more
+    // below, so a notification between the two looks is not lost.
+    const first = await attempt();
+    if (first !== undefined) return finish(route, first, "immediate");
     for (let round = 0; ; round++) {
+      const stop = stopBefore(req, ctx, round, holdMs, deadline - performance.now());
+      if (stop) return finish(route, undefined, stop);
       const sub = deps.notifier.subscribe(topic);
       let value: T | undefined;
       try {
@@ -64,17 +72,10 @@ export function createLongPoll(deps: LongPollDeps): LongPoll {
         return finish(route, value, round === 0 ? "immediate" : "woken");
       }
       const remaining = deadline - performance.now();
-      const stop: HoldOutcome | undefined =
-        holdMs <= 0 ? "disabled"
-        : deps.drainSignal.aborted ? "draining"
-        : req.signal.aborted ? "aborted"
-        : remaining <= 0 ? "timeout"
-        : round === 0 && waiting >= deps.maxWaiting ? "overflow"
-        : round === 0 && overIpShare(ctx.clientId) ? "ip_limit"
-        : undefined;
-      if (stop) {
+      const stopped = stopBefore(req, ctx, round, holdMs, remaining);
+      if (stopped) {
         sub.cancel();
-        return finish(route, undefined, stop);
+        return finish(route, undefined, stopped);
       }
       if (round === 0) ctx.holdOpen();
       const outcome = await wait(sub.fired, Math.max(remaining, 0), req.signal, route, ctx.clientId);
@@ -88,12 +89,29 @@ export function createLongPoll(deps: LongPollDeps): LongPoll {
     }
   }
 
+  /** Why a look that found nothing ends the request now instead of holding it (undefined: hold). */
+  function stopBefore(req: Request, ctx: RequestContext, round: number, holdMs: number, remaining: number): HoldOutcome | undefined {
+    return holdMs <= 0 ? "disabled"
+      : deps.drainSignal.aborted ? "draining"
+      : req.signal.aborted ? "aborted"
+      : remaining <= 0 ? "timeout"
+      : round === 0 && waiting >= deps.maxWaiting ? "overflow"
+      : round === 0 && overIpShare(ctx.clientId) ? "ip_limit"
+      : undefined;
+  }
+
   const overIpShare = (ip: string | undefined) => maxPerIp > 0 && ip !== undefined && (perIp.get(ip) ?? 0) >= maxPerIp;
 
+  // The outcome counter's children by route and outcome (a few dozen at most): prom-client's
+  // labels() validates the label values and binds a new child on every call.
+  const outcomeCounters = new Map<string, { inc(): void }>();
   function finish<T>(route: string, value: T | undefined, outcome: HoldOutcome) {
     if (outcome === "overflow") deps.metrics.rejections.labels(deps.side === "node" ? "long_poll_capacity" : "long_poll_capacity_client").inc();
     if (outcome === "ip_limit") deps.metrics.rejections.labels(deps.side === "node" ? "long_poll_per_ip" : "long_poll_per_ip_client").inc();
-    deps.metrics.longPollOutcomes.labels(route, outcome).inc();
+    const key = `${route} ${outcome}`;
+    let counter = outcomeCounters.get(key);
+    if (counter === undefined) outcomeCounters.set(key, (counter = deps.metrics.longPollOutcomes.labels(route, outcome)));
+    counter.inc();
     return { value, outcome };
   }
 

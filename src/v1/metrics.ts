@@ -66,9 +66,17 @@ export function createV1Metrics(registry: Registry, readStats: () => Promise<V1S
   for (const s of CONTROL_STATES) control.labels(s).inc(0);
   for (const k of ["answer", "untracked_request"]) dropped.labels(k).inc(0);
 
+  // One outcome is counted per completed request: its child is looked up, not rebuilt (prom-client's
+  // labels() validates the value and binds a new child on every call).
+  const outcomeChildren = new Map<string, { inc(): void }>();
+  const countOutcome = (o: Outcome | (typeof OUTCOMES)[number]) => {
+    let child = outcomeChildren.get(o);
+    if (child === undefined) outcomeChildren.set(o, (child = outcomes.labels(o)));
+    child.inc();
+  };
   const events: V1Events = {
     evicted: (reason) => evictions.labels(reason).inc(),
-    outcome: (o: Outcome) => outcomes.labels(o).inc(),
+    outcome: countOutcome,
     dropped: (kind, n) => dropped.labels(kind).inc(n),
   };
   return {
@@ -76,7 +84,7 @@ export function createV1Metrics(registry: Registry, readStats: () => Promise<V1S
     control: (state: ControlState) => control.labels(state).inc(),
     leaseRenewed: () => renewals.inc(),
     /** A POST /api/v1/relay/requests refused by a rate limit (upstream's terminal outcome "rate_limited"). */
-    rateLimited: () => outcomes.labels("rate_limited").inc(),
+    rateLimited: () => countOutcome("rate_limited"),
   };
 }
 

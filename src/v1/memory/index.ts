@@ -5,7 +5,7 @@ import type {
 import * as nodes from "./nodes.ts";
 import * as requests from "./requests.ts";
 import * as responses from "./responses.ts";
-import { MemoryState, envelopeBytes, type MemoryLimits } from "./state.ts";
+import { MemoryState, type MemoryLimits } from "./state.ts";
 
 export type { MemoryLimits };
 
@@ -92,7 +92,7 @@ export class MemoryV1Store implements V1Store {
         if (a.expiresAt > now) continue;
         byClient.delete(id);
         s.answerCount--;
-        s.storedBytes -= envelopeBytes(a.envelope);
+        s.storedBytes -= a.bytes;
         answers++;
       }
       if (byClient.size === 0) s.answers.delete(clientKey);

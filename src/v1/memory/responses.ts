@@ -9,8 +9,9 @@ export function respond(s: MemoryState, envelope: Envelope): RespondResult {
   const rid = envelope.request_id;
   if (rid === undefined) {
     if (s.answerCount >= s.limits.maxAnswers) return { kind: "answers_full" };
-    if (!s.fits(envelopeBytes(envelope))) return { kind: "storage_full" };
-    s.storeAnswer(envelope, now + s.limits.answerTtlMs);
+    const bytes = envelopeBytes(envelope);
+    if (!s.fits(bytes)) return { kind: "storage_full" };
+    s.storeAnswer(envelope, now + s.limits.answerTtlMs, undefined, bytes);
     return { kind: "accepted" };
   }
   const pair = pairId(envelope.client_public_key, rid);
@@ -29,7 +30,8 @@ export function respond(s: MemoryState, envelope: Envelope): RespondResult {
   }
   if (s.answerCount >= s.limits.maxAnswers) return { kind: "answers_full" };
   // The request's own bytes are released below, so only the difference must fit.
-  if (!s.fits(envelopeBytes(envelope) - pending.bytes)) return { kind: "storage_full" };
+  const bytes = envelopeBytes(envelope);
+  if (!s.fits(bytes - pending.bytes)) return { kind: "storage_full" };
   // Owned: whether queued or in flight, the request ends here (spec §6.8 step 4).
   if (node) {
     if (pending.state === "queued") s.dequeue(node, pair);
@@ -40,7 +42,7 @@ export function respond(s: MemoryState, envelope: Envelope): RespondResult {
   s.dropPending(pair);
   s.dropProgress(pair);
   s.countOutcome(pair, "completed");
-  s.storeAnswer(envelope, now + s.limits.answerTtlMs);
+  s.storeAnswer(envelope, now + s.limits.answerTtlMs, pair, bytes);
   return { kind: "accepted" };
 }
 

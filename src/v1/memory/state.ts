@@ -98,6 +98,8 @@ export interface Tombstone extends Expiring {
 export interface StoredAnswer extends Expiring {
   envelope: Envelope;
   pair?: string;
+  /** envelopeBytes(envelope), counted once when stored and given back as it is when it leaves. */
+  bytes: number;
 }
 
 /**
@@ -237,18 +239,23 @@ export class MemoryState {
     return envelope.request_id !== undefined ? `r:${envelope.request_id}` : `u:${crypto.randomUUID()}`;
   }
 
-  storeAnswer(envelope: Envelope, expiresAt: number): void {
+  /**
+   * `pair` and `bytes`: the envelope's pair id and envelopeBytes when the caller has them already
+   * (a SHA-256 and six string scans less).
+   */
+  storeAnswer(envelope: Envelope, expiresAt: number, pair?: string, bytes = envelopeBytes(envelope)): void {
     let byClient = this.answers.get(envelope.client_public_key);
     if (!byClient) this.answers.set(envelope.client_public_key, (byClient = new Map()));
     const id = this.answerId(envelope);
     const previous = byClient.get(id);
-    if (previous) this.storedBytes -= envelopeBytes(previous.envelope);
+    if (previous) this.storedBytes -= previous.bytes;
     else this.answerCount++;
-    this.storedBytes += envelopeBytes(envelope);
+    this.storedBytes += bytes;
     byClient.set(id, {
       envelope,
       expiresAt,
-      pair: envelope.request_id !== undefined ? pairId(envelope.client_public_key, envelope.request_id) : undefined,
+      pair: envelope.request_id === undefined ? undefined : (pair ?? pairId(envelope.client_public_key, envelope.request_id)),
+      bytes,
     });
   }
 
@@ -274,7 +281,7 @@ export class MemoryState {
     if (!found) return undefined;
     byClient.delete(id);
     this.answerCount--;
-    this.storedBytes -= envelopeBytes(found.envelope);
+    this.storedBytes -= found.bytes;
     if (byClient.size === 0) this.answers.delete(clientKey);
     return found;
   }
