@@ -104,16 +104,23 @@ export function createRedactor(paths: readonly string[] = REDACT_PATHS, censor =
 
 /** pino's level number of "warn": lines from here up are written at once, never batched. */
 const WARN_LEVEL = 40;
-/** A batch larger than this is written at once instead of at the end of the event-loop turn. */
+/** A batch larger than this is written at once instead of at the end of its delay. */
 const BATCH_MAX_CHARS = 64 * 1024;
+/**
+ * Most milliseconds a batched line waits for its write. One write per event-loop turn was still a
+ * write(2) per request when requests arrive one at a time (a client or node waiting for each
+ * answer): about a fifth of the cost of logging a request line. Short enough that a line is never
+ * seen late by anyone reading the log.
+ */
+export const LOG_BATCH_DELAY_MS = 10;
 
 /**
- * stdout for log lines, written in batches: the lines of one event-loop turn go out in one
- * write at its end (setImmediate) instead of one write(2) per line, which was the largest single
- * cost of a request under load. Writes stay synchronous (a sync SonicBoom: pino's async mode lost
- * and reordered the last lines before exit under Bun), and nothing waits long: warn, error and
- * fatal lines flush the batch and are written at once, so the lines that explain a crash are out
- * before it; the batch is also written on `flush()` (pino's logger.flush) and at process exit.
+ * stdout for log lines, written in batches: the lines of up to LOG_BATCH_DELAY_MS go out in one
+ * write instead of one write(2) per line, which was the largest single cost of a request under
+ * load. Writes stay synchronous (a sync SonicBoom: pino's async mode lost and reordered the last
+ * lines before exit under Bun), and nothing waits long: warn, error and fatal lines flush the
+ * batch and are written at once, so the lines that explain a crash are out before it; the batch
+ * is also written on `flush()` (pino's logger.flush) and at process exit.
  */
 export function createBatchedStdout(fd = 1): DestinationStream & { flush(cb?: (err?: Error) => void): void; flushSync(): void } {
   const sonic = pino.destination({ dest: fd, sync: true });
@@ -127,7 +134,7 @@ export function createBatchedStdout(fd = 1): DestinationStream & { flush(cb?: (e
     chars = 0;
     sonic.write(out);
   };
-  const onTurnEnd = () => {
+  const onDelayEnd = () => {
     scheduled = false;
     flushSync();
   };
@@ -147,7 +154,8 @@ export function createBatchedStdout(fd = 1): DestinationStream & { flush(cb?: (e
       if (chars >= BATCH_MAX_CHARS) flushSync();
       else if (!scheduled) {
         scheduled = true;
-        setImmediate(onTurnEnd);
+        // Unref'd: a batch never keeps the process alive; exit writes it (process.once above).
+        setTimeout(onDelayEnd, LOG_BATCH_DELAY_MS).unref();
       }
     },
     flush(cb?: (err?: Error) => void) {

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import pino, { type DestinationStream } from "pino";
-import { REDACT_CENSOR, REDACT_PATHS, createBatchedStdout, createLogger, createRedactor, createRequestLine } from "../../src/log.ts";
+import { LOG_BATCH_DELAY_MS, REDACT_CENSOR, REDACT_PATHS, createBatchedStdout, createLogger, createRedactor, createRequestLine } from "../../src/log.ts";
 
 /**
  * The relay censors REDACT_PATHS itself (src/log.ts) instead of through pino's `redact` option,
@@ -109,7 +109,7 @@ describe("log redaction", () => {
     expect(quiet.lines).toEqual([]);
   });
 
-  test("stdout batching: lines of one turn go out together at its end, warn and up at once and in order", async () => {
+  test("stdout batching: lines go out together within LOG_BATCH_DELAY_MS, warn and up at once and in order", async () => {
     const { mkdtempSync, openSync, readFileSync, closeSync } = await import("node:fs");
     const { join } = await import("node:path");
     const { tmpdir } = await import("node:os");
@@ -125,10 +125,12 @@ describe("log redaction", () => {
       expect(msgs()).toEqual(["one", "two", "three"]);
       logger.info("four");
       await new Promise((r) => setImmediate(r));
-      expect(msgs()).toEqual(["one", "two", "three", "four"]);
+      logger.info("four and a half");
+      await Bun.sleep(LOG_BATCH_DELAY_MS + 20);
+      expect(msgs()).toEqual(["one", "two", "three", "four", "four and a half"]);
       logger.info("five");
       await new Promise<void>((r) => logger.flush(() => r()));
-      expect(msgs()).toEqual(["one", "two", "three", "four", "five"]);
+      expect(msgs()).toEqual(["one", "two", "three", "four", "four and a half", "five"]);
     } finally {
       closeSync(fd);
     }
