@@ -71,11 +71,14 @@ export function startRelay(config: Config, o: RelayOverrides = {}): Relay {
   const proxy = !config.relayOnly && o.proxy ? o.proxy({ config, metrics, logger, lifecycle }) : undefined;
   if (proxy?.readiness) checks.push(proxy.readiness);
 
-  const memoryGuard = createMemoryGuard({ budget: config.memory, registry: metrics.registry, logger, readRss: o.readRss });
+  // The guard starts before the server exists; it reads the open requests once the server does.
+  let openRequests = () => 0;
+  const memoryGuard = createMemoryGuard({ budget: config.memory, registry: metrics.registry, logger, readRss: o.readRss, pending: () => openRequests() });
   checks.push(memoryGuard.healthCheck);
   const app = createApp({ config, store, v1Store, v1Metrics, notifier, logger, metrics, lifecycle, checks, proxy, rateLimitStore: backend.rateLimitStore, memoryGuard });
   const server = serve(app, config);
   metrics.sources.serverPendingRequests = () => server.pendingRequests;
+  openRequests = () => server.pendingRequests;
   // Five gauges read the same numbers during one scrape: take them from one store read.
   let statsRead: { at: number; stats: Promise<StoreStats> } | undefined;
   const stats = () => {

@@ -50,7 +50,13 @@ export function createMemoryMetrics(registry: Registry, budget: Pick<MemoryBudge
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
     registers: [registry],
   });
+  const shrinks = new Counter({
+    name: P + "memory_shrinks_total",
+    help: "Collections and heap shrinks the memory guard ran after load passed (open requests fell from a peak and stayed low).",
+    registers: [registry],
+  });
   return {
+    shrunk: () => shrinks.inc(),
     refused: (side: "client" | "node") => refusals.labels(side).inc(),
     collected: (seconds: number) => collections.observe(seconds),
   };

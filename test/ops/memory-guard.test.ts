@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { Registry } from "prom-client";
 import { memoryShares } from "../../src/config/memory.ts";
-import { createMemoryGuard } from "../../src/ops/memory-guard.ts";
+import { SHRINK_LOW_REQUESTS, SHRINK_MIN_INTERVAL_MS, SHRINK_PEAK_REQUESTS, SHRINK_QUIET_MS, createMemoryGuard } from "../../src/ops/memory-guard.ts";
 import { captureLogger, fakeKey, startTestRelay, type TestRelay } from "../helpers/relay.ts";
 import { NODE_CAPS, PROTOCOL, rid } from "../v1/helpers.ts";
 
@@ -135,6 +135,56 @@ describe("memory guard levels", () => {
     set(500 * MiB);
     expect(guard.shedding).toBe(false);
     expect(collections()).toBe(0);
+  });
+
+  test("after load passed (open requests fell from a peak and stayed low) a collection and a shrink, at most once per SHRINK_MIN_INTERVAL_MS", async () => {
+    let open = 0;
+    let now = 0;
+    let collections = 0;
+    let shrinks = 0;
+    const registry = new Registry();
+    const guard = createMemoryGuard({
+      budget: { bytes: BUDGET, shares, guard: levels },
+      registry,
+      logger: captureLogger("warn").logger,
+      readRss: () => 100 * MiB,
+      collect: () => collections++,
+      shrink: () => shrinks++,
+      pending: () => open,
+      now: () => now,
+      intervalMs: 60_000,
+    });
+    const at = (ms: number, requests: number) => ((now = ms), (open = requests), guard.sample());
+    try {
+      // No peak yet: a quiet relay is never shrunk.
+      at(10_000, 0);
+      expect(shrinks).toBe(0);
+      at(10_100, SHRINK_PEAK_REQUESTS);
+      at(10_200, SHRINK_LOW_REQUESTS);
+      at(10_200 + SHRINK_QUIET_MS - 1, SHRINK_LOW_REQUESTS);
+      expect(shrinks).toBe(0);
+      // A lull that rises again above the low mark starts the quiet period over.
+      at(12_000, SHRINK_LOW_REQUESTS + 1);
+      at(12_100, 0);
+      at(12_100 + SHRINK_QUIET_MS - 1, 0);
+      expect(shrinks).toBe(0);
+      at(12_100 + SHRINK_QUIET_MS, 0);
+      expect([collections, shrinks]).toEqual([1, 1]);
+      const first = 12_100 + SHRINK_QUIET_MS;
+      // Passed once, shrunk once: no further shrink without a new peak.
+      at(first + SHRINK_QUIET_MS * 2, 0);
+      expect(shrinks).toBe(1);
+      // A new peak soon after waits for the interval to end.
+      at(first + SHRINK_QUIET_MS * 2 + 100, SHRINK_PEAK_REQUESTS * 2);
+      at(first + SHRINK_QUIET_MS * 2 + 200, 3);
+      at(first + SHRINK_MIN_INTERVAL_MS - 1, 3);
+      expect(shrinks).toBe(1);
+      at(first + SHRINK_MIN_INTERVAL_MS, 3);
+      expect([collections, shrinks]).toEqual([2, 2]);
+      expect(await registry.metrics()).toContain("tokenplace_relay_memory_shrinks_total 2");
+    } finally {
+      guard.close();
+    }
   });
 });
 
