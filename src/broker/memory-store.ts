@@ -60,8 +60,9 @@ export class MemoryStore implements BrokerStore {
   /** Drops the node's expired jobs, and the node itself once it is stale with nothing queued. */
   private prune(key: string, node: NodeEntry): NodeEntry | undefined {
     const now = this.clock.now();
-    const kept = node.queue.filter((q) => q.expiresAt > now);
-    if (kept.length !== node.queue.length) {
+    // Looked at on every access of the node: the queue is copied only when something expired.
+    if (node.queue.some((q) => q.expiresAt <= now)) {
+      const kept = node.queue.filter((q) => q.expiresAt > now);
       this.onExpire("job", node.queue.length - kept.length);
       this.releaseJobs(node, node.queue.filter((q) => q.expiresAt <= now));
       node.queue = kept;
