@@ -67,6 +67,28 @@ function requestSeries(counter: PromClient.Counter<string>, histogram: PromClien
   return { count, duration, current: () => c.hashMap[ch] === count && h.hashMap[hh] === duration };
 }
 
+/**
+ * One label set of a counter as a function that adds to it: the entry prom-client keeps for it
+ * (see RequestSeries) is found once and then added to directly, for the counters a request bumps
+ * (long-poll outcomes, API v1 outcomes), where `labels(...).inc()` validated, hashed and bound
+ * again every time. A reset of the metric, or another prom-client, falls back to the API.
+ */
+export function counterChild(counter: PromClient.Counter<string>, labels: Record<string, string>): (n?: number) => void {
+  const c = counter as unknown as HashMapped;
+  let hash: string | undefined;
+  let entry: { value: number } | undefined;
+  return (n = 1) => {
+    if (entry !== undefined && c.hashMap[hash!] === entry) {
+      entry.value += n;
+      return;
+    }
+    counter.inc(labels, n);
+    hash ??= hashObject(labels, c.sortedLabelNames);
+    const found = c.hashMap?.[hash] as { value?: unknown } | undefined;
+    entry = typeof found?.value === "number" ? (found as { value: number }) : undefined;
+  };
+}
+
 type ProxyDirection = "request" | "response";
 const PROXY_DIRECTIONS: readonly ProxyDirection[] = ["request", "response"];
 

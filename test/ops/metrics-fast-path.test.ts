@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { Registry } from "prom-client";
-import { createMetrics } from "../../src/ops/metrics.ts";
+import { counterChild, createMetrics } from "../../src/ops/metrics.ts";
 
 /**
  * observeRequest adds to prom-client's entries directly once a label set is known (src/ops/metrics.ts).
@@ -41,5 +41,40 @@ describe("request metrics fast path", () => {
     const text = await metrics.registry.metrics();
     expect(text).toContain('tokenplace_relay_http_requests_total{method="GET",route="/livez",status="200"} 1');
     expect(text).toContain('tokenplace_relay_http_request_duration_seconds_count{method="GET",route="/livez",status="200"} 1');
+  });
+});
+
+/** counterChild adds to a counter's entry directly once it exists (src/ops/metrics.ts). */
+describe("counter children", () => {
+  const outcomes = (text: string) => text.split("\n").filter((l) => l.startsWith("tokenplace_relay_long_poll_outcomes_total")).join("\n");
+
+  test("the same exposition as labels().inc(), label sets apart", async () => {
+    const fast = createMetrics(new Registry(), { processMetrics: false });
+    const api = createMetrics(new Registry(), { processMetrics: false });
+    const children = new Map<string, (n?: number) => void>();
+    for (let i = 0; i < 300; i++) {
+      const route = ["/sink", "/retrieve"][i % 2]!;
+      const outcome = ["immediate", "woken", "timeout"][i % 3]!;
+      const n = i % 5 === 0 ? 3 : 1;
+      const key = `${route} ${outcome}`;
+      let child = children.get(key);
+      if (!child) children.set(key, (child = counterChild(fast.longPollOutcomes, { route, outcome })));
+      child(n);
+      api.longPollOutcomes.labels(route, outcome).inc(n);
+    }
+    const text = outcomes(await fast.registry.metrics());
+    expect(text).toContain('tokenplace_relay_long_poll_outcomes_total{route="/sink",outcome="immediate"}');
+    expect(text).toBe(outcomes(await api.registry.metrics()));
+  });
+
+  test("after a reset it counts into what the registry shows", async () => {
+    const metrics = createMetrics(new Registry(), { processMetrics: false });
+    const inc = counterChild(metrics.longPollOutcomes, { route: "/sink", outcome: "woken" });
+    inc();
+    inc();
+    metrics.registry.resetMetrics();
+    inc();
+    inc();
+    expect(await metrics.registry.metrics()).toContain('tokenplace_relay_long_poll_outcomes_total{route="/sink",outcome="woken"} 2');
   });
 });
