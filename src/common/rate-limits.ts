@@ -211,19 +211,36 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
     throw rateLimitExceeded(b.limit, msBeforeNext);
   }
 
-  /** Takes a point; on a 429 refunds this request's earlier points and throws. */
-  async function take(ctx: RequestContext, b: Bucket, key: string, kind: LimitedBucket): Promise<void> {
+  /**
+   * Takes a point from each bucket at once (with shared counters their scripts go out in one
+   * write, one round trip for all); on a 429 refunds every point this request took and throws the
+   * first refusal in the buckets' order.
+   */
+  async function take(ctx: RequestContext, buckets: readonly Bucket[], key: string, kind: LimitedBucket): Promise<void> {
     await ready();
-    try {
-      await b.limiter.consume(key, 1);
-    } catch (err) {
-      if (!(err instanceof RateLimiterRes)) return storeFailed(err);
-      // The refused request's own point stays in the spent bucket: harmless, it is over anyway.
-      return refuse(ctx, b, err.msBeforeNext, kind);
-    }
-    const list = charged.get(ctx);
-    if (list) list.push({ b, key });
-    else charged.set(ctx, [{ b, key }]);
+    const results = await Promise.all(
+      buckets.map((b) =>
+        b.limiter.consume(key, 1).then(
+          () => undefined,
+          (err: unknown) => err,
+        ),
+      ),
+    );
+    let refused: { b: Bucket; msBeforeNext: number } | undefined;
+    results.forEach((err, i) => {
+      const b = buckets[i]!;
+      if (err === undefined) {
+        const list = charged.get(ctx);
+        if (list) list.push({ b, key });
+        else charged.set(ctx, [{ b, key }]);
+      } else if (!(err instanceof RateLimiterRes)) {
+        storeFailed(err);
+      } else {
+        // The refused request's own point stays in the spent bucket: harmless, it is over anyway.
+        refused ??= { b, msBeforeNext: err.msBeforeNext };
+      }
+    });
+    if (refused) await refuse(ctx, refused.b, refused.msBeforeNext, kind);
   }
 
   return {
@@ -234,12 +251,12 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
       const ip = clientKey(req, ctx);
       if (spec.limit === "public") {
         const key = `${spec.path}:${digest(ip)}`;
-        for (const b of publicBuckets) await take(ctx, b, key, "public");
+        await take(ctx, publicBuckets, key, "public");
         return;
       }
       const route = CONTROL_PLANE_ROUTE_BY_PATH[spec.path];
       if (route === undefined) throw new Error(`${spec.path} declares limit "control" but is no control-plane route`);
-      await take(ctx, controlIp, `${route}:${digest(ip)}`, "control_ip");
+      await take(ctx, [controlIp], `${route}:${digest(ip)}`, "control_ip");
     },
 
     async authAttempt(req, ctx) {
@@ -269,7 +286,7 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
 
     async identity(route, identity, ctx) {
       if (!config.enabled || (TOKEN_BOUND_IDENTITY.has(route) && !deps.serverTokensConfigured)) return;
-      await take(ctx, identityBuckets[route], digest(identity), "control_identity");
+      await take(ctx, [identityBuckets[route]], digest(identity), "control_identity");
     },
 
     async owner(route, nodeKey, ctx) {
