@@ -11,7 +11,7 @@
  * upstream relay.py. Figures: cycles/s, the relay as a share of the ceiling and a multiple of
  * upstream, and p50/p99 of each step (timed in the Lua script with the monotonic clock).
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO } from "./peers.ts";
@@ -50,6 +50,8 @@ export interface CycleServer {
   url: string;
   /** The registration token its nodes send (none for the ceiling). */
   token: string;
+  /** Its process, whose CPU time per cycle is reported (absent: not reported). */
+  pid?: number;
 }
 
 export interface StepLatency {
@@ -71,7 +73,28 @@ export interface CycleRun {
   durationS: number;
   /** The Lua script's buckets per step ("bucket:count,..."), kept so rounds can be merged. */
   hist: string[];
+  /** CPU time the server's process used during the run, all its threads (µs); NaN: not known. */
+  cpuUs: number;
 }
+
+/**
+ * User and system time of a process, all threads, in µs (/proc/PID/stat fields 14 and 15, in clock
+ * ticks of 100 Hz on Linux), NaN where /proc cannot tell. The same for the relay and the ceiling,
+ * and steadier than throughput on a shared machine: another process's load slows a server's
+ * cycles, not what each cycle costs it.
+ */
+export function processCpuUs(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) * CLOCK_TICK_US;
+  } catch {
+    return NaN;
+  }
+}
+/** µs per clock tick of /proc/PID/stat (USER_HZ, 100 on Linux). */
+const CLOCK_TICK_US = 10_000;
 
 /** Percentiles from the Lua script's buckets (10 µs below 100 ms, 1 ms above), in ms. */
 export function histogramPercentiles(cells: string): StepLatency {
@@ -157,9 +180,11 @@ export async function wrkCycles(protocol: Protocol, s: CycleServer, pairs: numbe
     stdout: "pipe",
     stderr: "pipe",
   });
+  const cpuBefore = processCpuUs(s.pid);
   const killer = setTimeout(() => proc.kill("SIGKILL"), (seconds + 30) * 1_000);
   const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   clearTimeout(killer);
+  const cpuUs = processCpuUs(s.pid) - cpuBefore;
   const line = out.split("\n").find((l) => l.startsWith("WRK_CYCLES "));
   if (code !== 0 || !line) throw new Error(`wrk exited ${code} without a result (${protocol}, ${s.role}, ${pairs} pairs):\n${out}\n${err}`);
   const r = JSON.parse(line.slice("WRK_CYCLES ".length)) as { cycles: number; errors: number; durationUs: number; socketErrors: number; firstError: string; hist: string[] };
@@ -175,6 +200,7 @@ export async function wrkCycles(protocol: Protocol, s: CycleServer, pairs: numbe
     steps: r.hist.map(histogramPercentiles),
     durationS: r.durationUs / 1e6,
     hist: r.hist,
+    cpuUs,
   };
 }
 
@@ -192,6 +218,7 @@ export function mergeRuns(runs: CycleRun[]): CycleRun {
     errors: runs.reduce((t, r) => t + r.errors, 0),
     socketErrors: runs.reduce((t, r) => t + r.socketErrors, 0),
     firstError: runs.find((r) => r.firstError)?.firstError ?? "",
+    cpuUs: runs.reduce((t, r) => t + r.cpuUs, 0),
     hist,
     steps: hist.map(histogramPercentiles),
   };
@@ -257,11 +284,13 @@ function report(runs: CycleRun[], servers: CycleServer[], o: CyclesOptions, fail
         const vsCeiling = ceiling && s.role !== "ceiling" ? r.cyclesPerSecond / ceiling.cyclesPerSecond : NaN;
         const vsUpstream = upstream && s.role !== "upstream" ? r.cyclesPerSecond / upstream.cyclesPerSecond : NaN;
         const vsMemory = memory && s.role === "valkey" ? r.cyclesPerSecond / memory.cyclesPerSecond : NaN;
+        const cpuPerCycle = r.cycles > 0 ? r.cpuUs / r.cycles : NaN;
         rows.push([
           protocol === "v1" ? "API v1" : "legacy",
           String(pairs),
           ROLE_LABEL[s.role],
           rate(r.cyclesPerSecond, "cycles/s") + (r.errors ? ` (${r.errors} failed)` : ""),
+          Number.isFinite(cpuPerCycle) ? `${Math.round(cpuPerCycle)} µs` : "",
           Number.isFinite(vsCeiling) ? pctText(vsCeiling) : "",
           Number.isFinite(vsUpstream) ? ratioText(vsUpstream) : "",
           Number.isFinite(vsMemory) ? pctText(vsMemory) : "",
@@ -286,11 +315,11 @@ function report(runs: CycleRun[], servers: CycleServer[], o: CyclesOptions, fail
     }
   }
   const stepHead = (p: Protocol) => STEP_NAMES[p].map((n) => `${n} p50 / p99`);
-  const head = ["cycle", "pairs", "server", "cycles/s", "of ceiling", "x upstream", "Valkey / memory", ...(o.protocols.length === 1 ? stepHead(o.protocols[0]!) : ["step 1 p50 / p99", "step 2 p50 / p99", "step 3 p50 / p99", "step 4 p50 / p99"])];
+  const head = ["cycle", "pairs", "server", "cycles/s", "server CPU / cycle", "of ceiling", "x upstream", "Valkey / memory", ...(o.protocols.length === 1 ? stepHead(o.protocols[0]!) : ["step 1 p50 / p99", "step 2 p50 / p99", "step 3 p50 / p99", "step 4 p50 / p99"])];
   const body = [
     markdown(head, rows),
     "",
-    `Steps: API v1 ${STEP_NAMES.v1.join(" → ")}; legacy ${STEP_NAMES.legacy.join(" → ")}. wrk, one connection per pair, ${o.rounds} round(s) of ${o.seconds} s per row, interleaved with the other servers' and merged.`,
+    `Steps: API v1 ${STEP_NAMES.v1.join(" → ")}; legacy ${STEP_NAMES.legacy.join(" → ")}. wrk, one connection per pair, ${o.rounds} round(s) of ${o.seconds} s per row, interleaved with the other servers' and merged. Server CPU / cycle: user and system time of the server's process (all threads) during its runs over the cycles completed; what a cycle costs it, which load from other processes slows less than it slows cycles/s (Valkey's own server not included).`,
 
   ].join("\n");
   return { body, targets, failures, json: { seconds: o.seconds, rounds: o.rounds, runs: runs.map(({ hist: _hist, ...r }) => r) } };
