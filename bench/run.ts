@@ -171,15 +171,16 @@ function valkeyProblem(): string | undefined {
 const skipped = (why: string): SectionResult => ({ body: `SKIPPED: ${why}`, targets: [], failures: [], json: { skipped: why } });
 
 async function cycles(): Promise<SectionResult> {
-  const servers: CycleServer[] = [{ role: "ceiling", url: (await ceiling()).url, token: TOKEN }];
-  if (states.includes("memory")) servers.push({ role: "memory", url: (await relayMemory()).url, token: TOKEN });
+  const server = (role: CycleServer["role"], s: { url: string; pid: number }): CycleServer => ({ role, url: s.url, token: TOKEN, pid: s.pid });
+  const servers: CycleServer[] = [server("ceiling", await ceiling())];
+  if (states.includes("memory")) servers.push(server("memory", await relayMemory()));
   const notes: string[] = [];
   const vp = valkeyProblem();
   if (vp) notes.push(`Valkey left out: ${vp}.`);
-  else servers.push({ role: "valkey", url: (await relayValkeyA()).url, token: TOKEN });
+  else servers.push(server("valkey", await relayValkeyA()));
   const up = upstreamProblem();
   if (up) notes.push(`upstream relay.py left out: ${up}.`);
-  else servers.push({ role: "upstream", url: (await relayPython()).url, token: TOKEN });
+  else servers.push(server("upstream", await relayPython()));
   const r = await cyclesSection(servers, { seconds: opts.seconds, rounds: opts.cycleRounds, pairs: opts.pairs, protocols: opts.protocols, log });
   return { ...r, body: [r.body, ...notes.map((n) => `\nSKIPPED in this section: ${n}`)].join("\n") };
 }
