@@ -1,4 +1,5 @@
 import { createTokenCheck } from "../common/tokens.ts";
+import { SMALL_ROUTE_MAX_BODY_BYTES } from "../config/defaults.ts";
 import type { RequestContext } from "../http/context.ts";
 import { json } from "../http/json.ts";
 import type { RouteTable } from "../http/routes.ts";
@@ -13,7 +14,8 @@ export const operatorRoutes = {
   version: { method: "GET", path: "/api/v1/version", cache: "no-store" },
   // Private: the metrics token when one is set (same rule as /metrics, spec §6.11).
   diagnostics: { method: "GET", path: "/relay/diagnostics", cache: "no-store", auth: "metrics-token" },
-  operatorUnregister: { method: "POST", path: "/api/v1/relay/unregister", cache: "no-store" },
+  // Its body names one node key: small, so a large one is refused before it is read.
+  operatorUnregister: { method: "POST", path: "/api/v1/relay/unregister", cache: "no-store", maxBodyBytes: SMALL_ROUTE_MAX_BODY_BYTES },
   // Upstream's plaintext relay paths stay closed: this relay never decrypts (spec §10).
   failClosedChat: { method: "POST", path: "/relay/api/v1/chat/completions" },
   failClosedSource: { method: "POST", path: "/relay/api/v1/source" },

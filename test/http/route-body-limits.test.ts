@@ -21,6 +21,7 @@ const SMALL_ROUTES = [
   "/unregister",
   "/api/v1/relay/requests/cancel",
   "/api/v1/relay/responses/retrieve",
+  "/api/v1/relay/unregister",
   "/sink",
   "/retrieve",
   "/stream/retrieve",
