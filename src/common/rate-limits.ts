@@ -159,13 +159,12 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
     async failed() {
       lastAuthFailure = performance.now();
       const counted = authFailures.limiter.consume(key(), 1).catch(() => undefined);
-      if (signal) {
-        // Same tick as the counter's script: one write, and the datastore holds the count, the
-        // marker and the announcement before the 401 goes out.
-        deps.redis!.client.set(marker, "1", "PX", failureWindowMs).catch(() => {});
-        signal.announce();
-      }
-      await counted;
+      // Sent together with the counter's script (one round trip), and awaited: the datastore holds
+      // the count, the marker and the announcement before the 401 goes out.
+      const told = signal
+        ? [deps.redis!.client.set(marker, "1", "PX", failureWindowMs).catch(() => undefined), signal.announce()]
+        : [];
+      await Promise.all([counted, ...told]);
     },
   });
   /**
@@ -212,9 +211,9 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
   }
 
   /**
-   * Takes a point from each bucket at once (with shared counters their scripts go out in one
-   * write, one round trip for all); on a 429 refunds every point this request took and throws the
-   * first refusal in the buckets' order.
+   * Takes a point from each bucket at once (with shared counters their scripts are sent together:
+   * one round trip for all); on a 429 refunds every point this request took and throws the first
+   * refusal in the buckets' order.
    */
   async function take(ctx: RequestContext, buckets: readonly Bucket[], key: string, kind: LimitedBucket): Promise<void> {
     await ready();

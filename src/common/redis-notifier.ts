@@ -56,10 +56,9 @@ export class RedisNotifier implements Notifier {
       get listening() {
         return self.caughtUp === self.subscriptions && subscriber.status === "ready";
       },
-      announce: () => {
-        // Published in the same tick as the failure's counter update (ioredis pipelines both into
-        // one write), so the datastore has both before the relay answers 401.
-        if (publisher.status === "ready") publisher.publish(this.failureChannel, "1").catch(() => {});
+      announce: async () => {
+        // Sent with the failure's counter update; the caller awaits both before answering 401.
+        if (publisher.status === "ready") await publisher.publish(this.failureChannel, "1").catch(() => undefined);
       },
       listen: (listener) => {
         this.failureListeners.push(listener);
@@ -105,8 +104,8 @@ const CATCH_UP_RETRY_MS = 1_000;
 export interface FailureSignal {
   /** Subscribed and caught up: every failure announced since reaches this replica. */
   readonly listening: boolean;
-  /** Tells every replica, this one included, that a check failed now. */
-  announce(): void;
+  /** Tells every replica, this one included, that a check failed now (resolves once published). */
+  announce(): Promise<void>;
   listen(listener: FailureListener): void;
 }
 

@@ -38,9 +38,12 @@ export function redisOptions(settings: RedisSettings): RedisOptions {
     // The relay reconnects forever; readiness reports the outage meanwhile.
     reconnectOnError: () => false,
     enableReadyCheck: true,
-    // Commands issued in the same tick (a route's script plus its wake-up PUBLISH, concurrent
-    // requests) go out in one write: fewer syscalls on the relay and on the datastore.
-    enableAutoPipelining: true,
+    // No auto-pipelining: it batches a tick's commands into one write, but builds an ioredis
+    // Pipeline per tick (copying every defined script onto it, about fifty properties here) and
+    // that cost more relay CPU than the writes it saved. Measured on the API v1 and legacy cycles
+    // (1 and 16 pairs, Valkey): relay plus datastore CPU per cycle 3-25 % lower without it.
+    // Commands sent together still share one round trip: nothing waits between them.
+    enableAutoPipelining: false,
   };
 }
 
