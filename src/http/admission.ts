@@ -23,7 +23,17 @@ export const admissionErrors = {
   headersTooLarge: (max: number) => refuse(431, "headers_too_large", `Request header fields exceed ${max} bytes`, { limit: max }),
   tooManyHeaders: (max: number) => refuse(431, "too_many_headers", `Request has more than ${max} header fields`, { limit: max }),
   connectionsFull: () => busy("connections", "The relay is serving as many requests as it may; retry shortly"),
+  invalidContentLength: () => refuse(400, "invalid_content_length", "Content-Length must be one decimal number of bytes"),
 };
+
+/**
+ * A Content-Length the relay accepts: one decimal number (RFC 9110 §8.6), at most 15 digits (any
+ * real body is refused long before by its limit). Bun joins repeated header lines with ", " and
+ * passes "N, N" on; Number() of that is NaN, which compares false with every limit, so a request
+ * repeating its Content-Length was read past the route's limit, RELAY_MAX_BODY_BYTES and the body
+ * budget. RFC 9112 §6.3 makes any other value invalid framing: 400, and the connection closed.
+ */
+const CONTENT_LENGTH = /^\d{1,15}$/;
 
 export interface Admission {
   /**
@@ -61,14 +71,21 @@ export function createAdmission(bounds: BoundsConfig, metrics: Metrics, maxBodyB
     // Whether a body is framed (RFC 9112 §6.1-6.3), seen in the same pass: asking req.body would
     // build a ReadableStream, and reading the body after that takes Bun's slower stream path.
     let framed = false;
+    let badLength = false;
     req.headers.forEach((value, name) => {
       bytes += name.length + value.length + 4;
       fields++;
-      if (name === "content-length" || name === "transfer-encoding") framed = true;
+      if (name === "content-length") {
+        framed = true;
+        if (!CONTENT_LENGTH.test(value)) badLength = true;
+      } else if (name === "transfer-encoding") framed = true;
     });
     if (fields > MAX_HEADER_FIELDS) throw admissionErrors.tooManyHeaders(MAX_HEADER_FIELDS);
     if (bytes > bounds.maxHeaderBytes) throw admissionErrors.headersTooLarge(bounds.maxHeaderBytes);
     if (!framed) return;
+    // Every reader after this one (route limit, body reader, memory guard, proxy) may take
+    // Number(content-length) as the declared size.
+    if (badLength) throw admissionErrors.invalidContentLength();
     const maxBytes = route?.maxBodyBytes;
     if (maxBytes === undefined) {
       attachBodyPolicy(req, { budget, node, client, deadline: performance.now() + bounds.bodyTimeoutMs, timeoutMs: bounds.bodyTimeoutMs });
