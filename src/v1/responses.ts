@@ -152,7 +152,9 @@ export function createResponseHandlers(deps: V1Deps) {
     // Nothing for the client, answered without a hold (an unknown or ended request, no request_id):
     // past the address's allowance per second these are paced too, else a crowd polling ids it
     // never got admitted loops on 404s as fast as the relay answers.
-    if (deps.pacer && !close && outcome !== "ip_limit" && outcome !== "overflow" && (result === undefined || result.kind !== "answer") && deps.pacer.overAllowance(ctx)) {
+    // Only answers given at once count: a retrieve that was held (timeout, woken) already waited
+    // its hold, and pacing it again would push a real client past its own HTTP timeout.
+    if (deps.pacer && !close && (outcome === "immediate" || outcome === "disabled") && (result === undefined || result.kind !== "answer") && deps.pacer.overAllowance(ctx)) {
       if (!(await deps.pacer.pace(req, ctx))) close = true;
       else if (!req.signal.aborted) result = (await look()) ?? pending;
     }

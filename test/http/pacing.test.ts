@@ -105,3 +105,34 @@ describe("over real HTTP", () => {
     await held;
   });
 });
+
+describe("held retrieves are never paced again", () => {
+  let relay: TestRelay | undefined;
+  afterEach(async () => {
+    await relay?.shutdown();
+    relay = undefined;
+  });
+
+  test("API v1: a retrieve held until its hold ended answers then, even when its address is past the allowance of empty answers", async () => {
+    const { startV1Relay, v1Peers, rid } = await import("../v1/helpers.ts");
+    const HOLD_MS = 1_000;
+    relay = startV1Relay({ RATE_LIMITS_ENABLED: "false", RELAY_V1_RETRIEVE_HOLD_MS: String(HOLD_MS) });
+    const p = v1Peers(relay);
+    const node = await p.register();
+    const client = fakeKey("held-client");
+    const id = rid();
+    expect((await p.request(node.key, client, id)).status).toBe(200);
+    const t0 = performance.now();
+    const held = p.retrieve(client, id).then((r) => ({ ...r, ms: performance.now() - t0 }));
+    // Just before the hold ends, the same address spends its allowance of empty answers (per
+    // second) on unknown ids.
+    await Bun.sleep(HOLD_MS - 300);
+    await Promise.all(Array.from({ length: EMPTY_ANSWERS_PER_SECOND + 4 }, (_, i) => p.retrieve(client, `nope-${i}`)));
+    const r = await held;
+    expect(r.status).toBe(202);
+    expect(r.body).toMatchObject({ status: "pending" });
+    // Answered when the hold ended, not a pace (CLIENT_PACE_MS, up to a quarter longer) after it.
+    expect(r.ms).toBeGreaterThanOrEqual(HOLD_MS - 50);
+    expect(r.ms).toBeLessThan(HOLD_MS + CLIENT_PACE_MS * 0.75);
+  });
+});
