@@ -145,6 +145,7 @@ export function createApp(deps: AppDeps) {
   // One pacer for both protocols: an address's share of paced polls counts all of its polls.
   const pacer = createPacer({
     maxPerAddress: Math.ceil(config.bounds.maxConnections * PACED_POLLS_ADDRESS_SHARE),
+    maxTotal: config.bounds.maxConnections,
     onFull: () => metrics.rejections.labels("paced_per_ip_client").inc(),
   });
   const mounts: Mount[] = [
@@ -305,7 +306,10 @@ export function createApp(deps: AppDeps) {
       const nodeRoute = serverTokensConfigured && spec?.auth === "server-token";
       // A route's body limit (spec.maxBodyBytes) refuses a larger declared body here, unread; a
       // switched-off legacy route answers its own refusal first (spec §12).
-      admission.admit(req, spec?.quiet === true, adapter.pendingRequests?.(), nodeRoute, ctx, spec?.legacy && !config.v1.legacyRoutes ? undefined : spec);
+      // Paced polls have their own pool (src/common/pacing.ts), so they never take the connections
+      // of other clients and nodes.
+      const pending = adapter.pendingRequests?.();
+      admission.admit(req, spec?.quiet === true, pending === undefined ? undefined : pending - pacer.active, nodeRoute, ctx, spec?.legacy && !config.v1.legacyRoutes ? undefined : spec);
       if (memoryGuard?.shedding) memoryGuard.checkBody(req, nodeRoute);
       res = await dispatch(req, ctx, pathname);
     } catch (err) {

@@ -12,12 +12,14 @@ import type { RequestContext } from "../http/context.ts";
  * one pending promise per connection and no timer of its own (paces share one timer per
  * PACE_SLOT_MS slot).
  *
- * Paces are capped per address (maxPerAddress, a share of RELAY_MAX_CONNECTIONS): past it the
- * answer comes at once and the connection is closed, so one address cannot take the connections
- * others need. Every pace is a request in flight, so all of them together are bounded by
- * RELAY_MAX_CONNECTIONS (admission refuses beyond it), and so is this module's memory: one entry
- * per pace in its slot, one counter per pacing address, one per address that was answered nothing
- * in the current second.
+ * Paces have a pool of their own (maxTotal, RELAY_MAX_CONNECTIONS) and a share of it per address
+ * (maxPerAddress): past either the answer comes at once and the connection is closed. Admission
+ * does not count paced requests against RELAY_MAX_CONNECTIONS (the app subtracts `active`): were
+ * they counted, two addresses filling their shares with paced polls would have every other
+ * client's and node's request refused `503 busy` for connections. So requests in flight stay
+ * bounded by twice RELAY_MAX_CONNECTIONS (plus the nodes' headroom), and this module's memory by
+ * maxTotal: one entry per pace in its slot, one counter per pacing address, one per address that
+ * was answered nothing in the current second.
  */
 
 /** How late a paced answer comes, and its Retry-After. */
@@ -52,11 +54,15 @@ export interface Pacer {
    * a hold; true once the address is past EMPTY_ANSWERS_PER_SECOND this second: pace this one.
    */
   overAllowance(ctx: RequestContext): boolean;
+  /** Paces in progress (clients that left mid-pace included, until their slot ends). */
+  readonly active: number;
 }
 
 export interface PacerDeps {
   /** Paces at once per client address; 0: no cap. */
   maxPerAddress: number;
+  /** Paces at once over all addresses; 0: no cap. */
+  maxTotal?: number;
   /** Counts a pace refused for the address's share (the rejection reason paced_per_ip_client). */
   onFull(): void;
   paceMs?: number;
@@ -68,6 +74,8 @@ export function createPacer(deps: PacerDeps): Pacer {
   const allowance = deps.emptyAnswersPerSecond ?? EMPTY_ANSWERS_PER_SECOND;
   /** Paces per client address; an address leaves the map when its last pace ends. */
   const pacing = new Map<string, number>();
+  const maxTotal = deps.maxTotal ?? 0;
+  let active = 0;
   /** Resolvers of the paces ending in each slot (keyed by the slot's end, ms). */
   const slots = new Map<number, Array<() => void>>();
   /** Empty answers per address in the current one-second window; cleared as each window starts. */
@@ -95,14 +103,16 @@ export function createPacer(deps: PacerDeps): Pacer {
     async pace(_req, ctx) {
       const id = ctx.clientId;
       const n = pacing.get(id) ?? 0;
-      if (deps.maxPerAddress > 0 && n >= deps.maxPerAddress) {
+      if ((deps.maxPerAddress > 0 && n >= deps.maxPerAddress) || (maxTotal > 0 && active >= maxTotal)) {
         deps.onFull();
         return false;
       }
       pacing.set(id, n + 1);
+      active++;
       try {
         await sleep();
       } finally {
+        active--;
         const left = (pacing.get(id) ?? 1) - 1;
         if (left > 0) pacing.set(id, left);
         else pacing.delete(id);
@@ -119,6 +129,9 @@ export function createPacer(deps: PacerDeps): Pacer {
       const n = (empties.get(id) ?? 0) + 1;
       empties.set(id, n);
       return n > allowance;
+    },
+    get active() {
+      return active;
     },
   };
 }

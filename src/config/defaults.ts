@@ -194,8 +194,9 @@ export const BODY_BUDGET_NODE_SHARE = 0.25;
 export const BODY_BUDGET_SMALL_BYTES = MEMORY_GUARD_SMALL_BODY_BYTES;
 /**
  * Client polls (legacy retrieves, API v1 responses/retrieve) paced at once per address
- * (src/common/pacing.ts), as a share of RELAY_MAX_CONNECTIONS; beyond, such a poll is answered at
- * once with `Connection: close`, so one address cannot fill RELAY_MAX_CONNECTIONS with paced polls.
+ * (src/common/pacing.ts), as a share of the pace pool (RELAY_MAX_CONNECTIONS paces, not counted
+ * against RELAY_MAX_CONNECTIONS itself); beyond, such a poll is answered at once with
+ * `Connection: close`, so one address cannot fill the pool.
  * A share, not a multiple of RELAY_MAX_HOLDS_PER_IP: a paced connection costs a pending promise,
  * while each one closed past the cap reconnects at once, and a crowd of them reconnecting in bursts
  * overflowed the listen queue (SYN retransmits: a node's dispatch delayed by a whole second).

@@ -11,6 +11,18 @@ const ctx = (clientId: string) => ({ clientId }) as RequestContext;
 const req = () => new Request("http://relay.test/retrieve", { method: "POST" });
 
 describe("createPacer", () => {
+  test("the pool: past maxTotal paces over all addresses false at once; active counts the paces in progress", async () => {
+    let full = 0;
+    const pacer = createPacer({ maxPerAddress: 0, maxTotal: 2, onFull: () => full++, paceMs: 100 });
+    const a = [pacer.pace(req(), ctx("a")), pacer.pace(req(), ctx("b"))];
+    expect(pacer.active).toBe(2);
+    expect(await pacer.pace(req(), ctx("c"))).toBe(false);
+    expect(full).toBe(1);
+    expect(await Promise.all(a)).toEqual([true, true]);
+    expect(pacer.active).toBe(0);
+    expect(await pacer.pace(req(), ctx("c"))).toBe(true);
+  });
+
   test("a pace resolves true a pace later; past the address's cap false at once, other addresses unaffected", async () => {
     let full = 0;
     const pacer = createPacer({ maxPerAddress: 2, onFull: () => full++, paceMs: 200 });
@@ -134,5 +146,40 @@ describe("held retrieves are never paced again", () => {
     // Answered when the hold ended, not a pace (CLIENT_PACE_MS, up to a quarter longer) after it.
     expect(r.ms).toBeGreaterThanOrEqual(HOLD_MS - 50);
     expect(r.ms).toBeLessThan(HOLD_MS + CLIENT_PACE_MS * 0.75);
+  });
+});
+
+describe("paced polls have their own pool", () => {
+  let relay: TestRelay | undefined;
+  afterEach(async () => {
+    await relay?.shutdown();
+    relay = undefined;
+  });
+
+  test("two addresses filling their shares of paces never make RELAY_MAX_CONNECTIONS refuse a third address", async () => {
+    const MAX = 16;
+    relay = startLegacyRelay({
+      RELAY_MAX_CONNECTIONS: String(MAX),
+      RELAY_LONG_POLL_MS: "3000",
+      RELAY_MAX_LONG_POLLS: "1",
+      RELAY_PROXY_TRUST_FORWARDED: "true",
+      RELAY_TRUSTED_PROXY_CIDRS: "127.0.0.1/32",
+      RATE_LIMITS_ENABLED: "false",
+    });
+    const from = (ip: string) => ({ "X-Forwarded-For": ip });
+    const ac = new AbortController();
+    const poll = (ip: string) =>
+      fetch(relay!.url + "/retrieve", { method: "POST", headers: from(ip), body: JSON.stringify({ client_public_key: fakeKey(ip) }), signal: ac.signal }).catch(() => "left");
+    const held = poll("198.51.100.1");
+    for (const end = Date.now() + 2_000; relay.app.holds.waiting < 1; await Bun.sleep(10)) if (Date.now() > end) throw new Error("not held");
+    // The hold budget is full: every other poll is paced; each of two addresses takes half the pool.
+    const paced = [...Array.from({ length: MAX / 2 }, () => poll("203.0.113.1")), ...Array.from({ length: MAX / 2 }, () => poll("203.0.113.2"))];
+    await Bun.sleep(200);
+    const res = await fetch(relay.url + "/next_server", { headers: from("192.0.2.77") });
+    expect([res.status, await res.json()]).toEqual([200, { error: { message: "No servers available", code: 503 } }]);
+    // A fifth of a second into the paces, nothing paced has been answered yet: they were all in flight.
+    expect(await Promise.race([Promise.all(paced).then(() => "answered"), Bun.sleep(1).then(() => "in flight")])).toBe("in flight");
+    ac.abort();
+    await Promise.all([held, ...paced]);
   });
 });
