@@ -411,6 +411,36 @@ describe.skipIf(why !== undefined)("V1Store on Valkey/Redis", () => {
     }
   });
 
+  test("the wake mark only grows: a poll's last look (hold 0) or a shorter poll never shortens it under a longer poll held elsewhere", async () => {
+    const clock = new ManualClock();
+    const keyPrefix = uniqueRedisPrefix();
+    const store = new RedisV1Store(
+      redisTestClient(),
+      { keyPrefix, limits: TEST_LIMITS, clock, commandTimeoutMs: REDIS_COMMAND_TIMEOUT_MS, wakeChannel: wakeChannel(keyPrefix) },
+      recorder(),
+    );
+    const other = new RedisNotifier(redisTestClient("publisher"), redisTestClient("subscriber"), keyPrefix);
+    try {
+      await Bun.sleep(100);
+      await store.register("n", CAPS, CRED);
+      const fired = (sub: { fired: Promise<void> }) => Promise.race([sub.fired.then(() => true), Bun.sleep(500).then(() => false)]);
+      // Poll X held for 10 s (replica 1); at 7 s poll Z held for 10 s (replica 2); at 10 s X's last
+      // look (hold 0) and a short poll; at 12 s a request: Z (held until 17 s) must be woken.
+      expect((await store.claim("n", undefined, 10_000)).kind).toBe("empty");
+      clock.advance(7_000);
+      expect((await store.claim("n", undefined, 10_000)).kind).toBe("empty");
+      clock.advance(3_000);
+      expect((await store.claim("n", undefined, 0)).kind).toBe("empty");
+      expect((await store.claim("n", undefined, 1_000)).kind).toBe("empty");
+      clock.advance(2_000);
+      const z = other.subscribe(v1Topics.node("n"));
+      expect(await store.enqueue("n", env("c", "late"), PROOF, 10_000, 1024)).toBe("queued");
+      expect(await fired(z)).toBe(true);
+    } finally {
+      other.close();
+    }
+  });
+
   test("racing replicas: exactly one terminal transition wins for each request (spec §7.8)", async () => {
     const clock = new ManualClock();
     const prefix = uniqueRedisPrefix();

@@ -47,7 +47,13 @@ while true do
   if not item then
     -- The poll may now be held on some replica: until it can have ended, an admission for this
     -- node publishes its wake-up (w; see LUA_WAKE). With work found, nobody waits and nothing is published.
-    redis.call('HSET', kNode(nh), 'w', math.ceil(NOW + hold) + WAKE_MARGIN_MS)
+    -- The mark only grows: another poll of this node may be held elsewhere for longer (a node with
+    -- several pollers, or one that re-polled through the other replica), and a poll's last look
+    -- (hold 0) holds nothing, so it must not shorten the mark under that other poll.
+    if hold > 0 then
+      local w = math.ceil(NOW + hold) + WAKE_MARGIN_MS
+      if w > (tonumber(redis.call('HGET', kNode(nh), 'w')) or 0) then redis.call('HSET', kNode(nh), 'w', w) end
+    end
     return out({ k = 'empty' })
   end
   if isUntracked(item) then
