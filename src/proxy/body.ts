@@ -45,40 +45,32 @@ export interface PreparedBody {
   forAttempt(ex: Exchange): Bun.BodyInit | null;
 }
 
-export async function prepareBody(
+/** A request without a body: nothing to send, replayable on any upstream. */
+const NO_BODY: PreparedBody = { replayable: true, forAttempt: () => null };
+
+/**
+ * The body for the upstream attempts. Synchronous when there is none (every GET), so the
+ * common request pays no promise and no await here; a promise when a small body is read first.
+ */
+export function prepareBody(
   req: Request,
   limit: number,
   metrics: Metrics,
   timers: BodyTimers,
   upload: UploadBounds = UNBOUNDED,
-): Promise<PreparedBody> {
+): PreparedBody | Promise<PreparedBody> {
   const declared = req.headers.get("content-length");
   const length = declared === null ? undefined : Number(declared);
   // RFC 9110 §8.6: a declared length is known before any byte is read; refuse it at once.
   if (length !== undefined && length > limit) throw tooLarge(limit);
-  const countSent = (n: number) => metrics.countProxyBytes("request", n);
 
   if (!req.body || length === 0) {
     upload.done();
-    return { replayable: true, forAttempt: () => null };
+    return NO_BODY;
   }
+  const countSent = (n: number) => metrics.countProxyBytes("request", n);
 
-  if (length !== undefined && length <= REPLAY_MAX_BYTES) {
-    // readBody applies the body deadline (408) and the in-flight body budget itself.
-    let bytes: Uint8Array;
-    try {
-      bytes = await readBody(req, limit);
-    } finally {
-      upload.done();
-    }
-    return {
-      replayable: true,
-      forAttempt: () => {
-        countSent(bytes.byteLength);
-        return bytes;
-      },
-    };
-  }
+  if (length !== undefined && length <= REPLAY_MAX_BYTES) return bufferBody(req, limit, upload, countSent);
 
   const source = req.body;
   let used = false;
@@ -88,6 +80,24 @@ export async function prepareBody(
       if (used) throw new Error("proxy: a streamed request body can be sent only once");
       used = true;
       return meter(source, limit, ex, timers, countSent, upload);
+    },
+  };
+}
+
+/** A small declared body, read whole before the upstream is contacted (replayable). */
+async function bufferBody(req: Request, limit: number, upload: UploadBounds, countSent: (n: number) => void): Promise<PreparedBody> {
+  // readBody applies the body deadline (408) and the in-flight body budget itself.
+  let bytes: Uint8Array;
+  try {
+    bytes = await readBody(req, limit);
+  } finally {
+    upload.done();
+  }
+  return {
+    replayable: true,
+    forAttempt: () => {
+      countSent(bytes.byteLength);
+      return bytes;
     },
   };
 }

@@ -1,4 +1,5 @@
 import { ProxyAbort, type FailureKind } from "./failure.ts";
+import type { Watchdog } from "./watchdog.ts";
 
 /**
  * One upstream attempt's cancellation: a single AbortController passed to fetch, aborted by
@@ -6,28 +7,34 @@ import { ProxyAbort, type FailureKind } from "./failure.ts";
  * of the proxy's own watchdogs. fetch runs with `timeout: false` (Bun's hidden ~300 s socket
  * inactivity timeout would otherwise kill quiet SSE streams, PR oven-sh/bun#6217), so these
  * watchdogs are the only timers: first byte (until the response head) and idle (between chunks).
+ *
+ * The deadline is a number the shared watchdog (src/proxy/watchdog.ts) compares against the
+ * clock on its tick; arm() and disarm() only move it. A stream re-arms twice per chunk, so they
+ * must cost no more than a clock read and two field writes.
  */
 export class Exchange {
   private readonly controller = new AbortController();
-  /** The signals this exchange listens to, with the failure each one means (see handleEvent). */
-  private linked: [AbortSignal, FailureKind][] | undefined = [];
-  /**
-   * The watchdog is lazy: arm() and disarm() only move `deadline`; one timer at a time checks it
-   * when it fires and, if the deadline moved on, sleeps again until the new one. A stream re-arms
-   * twice per chunk, and clearing and scheduling a timer each time was a visible share of the
-   * proxy's per-chunk cost.
-   */
-  private deadline = Number.POSITIVE_INFINITY;
+  private readonly watchdog: Watchdog;
+  /** When the watchdog aborts this exchange (performance.now()), or never. */
+  deadline = Number.POSITIVE_INFINITY;
+  /** What a passed deadline means (see arm()). */
   private kind: FailureKind = "timeout";
-  private timer: ReturnType<typeof setTimeout> | undefined;
-  /** When the pending timer fires (performance.now()). */
-  private timerAt = Number.POSITIVE_INFINITY;
+  /** Mirrors controller.signal.aborted without a native getter call per chunk. */
+  aborted = false;
+  private disposed = false;
   /** Set once the response head arrived: from then on only the response side runs the watchdog. */
   headReceived = false;
 
-  constructor(client: AbortSignal, hardStop: AbortSignal) {
-    this.link(client, "client_abort");
-    this.link(hardStop, "shutdown");
+  constructor(client: AbortSignal, watchdog: Watchdog) {
+    this.watchdog = watchdog;
+    if (client.aborted) this.abort("client_abort");
+    else if (watchdog.stopped) this.abort("shutdown");
+    if (this.aborted) return;
+    // The exchange itself is the listener (an EventListener object), not a closure per request.
+    // It is not removed again: the request's signal lives no longer than the request, and a
+    // disposed exchange ignores it.
+    client.addEventListener("abort", this, { once: true });
+    watchdog.add(this);
   }
 
   get signal(): AbortSignal {
@@ -37,72 +44,42 @@ export class Exchange {
   /** Why this exchange was aborted, if it was. */
   get reason(): FailureKind | undefined {
     const r: unknown = this.controller.signal.reason;
-    return this.controller.signal.aborted && r instanceof ProxyAbort ? r.kind : undefined;
+    return this.aborted && r instanceof ProxyAbort ? r.kind : undefined;
   }
 
   abort(kind: FailureKind): void {
-    if (this.controller.signal.aborted) return;
-    this.disarm();
+    if (this.aborted) return;
+    this.aborted = true;
+    this.deadline = Number.POSITIVE_INFINITY;
     this.controller.abort(new ProxyAbort(kind));
   }
 
-  /** (Re)start the single watchdog: abort with `kind` unless disarmed within `ms`. */
+  /** (Re)start the watchdog: abort with `kind` unless disarmed or re-armed within `ms`. */
   arm(ms: number, kind: FailureKind): void {
-    if (this.controller.signal.aborted) return;
-    const now = performance.now();
-    this.deadline = now + ms;
+    if (this.aborted) return;
+    this.deadline = performance.now() + ms;
     this.kind = kind;
-    // A timer due no later than the new deadline re-checks then; only a later one is replaced.
-    if (this.timer === undefined || this.timerAt > this.deadline) this.schedule(now);
   }
 
   disarm(): void {
-    // The pending timer, if any, finds no deadline and stops; dispose() clears it for good.
     this.deadline = Number.POSITIVE_INFINITY;
   }
 
-  /** Stop timers and detach from long-lived signals (the hard-stop signal outlives every request). */
+  /** Called by the watchdog once the deadline has passed. */
+  expire(): void {
+    this.abort(this.kind);
+  }
+
+  /** Leave the watchdog; a later client disconnect is ignored. */
   dispose(): void {
-    this.disarm();
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerAt = Number.POSITIVE_INFINITY;
-    const linked = this.linked;
-    this.linked = undefined;
-    if (linked) for (const [source] of linked) source.removeEventListener("abort", this);
+    if (this.disposed) return;
+    this.disposed = true;
+    this.deadline = Number.POSITIVE_INFINITY;
+    this.watchdog.remove(this);
   }
 
-  /**
-   * The listener of the linked signals: the exchange itself (an EventListener object), not a
-   * closure per signal, because every open stream holds one exchange for as long as it runs.
-   */
-  handleEvent(event: Event): void {
-    const hit = this.linked?.find(([source]) => source === event.target);
-    if (hit) this.abort(hit[1]);
-  }
-
-  private schedule(now: number): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timerAt = this.deadline;
-    // A shared function with the exchange as its argument: no bound closure per exchange.
-    this.timer = setTimeout(Exchange.check, Math.max(0, this.deadline - now), this);
-  }
-
-  private static check(self: Exchange): void {
-    self.timer = undefined;
-    self.timerAt = Number.POSITIVE_INFINITY;
-    if (self.deadline === Number.POSITIVE_INFINITY) return;
-    const now = performance.now();
-    if (now >= self.deadline) self.abort(self.kind);
-    else self.schedule(now);
-  }
-
-  private link(source: AbortSignal, kind: FailureKind): void {
-    if (source.aborted) {
-      this.abort(kind);
-      return;
-    }
-    this.linked?.push([source, kind]);
-    source.addEventListener("abort", this, { once: true });
+  /** The client's request signal fired (the client went away). */
+  handleEvent(): void {
+    if (!this.disposed) this.abort("client_abort");
   }
 }

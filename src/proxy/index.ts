@@ -18,6 +18,7 @@ import { relayBody } from "./stream.ts";
 import { buildUpstreamUrl, createTargetMatcher } from "./target.ts";
 import { createUpstreamPool, type Upstream } from "./upstreams.ts";
 import { createUploadSlots } from "./uploads.ts";
+import { Watchdog, watchdogTickMs } from "./watchdog.ts";
 
 export interface ProxyDeps {
   config: Config;
@@ -67,6 +68,8 @@ export function createProxyRoute(deps: ProxyDeps): ProxyRoute & { readiness?: Re
     logger,
   });
   if (deps.probe !== false) probe.start();
+  const watchdog = new Watchdog(watchdogTickMs([p.firstByteTimeoutMs, p.idleTimeoutMs]), lifecycle.hardStopSignal);
+  const timers = { idleMs: p.idleTimeoutMs, firstByteMs: p.firstByteTimeoutMs };
 
   const env = deps.env ?? process.env;
   if (env.BUN_CONFIG_MAX_HTTP_REQUESTS === undefined) {
@@ -83,13 +86,12 @@ export function createProxyRoute(deps: ProxyDeps): ProxyRoute & { readiness?: Re
     // Bun's idleTimeout (<= 255 s) also runs while a handler awaits; our watchdogs replace it.
     ctx.holdOpen();
 
-    const timers = { idleMs: p.idleTimeoutMs, firstByteMs: p.firstByteTimeoutMs };
     // An upload holds a slot of its client address until its body is in (src/proxy/uploads.ts),
     // taken before a byte of it is read; the deadline counts from the request's arrival.
     const release = req.body !== null && req.headers.get("content-length") !== "0" ? uploads.acquire(ctx.clientId) : () => {};
     const upload = { deadline: bodyPolicy(req)?.deadline ?? performance.now() + config.bounds.bodyTimeoutMs, done: release };
     try {
-      return await forward(req, ctx, target, timers, upload);
+      return await forward(req, ctx, target, upload);
     } catch (err) {
       release();
       throw err;
@@ -100,10 +102,11 @@ export function createProxyRoute(deps: ProxyDeps): ProxyRoute & { readiness?: Re
     req: Request,
     ctx: RequestContext,
     target: ReturnType<typeof matcher.resolve>,
-    timers: { idleMs: number; firstByteMs: number },
     upload: UploadBounds,
   ): Promise<Response> {
-    const body = await prepareBody(req, config.maxBodyBytes, metrics, timers, upload);
+    // Without a body (every GET) prepareBody answers at once: no await, no promise.
+    const prepared = prepareBody(req, config.maxBodyBytes, metrics, timers, upload);
+    const body = prepared instanceof Promise ? await prepared : prepared;
     const headers = upstreamRequestHeaders(req.headers, {
       clientIp: ctx.clientIp,
       proto: req.url.startsWith("https:") ? "https" : "http",
@@ -115,7 +118,7 @@ export function createProxyRoute(deps: ProxyDeps): ProxyRoute & { readiness?: Re
     const plan = pool.all.length > 1 ? pool.plan() : pool.all;
     for (let i = 0; ; i++) {
       const upstream = plan[i]!;
-      const ex = new Exchange(req.signal, lifecycle.hardStopSignal);
+      const ex = new Exchange(req.signal, watchdog);
       const started = performance.now();
       let res: Response;
       try {
@@ -177,6 +180,9 @@ export function createProxyRoute(deps: ProxyDeps): ProxyRoute & { readiness?: Re
     matches: (pathname) => matcher.matchPrefix(pathname) !== undefined,
     handle,
     readiness: probe.readiness,
-    close: () => probe.close(),
+    close: () => {
+      probe.close();
+      watchdog.close();
+    },
   };
 }

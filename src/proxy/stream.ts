@@ -46,11 +46,13 @@ export function relayBody(body: ReadableStream<Uint8Array>, deps: StreamDeps): R
     ex.dispose();
     metrics.proxyActiveStreams.dec();
     if (outcome !== "complete" && COUNTED_KINDS.has(outcome)) metrics.upstreamErrors.labels(outcome).inc();
-    const line = { upstream: deps.upstream, bytes, durationMs: Math.round(performance.now() - started) };
-    if (outcome === "complete") {
-      if (deps.debug !== false) deps.ctx.log.debug(line, "proxied stream complete");
-    } else if (outcome === "client_abort") deps.ctx.log.info(line, "client closed a proxied stream");
-    else deps.ctx.log.warn({ ...line, kind: outcome }, "proxied stream ended abnormally");
+    // The line is built only when it will be written: a complete stream logs at debug.
+    if (outcome !== "complete" || deps.debug !== false) {
+      const line = { upstream: deps.upstream, bytes, durationMs: Math.round(performance.now() - started) };
+      if (outcome === "complete") deps.ctx.log.debug(line, "proxied stream complete");
+      else if (outcome === "client_abort") deps.ctx.log.info(line, "client closed a proxied stream");
+      else deps.ctx.log.warn({ ...line, kind: outcome }, "proxied stream ended abnormally");
+    }
     deps.onEnd?.(outcome);
   };
 
@@ -63,15 +65,20 @@ export function relayBody(body: ReadableStream<Uint8Array>, deps: StreamDeps): R
   // One promise per wait, settled by whichever comes first: racing each wait against one
   // stream-long "aborted" promise would leave a reaction on it per backpressured chunk, kept
   // until the stream ends.
+  // The abort listener is added at the first such wait: most streams never wait for the client.
   let wake: (() => void) | undefined;
-  ex.signal.addEventListener("abort", () => wake?.(), { once: true });
-  const untilAborted = <T>(pending: Promise<T>, onAbort: T): Promise<T> =>
-    ex.signal.aborted
-      ? Promise.resolve(onAbort)
-      : new Promise<T>((resolve, reject) => {
-          wake = () => resolve(onAbort);
-          pending.then(resolve, reject);
-        });
+  let listening = false;
+  const untilAborted = <T>(pending: Promise<T>, onAbort: T): Promise<T> => {
+    if (ex.aborted) return Promise.resolve(onAbort);
+    if (!listening) {
+      listening = true;
+      ex.signal.addEventListener("abort", () => wake?.(), { once: true });
+    }
+    return new Promise<T>((resolve, reject) => {
+      wake = () => resolve(onAbort);
+      pending.then(resolve, reject);
+    });
+  };
 
   // A direct stream (Bun): each chunk is written straight into the response's socket, with no
   // queue and no second stream in between; awaiting a write that reports backpressure keeps the
@@ -108,7 +115,7 @@ export function relayBody(body: ReadableStream<Uint8Array>, deps: StreamDeps): R
           if (typeof flushed !== "number") await untilAborted(flushed, -1);
         }
         wake = undefined;
-        if (ex.signal.aborted || (written === 0 && n > 0)) {
+        if (ex.aborted || (written === 0 && n > 0)) {
           // Hard stop, watchdog, or the client went away (a write of 0 bytes says so).
           const kind = ex.reason ?? "client_abort";
           ex.abort(kind);

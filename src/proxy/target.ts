@@ -37,6 +37,9 @@ function parseRequestUrl(raw: string): URL {
 const FORBIDDEN_DECODED = /[\u0000-\u001f\u007f/\\]/;
 
 function checkSegments(path: string): void {
+  // Without a "%" nothing is left to decode: URL parsing already resolved dot segments and
+  // backslashes and percent-encoded every control character (WHATWG URL, path percent-encode set).
+  if (!path.includes("%")) return;
   for (const segment of path.split("/")) {
     let decoded: string;
     try {
