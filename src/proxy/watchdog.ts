@@ -66,6 +66,11 @@ export class Watchdog {
     return this.live.size;
   }
 
+  /** Whether the interval is scheduled. */
+  get running(): boolean {
+    return this.timer !== undefined;
+  }
+
   /** The hard stop: abort everything still open (an EventListener object, not a closure). */
   handleEvent(): void {
     this.stopped = true;
