@@ -35,10 +35,15 @@ const FORWARDING = new Set(["forwarded", "x-forwarded-for", "x-forwarded-proto",
 
 const VIA = "1.1 tokenplace-relay";
 
+const NO_TOKENS: ReadonlySet<string> = new Set();
+
 /** Names listed in Connection (RFC 9110 §7.6.1): "Connection: close, X-Foo" drops X-Foo too. */
-function connectionTokens(headers: Headers): Set<string> {
+function connectionTokens(headers: Headers): ReadonlySet<string> {
+  const value = headers.get("connection");
+  // Most messages have none (HTTP/1.1 keeps connections alive without saying so): no set to build.
+  if (value === null) return NO_TOKENS;
   const names = new Set<string>();
-  for (const token of (headers.get("connection") ?? "").split(",")) {
+  for (const token of value.split(",")) {
     const t = token.trim().toLowerCase();
     if (t !== "") names.add(t);
   }

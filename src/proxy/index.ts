@@ -40,6 +40,10 @@ const ALLOWED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIO
 /** Failures that say the upstream itself is unwell, so round robin should skip it for a while. */
 const EJECTING: ReadonlySet<FailureKind> = new Set(["connect", "dns", "timeout", "reset"]);
 
+const NOTHING_TO_RELEASE = () => {};
+/** A request without a body: no upload slot, no deadline (one shared object, not one per GET). */
+const NO_UPLOAD: UploadBounds = { deadline: Number.POSITIVE_INFINITY, done: NOTHING_TO_RELEASE };
+
 /** Bun's fetch runs at most this many requests at once unless BUN_CONFIG_MAX_HTTP_REQUESTS says otherwise. */
 const BUN_DEFAULT_MAX_FETCHES = 256;
 
@@ -88,8 +92,9 @@ export function createProxyRoute(deps: ProxyDeps): ProxyRoute & { readiness?: Re
 
     // An upload holds a slot of its client address until its body is in (src/proxy/uploads.ts),
     // taken before a byte of it is read; the deadline counts from the request's arrival.
-    const release = req.body !== null && req.headers.get("content-length") !== "0" ? uploads.acquire(ctx.clientId) : () => {};
-    const upload = { deadline: bodyPolicy(req)?.deadline ?? performance.now() + config.bounds.bodyTimeoutMs, done: release };
+    const hasBody = req.body !== null && req.headers.get("content-length") !== "0";
+    const release = hasBody ? uploads.acquire(ctx.clientId) : NOTHING_TO_RELEASE;
+    const upload = hasBody ? { deadline: bodyPolicy(req)?.deadline ?? performance.now() + config.bounds.bodyTimeoutMs, done: release } : NO_UPLOAD;
     try {
       return await forward(req, ctx, target, upload);
     } catch (err) {
