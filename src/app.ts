@@ -357,6 +357,12 @@ export function createApp(deps: AppDeps) {
         return longPoll.waiting + clientLongPoll.waiting;
       },
     },
+    /** Client polls being paced right now (src/common/pacing.ts). */
+    paces: {
+      get active() {
+        return pacer.active;
+      },
+    },
     routes: router.paths(),
   };
 }

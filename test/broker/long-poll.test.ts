@@ -140,6 +140,9 @@ for (const backend of BROKER_BACKENDS) {
       afterAll(() => capped.shutdown());
       /** One held poll takes the address's share; release() ends it (the holder leaves). */
       const holdOne = async (route: string) => {
+        // An earlier test's paces (a client that left keeps its place until its slot ends) would
+        // take part of this address's share: start from none.
+        await waitUntil(() => capped.app.paces.active === 0, 5_000);
         const ac = new AbortController();
         const held = fetch(capped.url + route, { method: "POST", body: JSON.stringify({ client_public_key: fakeKey("holder") }), signal: ac.signal }).catch(() => "aborted");
         await waitUntil(() => capped.app.holds.waiting === 1);
