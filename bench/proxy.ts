@@ -1,109 +1,143 @@
 /**
- * Proxy-mode benchmark: what the relay adds to time to first byte and to per-chunk latency,
- * measured in one run against the same upstream process, direct and through the relay,
- * interleaved so both see the same machine load. Loopback only, bounded (< 30 s).
+ * The streaming proxy beside nginx and beside the least a Bun proxy can do, in one run: where the
+ * relay's time goes that is not Bun's. `npm run bench -- --only=proxy` reports relay vs nginx;
+ * this adds the minimal Bun proxies (bench/baseline-server.ts: "pump" reads every chunk in
+ * JavaScript like the relay, "native" hands fetch's body to the Response) and the CPU each proxy
+ * process spent per event delivered, which is steadier than latency on a shared machine.
  *
- *   bun run bench/proxy.ts [--quick]
+ *   bun run bench/proxy.ts [--streams=100,1000] [--rounds=3] [--events=40] [--gap-ms=100]
+ *                          [--paths=direct,nginx,relay,pump,native] [--compare=/path/to/other-relay-binary]
  *
- * TTFB: fetch() to the first body byte of a one-event SSE answer.
- * Per-chunk latency: the upstream stamps each SSE event with its send time (same machine, same
- * clock); the client subtracts it from the arrival time. Event 0 travels with the response head
- * and is left out. Sequential streams (idle machine) and a batch of concurrent streams (load).
+ * Every path serves the same SSE upstream (bench/sse-upstream.ts) to the raw-socket client
+ * (bench/sse-client.ts); all streams of a phase open at once; paths take turns, rotating, so load
+ * drift hits all of them. `--compare` adds a second relay binary as path "compare" (for example
+ * the build before a change). `--events=2 --gap-ms=1` makes per-request cost dominate; many
+ * events with a short gap make per-chunk cost dominate. Loopback only; prints a table and a
+ * `PROXY_BENCH_JSON` line.
  */
-import { startFixture, startProxyRelay, now, readEvents } from "../test/proxy/helpers.ts";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { startOnPort, withFdLimit, type Server } from "./child.ts";
+import { distribution } from "./load.ts";
+import { freePort, RELAY_BIN } from "./peers.ts";
+import { openSse } from "./sse-client.ts";
+import { compileBare } from "./startup.ts";
+import { NGINX_BIN, startNginx } from "./stream.ts";
 
-const quick = process.argv.includes("--quick");
-const TTFB_SAMPLES = quick ? 40 : 300;
-const STREAMS = quick ? 3 : 12;
-const EVENTS = 40;
-const GAP_MS = 10;
-const CONCURRENT = quick ? 20 : 100;
+const args = process.argv.slice(2);
+const opt = (name: string, fallback: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback;
+const streamCounts = opt("streams", "100,1000").split(",").map(Number);
+const rounds = Number(opt("rounds", "3"));
+const events = Number(opt("events", "40"));
+const gapMs = Number(opt("gap-ms", "100"));
+const compare = opt("compare", "");
+const paths = opt("paths", `direct,nginx,relay${compare ? ",compare" : ""},pump,native`).split(",");
+if (paths.includes("nginx") && !NGINX_BIN) throw new Error("nginx is not installed (apt-get install nginx-light), or leave it out with --paths");
 
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
+/** The limits a thousand streams need, as the bench's proxy section sets them. */
+const RELAY_ENV = { RELAY_HOST: "127.0.0.1", BUN_CONFIG_MAX_HTTP_REQUESTS: "4096", RELAY_MAX_CONNECTIONS: "16384" };
+
+/** User plus system CPU of a process so far, ms (Linux /proc; clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
-async function ttfb(base: string): Promise<number> {
-  const t0 = now();
-  const res = await fetch(`${base}/api/sse?n=1&gap=0`);
-  const reader = res.body!.getReader();
-  await reader.read();
-  const t = now() - t0;
-  await reader.cancel().catch(() => {});
-  return t;
+const logDir = mkdtempSync(join(tmpdir(), "tokenplace-bench-proxy-"));
+const running: Server[] = [];
+const ports: Record<string, number> = {};
+const pids: Record<string, number> = {};
+async function start(name: string, cmd: string[], env: Record<string, string>, portVar: string): Promise<Server> {
+  const port = await freePort();
+  const s = await startOnPort({ name, cmd, env: { ...env, [portVar]: String(port) }, port, logDir });
+  running.push(s);
+  ports[name] = s.port;
+  pids[name] = s.pid;
+  return s;
 }
 
-async function chunkLatencies(base: string, n = EVENTS): Promise<number[]> {
-  const res = await fetch(`${base}/api/sse?n=${n}&gap=${GAP_MS}`);
-  const { events, error } = await readEvents(res);
-  if (error || events.length !== n) throw new Error(`stream broke: ${String(error)} after ${events.length}`);
-  // Event 0 rides on the response head (that is TTFB's job); chunks after it are the stream proper.
-  return events.slice(1).map((e) => e.arrivedAt - e.sentAt);
+interface Acc {
+  ok: number;
+  events: number;
+  seconds: number;
+  cpuMs: number;
+  ttfbs: number[];
+  latencies: number[];
+  error?: string;
 }
 
-interface Row {
-  name: string;
-  direct: number[];
-  relay: number[];
+async function phase(port: number, streams: number, n: number) {
+  const t0 = performance.now();
+  const open = Array.from({ length: streams }, () => openSse(port, `/api/sse?n=${n}&gap=${gapMs}`, n, n * gapMs + 30_000));
+  const results = await Promise.all(open.map((s) => s.done));
+  return { results, seconds: (performance.now() - t0) / 1_000 };
 }
-
-function report(rows: Row[]): void {
-  const f = (x: number) => x.toFixed(3).padStart(8);
-  console.log(`\nproxy bench (Bun ${Bun.version}, ${navigator.hardwareConcurrency} cores, loopback; ms)`);
-  console.log("metric                         |  direct p50 |  relay p50 | added p50 | ratio p50 |  direct p95 |  relay p95 | added p95");
-  const json: Record<string, unknown> = {};
-  for (const r of rows) {
-    const [d50, r50, d95, r95] = [pct(r.direct, 50), pct(r.relay, 50), pct(r.direct, 95), pct(r.relay, 95)];
-    console.log(
-      `${r.name.padEnd(30)} | ${f(d50)}    | ${f(r50)}   | ${f(r50 - d50)}  | ${(r50 / d50).toFixed(2).padStart(7)}x  | ${f(d95)}    | ${f(r95)}   | ${f(r95 - d95)}`,
-    );
-    json[r.name] = { samples: r.relay.length, directP50: d50, relayP50: r50, addedP50: r50 - d50, ratioP50: r50 / d50, directP95: d95, relayP95: r95, addedP95: r95 - d95 };
-  }
-  console.log(`PROXY_BENCH_JSON ${JSON.stringify(json)}`);
-}
-
-const fx = await startFixture();
-const relay = await startProxyRelay(fx.url, { RELAY_UPSTREAM_HEALTH_INTERVAL_MS: "60000" });
-const bases = { direct: fx.url, relay: relay.url };
-const guard = setTimeout(() => {
-  console.error("bench: over 60 s, giving up");
-  relay.kill("SIGKILL");
-  void fx.stop();
-  process.exit(1);
-}, 60_000);
 
 try {
-  // Warm up both paths (connection pools, JIT).
-  for (let k = 0; k < 20; k++) {
-    await ttfb(bases.direct);
-    await ttfb(bases.relay);
+  const up = await start("direct", withFdLimit([process.execPath, "run", "bench/sse-upstream.ts"]), {}, "SSE_PORT");
+  if (paths.includes("nginx")) {
+    const nginx = await startNginx(up.port, logDir);
+    running.push(nginx);
+    ports.nginx = nginx.port;
+    // The worker does the proxying; the master only waits.
+    const worker = Bun.spawnSync(["pgrep", "-P", String(nginx.pid)], { stdout: "pipe" }).stdout.toString().trim().split("\n")[0];
+    pids.nginx = Number(worker);
   }
-  await chunkLatencies(bases.direct, 5);
-  await chunkLatencies(bases.relay, 5);
+  if (paths.includes("relay")) await start("relay", withFdLimit([RELAY_BIN]), { ...RELAY_ENV, TOKENPLACE_RELAY_UPSTREAM_URL: up.url }, "RELAY_PORT");
+  if (paths.includes("compare")) await start("compare", withFdLimit([compare]), { ...RELAY_ENV, TOKENPLACE_RELAY_UPSTREAM_URL: up.url }, "RELAY_PORT");
+  const bare = paths.includes("pump") || paths.includes("native") ? compileBare(logDir) : "";
+  for (const mode of ["pump", "native"] as const) {
+    if (paths.includes(mode)) await start(mode, withFdLimit([bare]), { BASELINE_PROXY_UPSTREAM: up.url, BASELINE_PROXY_MODE: mode, BUN_CONFIG_MAX_HTTP_REQUESTS: "4096" }, "BASELINE_PORT");
+  }
 
-  const rows: Row[] = [
-    { name: "time to first byte", direct: [], relay: [] },
-    { name: "per-chunk latency (sequential)", direct: [], relay: [] },
-    { name: `per-chunk latency (${CONCURRENT} streams)`, direct: [], relay: [] },
-  ];
-  // Interleaved, alternating which goes first, so drift in machine load hits both equally.
-  for (let k = 0; k < TTFB_SAMPLES; k++) {
-    const order = k % 2 === 0 ? (["direct", "relay"] as const) : (["relay", "direct"] as const);
-    for (const which of order) rows[0]![which].push(await ttfb(bases[which]));
+  // Warm-up: connection pools, JIT, nginx's upstream keep-alive.
+  for (const p of paths) await phase(ports[p]!, 10, 3);
+  const acc = new Map<string, Acc>();
+  const loadAtStart = loadavg();
+  let turn = 0;
+  for (let r = 0; r < rounds; r++) {
+    for (const n of streamCounts) {
+      for (let k = 0; k < paths.length; k++) {
+        const p = paths[(k + turn) % paths.length]!;
+        console.error(`[proxy bench] round ${r + 1}/${rounds}, ${n} streams, ${p}`);
+        const c0 = cpuMs(pids[p]!);
+        const { results, seconds } = await phase(ports[p]!, n, events);
+        const a = acc.get(`${n} ${p}`) ?? { ok: 0, events: 0, seconds: 0, cpuMs: 0, ttfbs: [], latencies: [] };
+        a.cpuMs += cpuMs(pids[p]!) - c0;
+        a.seconds += seconds;
+        for (const res of results) {
+          if (res.error === undefined) a.ok++;
+          else a.error ??= res.error;
+          a.events += res.events;
+          if (Number.isFinite(res.ttfbMs)) a.ttfbs.push(res.ttfbMs);
+          a.latencies.push(...res.latencies);
+        }
+        acc.set(`${n} ${p}`, a);
+        await Bun.sleep(500); // let this phase's sockets close before the next opens its own
+      }
+      turn++;
+    }
   }
-  for (let k = 0; k < STREAMS; k++) {
-    const order = k % 2 === 0 ? (["direct", "relay"] as const) : (["relay", "direct"] as const);
-    for (const which of order) rows[1]![which].push(...(await chunkLatencies(bases[which])));
+
+  const f = (x: number) => x.toFixed(2).padStart(8);
+  console.log(`\nproxy bench (Bun ${Bun.version}, ${navigator.hardwareConcurrency} cores, loopback; load average at start ${loadAtStart.map((x) => x.toFixed(2)).join(" ")}, at end ${loadavg().map((x) => x.toFixed(2)).join(" ")})`);
+  console.log(`${events} events per stream, ${gapMs} ms apart; ${rounds} round(s) merged; ms unless said; CPU: the proxy process (direct: the upstream)`);
+  console.log("streams | path    | ok     | events/s | TTFB p50 | TTFB p99 | event p50 | event p99 | CPU us/event");
+  const json: Record<string, unknown> = {};
+  for (const n of streamCounts) {
+    for (const p of paths) {
+      const a = acc.get(`${n} ${p}`)!;
+      const t = distribution(a.ttfbs);
+      const l = distribution(a.latencies);
+      const cpu = (a.cpuMs * 1_000) / a.events;
+      console.log(
+        `${String(n).padStart(7)} | ${p.padEnd(7)} | ${String(a.ok).padStart(6)} | ${(a.events / a.seconds).toFixed(0).padStart(8)} | ${f(t.p50)} | ${f(t.p99)} | ${f(l.p50)}  | ${f(l.p99)}  | ${f(cpu)}${a.error ? `  first error: ${a.error}` : ""}`,
+      );
+      json[`${n} ${p}`] = { streams: n * rounds, ok: a.ok, eventsPerSecond: a.events / a.seconds, ttfb: t, latency: l, cpuUsPerEvent: cpu };
+    }
   }
-  for (const which of ["direct", "relay"] as const) {
-    const all = await Promise.all(Array.from({ length: CONCURRENT }, () => chunkLatencies(bases[which], 20)));
-    rows[2]![which].push(...all.flat());
-  }
-  report(rows);
+  console.log(`PROXY_BENCH_JSON ${JSON.stringify({ events, gapMs, rounds, load: loadAtStart, paths: json })}`);
 } finally {
-  clearTimeout(guard);
-  relay.kill("SIGKILL");
-  await relay.proc.exited;
-  await fx.stop();
+  await Promise.all(running.map((s) => s.stop()));
 }
