@@ -8,6 +8,13 @@ import { fakeKey, startLegacyRelay, startTestRelay, type TestRelay } from "../he
  * late (a tarpit for crowds that ignore Retry-After), capped per address, on one timer per slot.
  */
 const ctx = (clientId: string) => ({ clientId }) as RequestContext;
+/**
+ * Waits until the pacer's one-second window (performance.now(), the same clock: the relay runs in
+ * this process) is at `from`..`from + 100` ms, so a burst lands where the test needs it.
+ */
+async function windowAt(from: number): Promise<void> {
+  while (Math.abs((performance.now() % 1000) - from - 50) > 50) await Bun.sleep(5);
+}
 const req = () => new Request("http://relay.test/retrieve", { method: "POST" });
 
 describe("createPacer", () => {
@@ -85,6 +92,8 @@ describe("over real HTTP", () => {
     relay = startTestRelay({ RATE_LIMITS_ENABLED: "false" });
     const client = fakeKey("crowd");
     const n = EMPTY_ANSWERS_PER_SECOND + 8;
+    // The whole burst in one window of the allowance.
+    await windowAt(0);
     const t0 = performance.now();
     const answers = await Promise.all(
       Array.from({ length: n }, async (_, i) => {
@@ -134,6 +143,9 @@ describe("held retrieves are never paced again", () => {
     const client = fakeKey("held-client");
     const id = rid();
     expect((await p.request(node.key, client, id)).status).toBe(200);
+    // The hold starts 400-500 ms into a window: the burst below (700 ms later) and the hold's end
+    // (1,000 ms later) fall in the same window of the allowance.
+    await windowAt(400);
     const t0 = performance.now();
     const held = p.retrieve(client, id).then((r) => ({ ...r, ms: performance.now() - t0 }));
     // Just before the hold ends, the same address spends its allowance of empty answers (per
