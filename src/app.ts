@@ -214,6 +214,10 @@ export function createApp(deps: AppDeps) {
         // Failed attempts are counted per address; once RELAY_AUTH_FAILURE_LIMIT is spent, the
         // address is refused before any comparison, so tokens cannot be guessed at full speed.
         const attempt = await limits.authAttempt(req, ctx);
+        // Nothing awaited between this, the comparison and failed()'s local count: parallel
+        // guesses from one address are compared at most up to its limit (AuthAttempt.spent).
+        const spent = attempt.spent();
+        if (spent) await spent;
         if (!checkServerToken(req.headers.get(SERVER_TOKEN_HEADER)?.trim() ?? null)) {
           await attempt.failed();
           throw v1Errors.unauthorized();

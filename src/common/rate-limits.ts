@@ -57,7 +57,7 @@ export interface RateLimits {
    * points are spent. Await `failed()` when the token was wrong, before answering 401: the
    * failure is then counted before the client can send its next guess, on every replica.
    */
-  authAttempt(req: Request, ctx: RequestContext): Promise<{ failed(): Promise<void> }>;
+  authAttempt(req: Request, ctx: RequestContext): Promise<AuthAttempt>;
   /** Handlers: charge the identity bucket (register, poll, responses; unregister: see owner). */
   identity(route: ControlPlaneRoute, identity: string, ctx: RequestContext): Promise<void>;
   /**
@@ -69,6 +69,27 @@ export interface RateLimits {
   /** The client address of a request as rate limiting sees it (tests, logs). */
   clientKey(req: Request, ctx: RequestContext): string;
 }
+
+/** One token check of an address (authAttempt). */
+export interface AuthAttempt {
+  /**
+   * Called right before the comparison, with nothing awaited in between: a refusal (a promise
+   * that rejects with the 429) once this process has counted the address's failures as spent in
+   * the current window, else undefined. Parallel guesses from one address pass authAttempt
+   * together, before any of their failures has reached the counter; this check and the local count
+   * in failed() run in the same synchronous step as each comparison, so at most the limit of them
+   * is ever compared on one replica.
+   */
+  spent(): Promise<never> | undefined;
+  /** Counts one failure (locally at once, then in the shared counter), resolved before the 401. */
+  failed(): Promise<void>;
+}
+
+/**
+ * Addresses the local failure count keeps per window: a distributed guesser past this many
+ * addresses in one window is left to the shared counters (each address then gets its own limit).
+ */
+const LOCAL_AUTH_FAILURE_KEYS = 100_000;
 
 interface Bucket {
   limiter: RateLimiterAbstract;
@@ -154,10 +175,32 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
       if (ms > 0) lastAuthFailure = Math.max(lastAuthFailure, performance.now() - failureWindowMs + ms);
     },
   });
+  /** Failures per address counted by this process in a fixed window (see AuthAttempt.spent). */
+  const localFailures = new Map<string, number>();
+  let localWindowStart = 0;
+  // Date.now(), as the counters' own windows (rate-limiter-flexible), so both end together.
+  const localWindow = () => {
+    const now = Date.now();
+    if (now - localWindowStart >= failureWindowMs) {
+      localFailures.clear();
+      localWindowStart = now;
+    }
+    return now;
+  };
   /** What authAttempt hands back: `failed()` counts one failure against the address's bucket key. */
-  const failureCounter = (key: () => string) => ({
+  const failureCounter = (key: () => string, ctx: RequestContext): AuthAttempt => ({
+    spent() {
+      // No failure heard of within a window (the usual case): no address can have spent any.
+      if (performance.now() - lastAuthFailure > failureWindowMs && localFailures.size === 0) return undefined;
+      const now = localWindow();
+      if ((localFailures.get(key()) ?? 0) < authFailures.limit.points) return undefined;
+      return refuse(ctx, authFailures, localWindowStart + failureWindowMs - now, "auth_failures");
+    },
     async failed() {
       lastAuthFailure = performance.now();
+      localWindow();
+      const k = key();
+      if (localFailures.has(k) || localFailures.size < LOCAL_AUTH_FAILURE_KEYS) localFailures.set(k, (localFailures.get(k) ?? 0) + 1);
       const counted = authFailures.limiter.consume(key(), 1).catch(() => undefined);
       // Sent together with the counter's script (one round trip), and awaited: the datastore holds
       // the count, the marker and the announcement before the 401 goes out.
@@ -266,13 +309,16 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
       // Pub/Sub within about a round trip of its counter update; a guess racing that message is
       // like the parallel guesses below, compared once more before the refusal, and only while no
       // failure at all was heard of within the window (afterwards every check reads the counter).
-      if (noRecentFailure()) return failureCounter(() => digest(clientKey(req, ctx)));
+      if (noRecentFailure()) {
+        let key: string | undefined;
+        return failureCounter(() => (key ??= digest(clientKey(req, ctx))), ctx);
+      }
       const key = digest(clientKey(req, ctx));
       await ready();
       // Only failures are counted, and an address whose failures are spent is refused before the
       // comparison: legitimate nodes are never limited by their own (correct) traffic, however
-      // many requests they run at once. Parallel guesses in flight together may each be compared
-      // once before their failures land: at most the connection cap beyond the limit.
+      // many requests they run at once. Parallel guesses in flight together pass here before their
+      // failures land in the counter; AuthAttempt.spent stops them at the limit on this replica.
       let spent: RateLimiterRes | null = null;
       try {
         spent = await authFailures.limiter.get(key);
@@ -280,7 +326,7 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
         storeFailed(err);
       }
       if (spent && spent.consumedPoints >= authFailures.limit.points && spent.msBeforeNext > 0) return refuse(ctx, authFailures, spent.msBeforeNext, "auth_failures");
-      return failureCounter(() => key);
+      return failureCounter(() => key, ctx);
     },
 
     async identity(route, identity, ctx) {

@@ -51,6 +51,24 @@ describe.skipIf(skip !== undefined)("rate limits shared by relays on one datasto
     await redis.stop();
   });
 
+  test("parallel guesses arriving together (one batch of sockets, counters in the datastore) are compared at most up to the limit", async () => {
+    const { openRaw, postHead } = await import("../helpers/raw-socket.ts");
+    const { a } = await pair({ RELAY_AUTH_FAILURE_LIMIT: "3/minute" });
+    const port = Number(new URL(a.url).port);
+    const conns = await Promise.all(Array.from({ length: 200 }, () => openRaw(port)));
+    try {
+      const body = "{}";
+      // Every socket connected first, then every request written in one go: the relay reads them
+      // in one batch, and each waits on the datastore before any failure has been counted there.
+      for (const c of conns) c.send(postHead("/api/v1/relay/servers/poll", body.length, "X-Relay-Server-Token: guess-guess-guess-guess\r\n") + body);
+      const statuses = (await Promise.all(conns.map((c) => c.reply(15_000)))).map((x) => x.status);
+      expect(statuses.filter((s) => s === 401).length).toBeLessThanOrEqual(3);
+      expect(statuses.filter((s) => s !== 401 && s !== 429)).toEqual([]);
+    } finally {
+      for (const c of conns) c.destroy();
+    }
+  });
+
   test("the public quota is one budget over both relays; another key prefix is another relay", async () => {
     const { prefix, a, b } = await pair({ API_RATE_LIMIT: "4/hour" });
     for (const r of [a, b, a, b]) expect(await status(post(r.url, "/api/v1/relay/requests"))).toBe(400);
