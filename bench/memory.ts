@@ -24,6 +24,11 @@
  * that is Bun's, not the relay's. Every RSS is split into anonymous memory and file-backed pages
  * (the binary's code and embedded module graph, mapped from the file: shared between processes
  * of one binary and reclaimable), from /proc/<pid>/smaps_rollup.
+ *
+ * The file-backed pages depend on the page-cache state of the binary file as much as on what runs:
+ * a file just written (a fresh build, an image layer just pulled) is mapped in larger pieces per
+ * fault than one read back from disk, ~5 MiB more RSS for the relay. So with `cold` the idle RSS
+ * is also read from copies of the binaries dropped from the page cache before they start.
  */
 import { heldOn } from "./state.ts";
 import { openSse, type OpenStream } from "./sse-client.ts";
@@ -31,8 +36,10 @@ import { describe, post } from "./v1-wake.ts";
 import { fakeKey } from "./scenarios.ts";
 import { NODE_CAPABILITIES } from "../src/demo/protocol.ts";
 import { markdown, mib, type SectionResult, type Target } from "./report.ts";
-import { readFileSync } from "node:fs";
-import { rssBytes, type Server } from "./child.ts";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
+import { rssBytes, spawnListening, type Server } from "./child.ts";
 
 /** Anonymous bytes of a process (heap, stacks, JIT code); the rest of its RSS is file-backed. */
 export function anonBytes(pid: number): number {
@@ -68,6 +75,41 @@ export function memoryRelayEnv(holds: number): Record<string, string> {
   };
 }
 
+/** A binary to start read cold from disk, with its exact environment (its port 0: it logs a listening line). */
+export interface ColdStart {
+  bin: string;
+  env: Record<string, string>;
+}
+
+/**
+ * Idle RSS of a copy of `c.bin` read cold from disk: the copy is flushed and dropped from the page
+ * cache (`dd iflag=nocache count=0`, POSIX_FADV_DONTNEED) before it starts. Undefined (and why, in
+ * `failures`) where that cannot be done.
+ */
+async function coldIdle(c: ColdStart, failures: string[]): Promise<Resident | undefined> {
+  const dir = mkdtempSync(join(tmpdir(), "relay-cold-"));
+  try {
+    const copy = join(dir, basename(c.bin));
+    copyFileSync(c.bin, copy);
+    for (const cmd of [["sync", copy], ["dd", `if=${copy}`, "iflag=nocache", "count=0"]]) {
+      const r = Bun.spawnSync(cmd, { stdout: "ignore", stderr: "pipe" });
+      if (r.exitCode !== 0) {
+        failures.push(`memory: cold start of ${basename(c.bin)}: ${cmd[0]} failed: ${r.stderr.toString().trim().slice(0, 200)}`);
+        return undefined;
+      }
+    }
+    const child = await spawnListening([copy], c.env);
+    try {
+      await Bun.sleep(IDLE_SETTLE_MS);
+      return resident(child.pid);
+    } finally {
+      await child.stop();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export interface MemoryOptions {
   holds: number;
   streams: number;
@@ -76,6 +118,8 @@ export interface MemoryOptions {
   log: (msg: string) => void;
   /** Minimal proxies to open the same streams through, after the relay. */
   floors?: ProxyFloor[];
+  /** The relay (and the bare binary) also idle from a copy read cold from disk (see coldIdle). */
+  cold?: { relay: ColdStart; bare?: ColdStart };
 }
 
 const rawPoll = (port: number, key: string, token: string) => {
@@ -156,6 +200,10 @@ export async function memorySection(relay: Server, bare: Server | undefined, o: 
   put("idle", resident(relay.pid));
   const idle = figures.idle!;
   if (bare) put("bareIdle", resident(bare.pid));
+  if (o.cold) {
+    put("coldIdle", await coldIdle(o.cold.relay, failures));
+    if (o.cold.bare) put("bareColdIdle", await coldIdle(o.cold.bare, failures));
+  }
 
   // held polls
   o.log(`memory: registering ${o.holds} nodes...`);
@@ -239,6 +287,7 @@ export async function memorySection(relay: Server, bare: Server | undefined, o: 
       [
         row("bare compiled Bun.serve, idle", "bareIdle"),
         row("relay idle (proxy mode, fresh start)", "idle"),
+        ...(o.cold ? [row("bare compiled Bun.serve, idle, read cold from disk", "bareColdIdle"), row("relay idle, read cold from disk", "coldIdle")] : []),
         row(`relay with ${o.holds.toLocaleString("en-US")} held servers/poll`, "holds"),
         row(`relay after they closed and the nodes left (+${o.settleMs / 1000} s)`, "afterHolds"),
         row(`relay with ${streamsLabel} open proxied SSE streams`, "streams", `${(figures.streams === undefined ? NaN : figures.streams / idle).toFixed(2)}x idle; ${perStream("streams", "afterHolds")}`),

@@ -276,8 +276,10 @@ async function proxy(): Promise<SectionResult> {
 
 async function memory(): Promise<SectionResult> {
   const up = await sseUpstream();
-  const relay = await start("relay-rss", withFdLimit([RELAY_BIN]), { RELAY_HOST: "127.0.0.1", TOKENPLACE_RELAY_UPSTREAM_URL: up.url, TOKEN_PLACE_RELAY_SERVER_TOKEN: TOKEN, RELAY_RATE_LIMITS: "off", RELAY_AUTH_FAILURE_LIMIT: "1000000/minute", ...memoryRelayEnv(opts.holds) }, "RELAY_PORT");
+  const relayEnv = { RELAY_HOST: "127.0.0.1", TOKENPLACE_RELAY_UPSTREAM_URL: up.url, TOKEN_PLACE_RELAY_SERVER_TOKEN: TOKEN, RELAY_RATE_LIMITS: "off", RELAY_AUTH_FAILURE_LIMIT: "1000000/minute", ...memoryRelayEnv(opts.holds) };
+  const relay = await start("relay-rss", withFdLimit([RELAY_BIN]), relayEnv, "RELAY_PORT");
   const bare = await start("bare-rss", [await bareBin()], {}, "BASELINE_PORT");
+  const cold = { relay: { bin: RELAY_BIN, env: { ...relayEnv, RELAY_PORT: "0" } }, bare: { bin: await bareBin(), env: { BASELINE_PORT: "0" } } };
   const floors = [
     { label: "native pipe", server: await start("bare-proxy-native", withFdLimit([await bareBin()]), { BASELINE_PROXY_UPSTREAM: up.url, BASELINE_PROXY_MODE: "native", BUN_CONFIG_MAX_HTTP_REQUESTS: String(opts.holds * 2) }, "BASELINE_PORT") },
     { label: "JavaScript pump", server: await start("bare-proxy-pump", withFdLimit([await bareBin()]), { BASELINE_PROXY_UPSTREAM: up.url, BASELINE_PROXY_MODE: "pump", BUN_CONFIG_MAX_HTTP_REQUESTS: String(opts.holds * 2) }, "BASELINE_PORT") },
@@ -292,7 +294,7 @@ async function memory(): Promise<SectionResult> {
         `(\`ulimit -n ${BENCH_FD_LIMIT}\` is refused), and every proxied stream holds two sockets in the relay, so ${opts.holds.toLocaleString("en-US")} streams need over ${(opts.holds * 2).toLocaleString("en-US")} descriptors in one process.`
       : "";
   try {
-    const r = await memorySection(relay, bare, { holds: opts.holds, streams, settleMs: opts.settleMs, token: TOKEN, log, floors });
+    const r = await memorySection(relay, bare, { holds: opts.holds, streams, settleMs: opts.settleMs, token: TOKEN, log, floors, cold });
     return { ...r, body: r.body + note };
   } finally {
     await Promise.all([relay.stop(), bare.stop(), ...floors.map((f) => f.server.stop())]);
