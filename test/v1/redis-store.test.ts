@@ -361,7 +361,12 @@ describe.skipIf(why !== undefined)("V1Store on Valkey/Redis", () => {
     expect(await a.retrieve("c", "r")).toEqual({ kind: "unknown" });
   });
 
-  test("with a wake channel, enqueue and respond publish their wake-up in their own script, only when someone may wait; refusals publish nothing", async () => {
+  /**
+   * A store publishing its wake-ups on a channel, another replica's notifier listening (its held
+   * requests must wake with nobody calling notify()), node "n" registered, and `fired(sub)`: whether
+   * a subscription was woken within 500 ms.
+   */
+  async function wakeReplicas() {
     const clock = new ManualClock();
     const keyPrefix = uniqueRedisPrefix();
     const store = new RedisV1Store(
@@ -369,13 +374,17 @@ describe.skipIf(why !== undefined)("V1Store on Valkey/Redis", () => {
       { keyPrefix, limits: TEST_LIMITS, clock, commandTimeoutMs: REDIS_COMMAND_TIMEOUT_MS, wakeChannel: wakeChannel(keyPrefix) },
       recorder(),
     );
-    expect(store.publishesWakes).toBe(true);
-    // Another replica's notifier: its held requests must wake with nobody calling notify().
     const other = new RedisNotifier(redisTestClient("publisher"), redisTestClient("subscriber"), keyPrefix);
+    await Bun.sleep(100); // its subscription is made once the connection is ready
+    await store.register("n", CAPS, CRED);
+    const fired = (sub: { fired: Promise<void> }) => Promise.race([sub.fired.then(() => true), Bun.sleep(500).then(() => false)]);
+    return { clock, store, other, fired };
+  }
+
+  test("with a wake channel, enqueue and respond publish their wake-up in their own script, only when someone may wait; refusals publish nothing", async () => {
+    const { clock, store, other, fired } = await wakeReplicas();
+    expect(store.publishesWakes).toBe(true);
     try {
-      await Bun.sleep(100); // its subscription is made once the connection is ready
-      await store.register("n", CAPS, CRED);
-      const fired = (sub: { fired: Promise<void> }) => Promise.race([sub.fired.then(() => true), Bun.sleep(500).then(() => false)]);
       expect(await store.enqueue("ghost", env("c", "x"), PROOF, 10_000, 1024)).toBe("unknown_node");
       expect(await fired(other.subscribe(v1Topics.node("ghost")))).toBe(false);
 
@@ -412,18 +421,8 @@ describe.skipIf(why !== undefined)("V1Store on Valkey/Redis", () => {
   });
 
   test("the wake mark only grows: a poll's last look (hold 0) or a shorter poll never shortens it under a longer poll held elsewhere", async () => {
-    const clock = new ManualClock();
-    const keyPrefix = uniqueRedisPrefix();
-    const store = new RedisV1Store(
-      redisTestClient(),
-      { keyPrefix, limits: TEST_LIMITS, clock, commandTimeoutMs: REDIS_COMMAND_TIMEOUT_MS, wakeChannel: wakeChannel(keyPrefix) },
-      recorder(),
-    );
-    const other = new RedisNotifier(redisTestClient("publisher"), redisTestClient("subscriber"), keyPrefix);
+    const { clock, store, other, fired } = await wakeReplicas();
     try {
-      await Bun.sleep(100);
-      await store.register("n", CAPS, CRED);
-      const fired = (sub: { fired: Promise<void> }) => Promise.race([sub.fired.then(() => true), Bun.sleep(500).then(() => false)]);
       // Poll X held for 10 s (replica 1); at 7 s poll Z held for 10 s (replica 2); at 10 s X's last
       // look (hold 0) and a short poll; at 12 s a request: Z (held until 17 s) must be woken.
       expect((await store.claim("n", undefined, 10_000)).kind).toBe("empty");
