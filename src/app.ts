@@ -33,6 +33,12 @@ import { REVISION, VERSION } from "./version.ts";
 import { createWebMount } from "./web/index.ts";
 
 /** What the proxy feature plugs into the app (src/proxy). */
+
+/**
+ * Refusals the long-poll module has counted already, as the hold's outcome (ip_limit), before the
+ * handler turns them into an error answer: counted once per refusal, not twice.
+ */
+const COUNTED_BY_HOLDS = new Set(["long_poll_per_ip_client"]);
 export interface ProxyRoute {
   matches(pathname: string): boolean;
   handle(req: Request, ctx: RequestContext): Promise<Response>;
@@ -342,7 +348,7 @@ export function createApp(deps: AppDeps) {
 
   function toErrorResponse(err: unknown, ctx: RequestContext): Response {
     if (err instanceof RelayError) {
-      metrics.rejections.labels(err.code).inc();
+      if (!COUNTED_BY_HOLDS.has(err.code)) metrics.rejections.labels(err.code).inc();
       if (err.status >= 500) {
         const suppressed = refusalLog.take(err.code);
         if (suppressed !== undefined) ctx.log.warn({ code: err.code, status: err.status, err: err.message, suppressed }, "request failed");

@@ -152,6 +152,8 @@ for (const backend of BACKENDS) {
       expect(paced.status).toBe(429);
       expect(paced.headers.get("retry-after")).toBe("1");
       expect(paced.body.error.code).toBe("rate_limit_exceeded");
+      // One refusal, counted once (by the hold, not again by the error answer).
+      expect(await (await relay.get("/metrics")).text()).toMatch(/rejections_total\{reason="long_poll_per_ip_client"\} 1\n/);
       expect(await peek(held)).toBe("pending");
       await p.cancel(client, a);
       expect((await held).status).toBe(410);
