@@ -30,6 +30,11 @@ export const methodNotAllowed = (allow: string[]) =>
 /** Closes the connection: otherwise Bun reads and discards whatever the client goes on sending. */
 export const tooLarge = (limit: number) =>
   new RelayError(413, "body_too_large", `Request body exceeds the limit of ${limit} bytes`, undefined, { Connection: "close" });
+/**
+ * The same refusal, closing the connection after it: for answers that leave a body unread or that
+ * end a client's share (Bun otherwise keeps the connection and reads on).
+ */
+export const withConnectionClose = (e: RelayError) => new RelayError(e.status, e.code, e.message, e.body, { ...e.headers, Connection: "close" });
 export const unavailable = (code: string, message: string) => new RelayError(503, code, message);
 /** The upstream could not be reached or broke the exchange. */
 export const badGateway = (code: string, message: string) => new RelayError(502, code, message);

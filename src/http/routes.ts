@@ -1,4 +1,4 @@
-import { RelayError } from "../errors.ts";
+import { RelayError, withConnectionClose } from "../errors.ts";
 import { CLOSE } from "./body-budget.ts";
 import type { Handler } from "./router.ts";
 
@@ -65,6 +65,5 @@ export const routeBodyTooLarge = (limit: number) => {
 /** The refusal of a body over `spec`'s maxBodyBytes: the route's own, with `Connection: close`. */
 export function bodyTooLargeFor(spec: Pick<RouteSpec, "maxBodyBytes" | "tooLarge">): RelayError {
   if (!spec.tooLarge) return routeBodyTooLarge(spec.maxBodyBytes ?? 0);
-  const e = spec.tooLarge();
-  return new RelayError(e.status, e.code, e.message, e.body, { ...e.headers, ...CLOSE });
+  return withConnectionClose(spec.tooLarge());
 }

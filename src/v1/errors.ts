@@ -56,11 +56,9 @@ export const v1Errors = {
     return new RelayError(e.status, e.code, e.message, e.body, { "Retry-After": "5" });
   },
   /** Rate-limit shape (spec §2) with a one-second pace: this address holds its share of retrieves. */
-  /** `close`: past the address's share of paced polls too, so the connection is closed (src/common/pacing.ts). */
-  holdsExceeded: (close = false) => {
+  holdsExceeded: () => {
     const message = "Too many held retrieves from this address (RELAY_MAX_HOLDS_PER_IP); retry in 1 second";
-    const headers: Record<string, string> = close ? { "Retry-After": "1", Connection: "close" } : { "Retry-After": "1" };
-    return new RelayError(429, "long_poll_per_ip_client", message, { error: { message, type: "rate_limit_error", code: "rate_limit_exceeded", param: null } }, headers);
+    return new RelayError(429, "long_poll_per_ip_client", message, { error: { message, type: "rate_limit_error", code: "rate_limit_exceeded", param: null } }, { "Retry-After": "1" });
   },
   duplicateRequest: () => v1(409, "duplicate_request_id", "This request_id is already live for this client or node; use a fresh id"),
   operatorNotConfigured: () =>

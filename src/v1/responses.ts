@@ -3,7 +3,7 @@ import { CLOSE } from "../http/body-budget.ts";
 import { json, readJsonObject } from "../http/json.ts";
 import type { RouteTable } from "../http/routes.ts";
 import { SMALL_ROUTE_MAX_BODY_BYTES } from "../config/defaults.ts";
-import { RelayError } from "../errors.ts";
+import { RelayError, withConnectionClose } from "../errors.ts";
 import { sha256Hex } from "../common/tokens.ts";
 import { fingerprint, reader, secondsLeft, type V1Deps } from "./deps.ts";
 import { v1Errors } from "./errors.ts";
@@ -144,7 +144,7 @@ export function createResponseHandlers(deps: V1Deps) {
     if (!value && (outcome === "ip_limit" || outcome === "overflow") && deps.pacer) {
       if (await deps.pacer.pace(req, ctx)) {
         if (!req.signal.aborted) value = await look();
-      } else if (outcome === "ip_limit") throw v1Errors.holdsExceeded(true);
+      } else if (outcome === "ip_limit") throw withConnectionClose(v1Errors.holdsExceeded()); // past the address's share of paces too
       else close = true;
     }
     if (!value && outcome === "ip_limit") throw v1Errors.holdsExceeded();
@@ -160,7 +160,7 @@ export function createResponseHandlers(deps: V1Deps) {
     }
     // Past the address's share of paces: answered now, and the connection closed.
     const headers = close ? CLOSE : undefined;
-    const refuse = (e: RelayError) => (close ? new RelayError(e.status, e.code, e.message, e.body, { ...e.headers, ...CLOSE }) : e);
+    const refuse = (e: RelayError) => (close ? withConnectionClose(e) : e);
     if (!result) return json(202, { status: "pending" }, headers);
     switch (result.kind) {
       case "answer": {
