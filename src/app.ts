@@ -32,13 +32,13 @@ import type { V1Store } from "./v1/store.ts";
 import { REVISION, VERSION } from "./version.ts";
 import { createWebMount } from "./web/index.ts";
 
-/** What the proxy feature plugs into the app (src/proxy). */
-
 /**
  * Refusals the long-poll module has counted already, as the hold's outcome (ip_limit), before the
  * handler turns them into an error answer: counted once per refusal, not twice.
  */
 const COUNTED_BY_HOLDS = new Set(["long_poll_per_ip_client"]);
+
+/** What the proxy feature plugs into the app (src/proxy). */
 export interface ProxyRoute {
   matches(pathname: string): boolean;
   handle(req: Request, ctx: RequestContext): Promise<Response>;

@@ -201,7 +201,7 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
       localWindow();
       const k = key();
       if (localFailures.has(k) || localFailures.size < LOCAL_AUTH_FAILURE_KEYS) localFailures.set(k, (localFailures.get(k) ?? 0) + 1);
-      const counted = authFailures.limiter.consume(key(), 1).catch(() => undefined);
+      const counted = authFailures.limiter.consume(k, 1).catch(() => undefined);
       // Sent together with the counter's script (one round trip), and awaited: the datastore holds
       // the count, the marker and the announcement before the 401 goes out.
       const told = signal
