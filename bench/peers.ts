@@ -14,8 +14,11 @@ export const E2E_SCRIPT = join(PEERS_DIR, "tokenplace-e2e.sh");
 export const UPSTREAM_SCRIPT = join(PEERS_DIR, "start-upstream-relay.sh");
 /** Where the peers' scripts keep their venv (they build it from PyPI on first use, ~30-60 s). */
 export const VENV = process.env.TP_VENV ?? "/tmp/tp-e2e-venv";
-/** The compiled relay (npm run build). */
-export const RELAY_BIN = join(REPO, "dist/tokenplace-relay-linux-x64");
+/**
+ * The compiled relay (npm run build); `TOKENPLACE_BENCH_RELAY_BIN` names another build (e.g. one made
+ * with `scripts/build.ts --outdir`) so two builds can be measured without sharing dist/.
+ */
+export const RELAY_BIN = process.env.TOKENPLACE_BENCH_RELAY_BIN ? resolve(process.env.TOKENPLACE_BENCH_RELAY_BIN) : join(REPO, "dist/tokenplace-relay-linux-x64");
 
 const PY_OK = "import sys, venv; sys.exit(0 if sys.version_info >= (3, 11) else 1)";
 
