@@ -113,8 +113,19 @@ export const MEMORY_BODY_SHARE = 0.25;
 export const MEMORY_BODY_COST_MULTIPLE = 4;
 /** With legacy routes on, the legacy protocol's stores get this share of the stored-payload share, API v1 the rest. */
 export const LEGACY_MEMORY_BUDGET_SHARE = 0.25;
-/** How often the memory guard samples RSS (~20 us a read of /proc/self/statm, so ~0.1% of a core). */
+/**
+ * How often the memory guard samples RSS while memory is in play (~20 us a read of
+ * /proc/self/statm, so ~0.1% of a core): past half the collect level, while it refuses bodies, or
+ * while many requests are open.
+ */
 export const MEMORY_GUARD_INTERVAL_MS = 20;
+/**
+ * How often it samples otherwise. Far below the collect level RSS cannot reach it between two
+ * samples: the fast growth (large bodies) is sampled after each body read anyway, and a crowd of
+ * small requests counts as busy once its open requests pass SHRINK_LOW_REQUESTS. Sampling every
+ * 20 ms at idle was 50 wake-ups a second for nothing, on a Pi that otherwise sleeps.
+ */
+export const MEMORY_GUARD_IDLE_INTERVAL_MS = 250;
 /**
  * Bodies at least this large declared (and chunked bodies, whose size is unknown) are refused
  * while the guard sheds; smaller ones pass, so held polls, retrieves and small requests go on.

@@ -58,7 +58,10 @@ export interface MemoryGuardDeps {
   shrink?: () => void;
   /** Milliseconds on a monotonic clock; default performance.now(). */
   now?: () => number;
+  /** Sampling period while memory is in play (default MEMORY_GUARD_INTERVAL_MS). */
   intervalMs?: number;
+  /** Sampling period otherwise (default MEMORY_GUARD_IDLE_INTERVAL_MS, or intervalMs when only that is given). */
+  idleIntervalMs?: number;
 }
 
 /** Load counts as high once this many requests are open at once (held polls, streams, bodies being read). */
@@ -156,10 +159,32 @@ export function createMemoryGuard(deps: MemoryGuardDeps): MemoryGuard {
       else log.info(line, "memory guard: level down");
       level = next;
     }
+    retime();
   }
 
-  const timer = levels.enabled ? setInterval(sample, deps.intervalMs ?? D.MEMORY_GUARD_INTERVAL_MS) : undefined;
-  timer?.unref();
+  const busyMs = deps.intervalMs ?? D.MEMORY_GUARD_INTERVAL_MS;
+  const idleMs = deps.idleIntervalMs ?? deps.intervalMs ?? D.MEMORY_GUARD_IDLE_INTERVAL_MS;
+  const busyBelowBytes = Math.floor(levels.collectBytes / 2);
+  /** Memory is in play: sample at the short period (see MEMORY_GUARD_IDLE_INTERVAL_MS). */
+  const busy = () => level > 0 || lastRss >= busyBelowBytes || peaked || (deps.pending !== undefined && deps.pending() > SHRINK_LOW_REQUESTS);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let armedMs = 0;
+  let closed = false;
+  const tick = () => {
+    timer = undefined;
+    sample();
+  };
+  // A timer re-armed by each sample, not an interval: its period follows the load, and a sample
+  // taken for a large body that finds memory in play shortens a pending idle wait at once.
+  function retime(): void {
+    if (closed) return;
+    const want = busy() ? busyMs : idleMs;
+    if (timer !== undefined && armedMs === want) return;
+    if (timer !== undefined) clearTimeout(timer);
+    armedMs = want;
+    timer = setTimeout(tick, want);
+    timer.unref();
+  }
   if (levels.enabled) sample();
 
   return {
@@ -183,7 +208,8 @@ export function createMemoryGuard(deps: MemoryGuardDeps): MemoryGuard {
       check: async () => ({ ok: true, detail: { memoryGuard: levels.enabled ? GUARD_LEVELS[level] : "off" } }),
     },
     close() {
-      if (timer) clearInterval(timer);
+      closed = true;
+      if (timer) clearTimeout(timer);
     },
   };
 }

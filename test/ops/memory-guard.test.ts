@@ -188,6 +188,56 @@ describe("memory guard levels", () => {
   });
 });
 
+describe("memory guard sampling period", () => {
+  // Periods far apart (5 ms busy, 10 s idle), so the counts below cannot be a matter of timing.
+  function sampledGuard(pending = () => 0) {
+    let rss = 100 * MiB;
+    let reads = 0;
+    const guard = createMemoryGuard({
+      budget: { bytes: BUDGET, shares, guard: levels },
+      registry: new Registry(),
+      logger: captureLogger("warn").logger,
+      readRss: () => (reads++, rss),
+      collect: () => {},
+      shrink: () => {},
+      pending,
+      intervalMs: 5,
+      idleIntervalMs: 10_000,
+    });
+    return { guard, reads: () => reads, setRss: (v: number) => (rss = v) };
+  }
+
+  test("far below the collect level and with few open requests it samples at the idle period; past half the collect level at the short one", async () => {
+    const g = sampledGuard();
+    try {
+      const first = g.reads();
+      await Bun.sleep(150);
+      // Only the sample at start: the next is 10 s away.
+      expect(g.reads() - first).toBe(0);
+      g.setRss(levels.collectBytes / 2 + MiB);
+      g.guard.sample(); // as a large body's read does; from now on RSS is in play
+      const busyFrom = g.reads();
+      await Bun.sleep(150);
+      expect(g.reads() - busyFrom).toBeGreaterThanOrEqual(5);
+    } finally {
+      g.guard.close();
+    }
+  });
+
+  test("many open requests count as busy even while RSS is low, and close() stops sampling", async () => {
+    let open = SHRINK_LOW_REQUESTS + 1;
+    const g = sampledGuard(() => open);
+    const from = g.reads();
+    await Bun.sleep(150);
+    expect(g.reads() - from).toBeGreaterThanOrEqual(5);
+    open = 0;
+    g.guard.close();
+    const closedAt = g.reads();
+    await Bun.sleep(50);
+    expect(g.reads()).toBe(closedAt);
+  });
+});
+
 describe("memory guard over HTTP", () => {
   let relay: TestRelay | undefined;
   afterEach(async () => {
