@@ -4,27 +4,133 @@
  *
  * Cross-compiles from the build machine (Bun fetches the target runtime from the npm registry);
  * never build inside an emulated arm64 environment (Bun aborts under QEMU-emulated builds).
+ * The bundle leaves out of the relay's start-up what its dependencies load but it never runs
+ * (STARTUP_TRIMS): every module a binary evaluates stays resident.
  */
-import { $ } from "bun";
+import { $, type BunPlugin } from "bun";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 
 const TARGETS = { x64: "bun-linux-x64", arm64: "bun-linux-arm64" } as const;
 type Arch = keyof typeof TARGETS;
+const ENTRY = new URL("../src/main.ts", import.meta.url).pathname;
 
-const args = process.argv.slice(2);
-const wanted: Arch[] = [];
-let outdir = "dist";
-for (let i = 0; i < args.length; i++) {
-  const a = args[i];
-  if (a === "--target") wanted.push(args[++i] as Arch);
-  else if (a === "--outdir") outdir = args[++i] ?? outdir;
-  else throw new Error(`build: unknown argument ${a}`);
+/** What a build of the relay says when anything asks pino for a transport. */
+export const PINO_TRANSPORT_STUB_MESSAGE =
+  "pino transports are not part of this build of tokenplace-relay: it logs JSON lines to stdout (pipe them to pino-pretty or a log shipper)";
+
+/**
+ * One `require` the build changes: made by a file matching `importer` (a dependency's own file,
+ * never the relay's) for `specifier`, exactly as written there. "replace": the module becomes
+ * `contents`. "defer": the module is bundled as before but evaluated only when its export is
+ * first used (see deferred()).
+ */
+export type StartupTrim = { importer: RegExp; specifier: string; why: string } & ({ kind: "replace"; contents: string } | { kind: "defer" });
+
+/** A file of package `pkg` in node_modules, by its path inside the package (`/` separated). */
+export const inPackage = (pkg: string, file: string) => new RegExp(`[\\\\/]node_modules[\\\\/]${pkg}[\\\\/]${file.replaceAll(".", "\\.").replaceAll("/", "[\\\\/]")}$`);
+
+/**
+ * What the relay's binary leaves out of its start-up. Each Node built-in and each module a binary
+ * evaluates stays resident (its code, and the runtime's native code it exercises), so code the
+ * relay never runs should not be loaded just because a dependency requires it at the top of a
+ * file. Measured idle RSS: docs/demo-and-bench.md, "Where the relay's memory goes".
+ */
+export const STARTUP_TRIMS: readonly StartupTrim[] = [
+  {
+    importer: inPackage("pino", "pino.js"),
+    specifier: "./lib/transport",
+    why: "pino.transport() starts worker threads (thread-stream) that load their targets by file name (real-require), which a compiled binary cannot do (oven-sh/bun#10246); the relay writes through its own destination (src/log.ts)",
+    kind: "replace",
+    contents: `module.exports = function transport() { throw new Error(${JSON.stringify(PINO_TRANSPORT_STUB_MESSAGE)}); };`,
+  },
+  {
+    importer: inPackage("pino", "lib/tools.js"),
+    specifier: "./transport",
+    why: "the `transport` option: the same transport machinery as pino.transport()",
+    kind: "replace",
+    contents: `module.exports = function transport() { throw new Error(${JSON.stringify(PINO_TRANSPORT_STUB_MESSAGE)}); };`,
+  },
+  {
+    importer: inPackage("pino", "lib/tools.js"),
+    specifier: "worker_threads",
+    why: "read once for isMainThread (whether an asynchronous destination is ended at exit): Bun.isMainThread is the same fact without loading node:worker_threads",
+    kind: "replace",
+    contents: "module.exports = { isMainThread: Bun.isMainThread };",
+  },
+  {
+    importer: inPackage("pino", "lib/redaction.js"),
+    specifier: "@pinojs/redact",
+    why: "pino's `redact` option only, which the relay does not use (src/log.ts censors with its own redactor)",
+    kind: "defer",
+  },
+  {
+    importer: inPackage("prom-client", "lib/metrics/processCpuTotal.js"),
+    specifier: "@opentelemetry/api",
+    why: "read only for exemplars (the current trace span), which the relay does not enable; evaluating it at start ran its ~50 modules",
+    kind: "defer",
+  },
+];
+
+/**
+ * A module that stands for `target` (an absolute path) and evaluates it on the first use of its
+ * export: reading a property, calling it, constructing it, `in`, instanceof. The relay's
+ * dependencies only do these with the modules deferred here; a module whose export is used
+ * while its importer loads must not be deferred (it would gain nothing anyway).
+ */
+function deferred(target: string): string {
+  return `let real;
+const load = () => (real ??= require(${JSON.stringify(target)}));
+module.exports = new Proxy(function deferred() {}, {
+  get: (_, key) => load()[key],
+  has: (_, key) => key in load(),
+  apply: (_, self, args) => Reflect.apply(load(), self, args),
+  construct: (_, args, newTarget) => Reflect.construct(load(), args, newTarget === module.exports ? load() : newTarget),
+});`;
 }
-const arches = wanted.length > 0 ? wanted : (Object.keys(TARGETS) as Arch[]);
-for (const a of arches) if (!(a in TARGETS)) throw new Error(`build: unknown target ${a} (x64 or arm64)`);
+
+/** The `require` calls of `specifier` in a CommonJS source, as a dependency writes them. */
+const requireCall = (specifier: string) => new RegExp(`\\brequire\\((['"])(node:)?${specifier.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}\\1\\)`, "g");
+
+/**
+ * A Bun.build plugin that applies STARTUP_TRIMS (or `trims`). The importer's source is rewritten
+ * to require `relay-trim:<n>` instead, because Bun's bundler resolves Node built-ins such as
+ * worker_threads without asking plugins. A trim that no longer matches its importer (a
+ * dependency changed) fails the build instead of silently trimming nothing.
+ */
+export function startupTrims(trims: readonly StartupTrim[] = STARTUP_TRIMS): BunPlugin {
+  return {
+    name: "relay-startup-trims",
+    setup(build) {
+      build.onLoad({ filter: /[\\/]node_modules[\\/].*\.c?js$/ }, async (args) => {
+        const mine = trims.map((t, i) => ({ t, i })).filter(({ t }) => t.importer.test(args.path));
+        if (mine.length === 0) return undefined;
+        let source = await Bun.file(args.path).text();
+        for (const { t, i } of mine) {
+          const before = source;
+          source = source.replace(requireCall(t.specifier), `require("relay-trim:${i}")`);
+          if (source === before) throw new Error(`build: ${args.path} no longer requires ${t.specifier}: update STARTUP_TRIMS in scripts/build.ts`);
+        }
+        return { contents: source, loader: "js" };
+      });
+      // A deferred module's real path, resolved as its importer's require() would (the "require"
+      // condition: the same file the bundle had before).
+      const targets = new Map<string, string>();
+      build.onResolve({ filter: /^relay-trim:\d+$/ }, (args) => {
+        const t = trims[Number(args.path.slice("relay-trim:".length))]!;
+        if (t.kind === "defer") targets.set(args.path, createRequire(args.importer).resolve(t.specifier));
+        return { path: args.path, namespace: "relay-trim" };
+      });
+      build.onLoad({ filter: /.*/, namespace: "relay-trim" }, (args) => {
+        const t = trims[Number(args.path.slice("relay-trim:".length))]!;
+        return { contents: t.kind === "defer" ? deferred(targets.get(args.path)!) : t.contents, loader: "js" };
+      });
+    },
+  };
+}
 
 /** How long the profiling run may take to start, answer and stop before the build gives up on it. */
 const ORDER_RUN_TIMEOUT_MS = 15_000;
@@ -73,35 +179,77 @@ async function listeningPort(stdout: ReadableStream<Uint8Array>): Promise<number
   return undefined;
 }
 
-const revision = process.env.RELAY_BUILD_REVISION ?? ((await $`git rev-parse --short=12 HEAD`.nothrow().quiet().text()).trim() || "unknown");
-mkdirSync(outdir, { recursive: true });
+/** The build revision the binary reports (`--version`, the listening line). */
+async function buildRevision(): Promise<string> {
+  return process.env.RELAY_BUILD_REVISION ?? ((await $`git rev-parse --short=12 HEAD`.nothrow().quiet().text()).trim() || "unknown");
+}
 
-for (const arch of arches) {
+/** Compiles src/main.ts once into `outfile`; throws with the bundler's messages if it fails. */
+async function compileOnce(arch: Arch, outfile: string, revision: string, bytecode: boolean, bytecodeOrder?: string): Promise<void> {
+  const result = await Bun.build({
+    entrypoints: [ENTRY],
+    // The binary must not pick up a stray .env or bunfig.toml from whatever directory it runs in.
+    compile: { target: TARGETS[arch], outfile, autoloadDotenv: false, autoloadBunfig: false, bytecodeOrder },
+    bytecode,
+    minify: true,
+    sourcemap: "none",
+    define: { RELAY_BUILD_REVISION: JSON.stringify(revision) },
+    plugins: [startupTrims()],
+    throw: false,
+  });
+  if (!result.success) throw new AggregateError(result.logs, `build: compiling ${outfile} failed: ${result.logs.map((l) => l.message).join("; ")}`);
+}
+
+/**
+ * Builds dist/tokenplace-relay-linux-<arch> (in `outdir`): what `npm run build` ships, and what a
+ * bench or test builds to compare with. Returns the path and how it was built.
+ */
+export async function buildRelay(arch: Arch, outdir: string, revision?: string): Promise<{ outfile: string; bytecode: boolean; ordered: boolean; ms: number }> {
+  const rev = revision ?? (await buildRevision());
+  mkdirSync(outdir, { recursive: true });
   const outfile = `${outdir}/tokenplace-relay-linux-${arch}`;
   const t0 = performance.now();
-  // The binary must not pick up a stray .env or bunfig.toml from whatever directory it runs in.
-  // --bytecode: the module graph ships precompiled (JavaScriptCore bytecode), which more than
+  // Bytecode: the module graph ships precompiled (JavaScriptCore bytecode), which more than
   // halves the binary's start-up (measured: ~115 ms -> ~45 ms of CPU to the first /healthz); it
   // needs an entry without top-level await (src/main.ts). Only for the build machine's own
   // architecture: cross-compiled bytecode crashes at launch (oven-sh/bun#18416), so a
   // cross-compiled binary starts from source.
-  const bytecode = arch === process.arch ? ["--bytecode"] : [];
-  const compile = (extra: string[] = []) =>
-    $`${process.execPath} build src/main.ts --compile ${bytecode} ${extra} --minify --sourcemap=none --target=${TARGETS[arch]} --no-compile-autoload-dotenv --no-compile-autoload-bunfig --define RELAY_BUILD_REVISION=${JSON.stringify(revision)} --outfile ${outfile}`.quiet();
-  await compile();
+  const bytecode = arch === process.arch;
+  await compileOnce(arch, outfile, rev, bytecode);
   // Bytecode layout: the embedded module graph is mapped from the binary, and every page of it
   // that start-up touches stays resident. Built twice: the first binary runs once and records the
   // functions a start and a first request use (BUN_BYTECODE_ORDER_OUT), the second places their
-  // bytecode together at the front (--bytecode-order). Measured: ~1.3 MiB less RSS idle.
+  // bytecode together at the front (bytecodeOrder). Measured: ~1.3 MiB less RSS idle.
   let ordered = false;
-  if (bytecode.length > 0) {
+  if (bytecode) {
     const profile = join(mkdtempSync(join(tmpdir(), "relay-order-")), "order.txt");
     const why = await recordBytecodeOrder(outfile, profile);
     if (why === undefined) {
-      await compile([`--bytecode-order=${profile}`]);
+      await compileOnce(arch, outfile, rev, bytecode, profile);
       ordered = true;
     } else console.warn(`build: ${outfile} keeps the default bytecode layout (${why})`);
     rmSync(dirname(profile), { recursive: true, force: true });
   }
-  console.log(`built ${outfile} (${pkg.version}, ${revision}${bytecode.length > 0 ? `, bytecode${ordered ? " in start-up order" : ""}` : ""}) in ${Math.round(performance.now() - t0)} ms`);
+  return { outfile, bytecode, ordered, ms: Math.round(performance.now() - t0) };
 }
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const wanted: Arch[] = [];
+  let outdir = "dist";
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--target") wanted.push(args[++i] as Arch);
+    else if (a === "--outdir") outdir = args[++i] ?? outdir;
+    else throw new Error(`build: unknown argument ${a}`);
+  }
+  const arches = wanted.length > 0 ? wanted : (Object.keys(TARGETS) as Arch[]);
+  for (const a of arches) if (!(a in TARGETS)) throw new Error(`build: unknown target ${a} (x64 or arm64)`);
+  const revision = await buildRevision();
+  for (const arch of arches) {
+    const b = await buildRelay(arch, outdir, revision);
+    console.log(`built ${b.outfile} (${pkg.version}, ${revision}${b.bytecode ? `, bytecode${b.ordered ? " in start-up order" : ""}` : ""}) in ${b.ms} ms`);
+  }
+}
+
+if (import.meta.main) await main();
