@@ -10,8 +10,62 @@
  *
  * Prints `{"msg":"listening","port":N}` on stdout, like the relay; any other path answers 200 (so
  * /healthz works for the start-up figure).
+ *
+ * `CEILING_LAYERS` (comma-separated; none by default) adds, one by one, the layers every request
+ * of a production relay pays whatever its protocol logic, each done with the relay's own module
+ * where it has one, so `npm run bench:layers` (bench/layers.ts) can price them on this machine:
+ *   id        the request id (src/http/request-id.ts: reads the request's headers, a UUID)
+ *   ip        the client's socket address (server.requestIP: a getpeername call)
+ *   deadline  the body read as text under a deadline timer, raced like src/http/json.ts does
+ *   headers   the answer's X-Request-Id and CORS headers, set on the built Response (src/app.ts)
+ *   metrics   the request counter and duration histogram (src/ops/metrics.ts observeRequest)
+ *   log       the request line (src/log.ts createRequestLine, pino, batched writes to /dev/null)
  */
-export {};
+import { openSync } from "node:fs";
+import { createBatchedStdout, createLogger, createRequestLine } from "../src/log.ts";
+import { createMetrics } from "../src/ops/metrics.ts";
+import { requestIdFor } from "../src/http/request-id.ts";
+import { CEILING_LAYERS, type CeilingLayer } from "./ceiling-layers.ts";
+const layers = new Set((process.env.CEILING_LAYERS ?? "").split(",").filter(Boolean));
+for (const l of layers) if (!(CEILING_LAYERS as readonly string[]).includes(l)) throw new Error(`CEILING_LAYERS: unknown layer ${l} (known: ${CEILING_LAYERS.join(", ")})`);
+const L = Object.fromEntries(CEILING_LAYERS.map((l) => [l, layers.has(l)])) as Record<CeilingLayer, boolean>;
+const metrics = L.metrics ? createMetrics(undefined, { processMetrics: false }) : undefined;
+const requestLine = L.log ? createRequestLine(createLogger("info", createBatchedStdout(openSync("/dev/null", "w")))) : undefined;
+const CORS = { "Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Retry-After" };
+const BODY_DEADLINE_MS = 10_000;
+
+async function readText(req: Request): Promise<string> {
+  const reading = req.text();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error("body deadline")), BODY_DEADLINE_MS);
+  });
+  expired.catch(() => {});
+  try {
+    return await Promise.race([reading, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function layered(req: Request): Promise<Response> {
+  const started = performance.now();
+  const requestId = L.id ? requestIdFor(req) : "";
+  if (L.ip) server.requestIP(req);
+  const pathname = new URL(req.url).pathname;
+  const route = routes[pathname];
+  let res: Response;
+  if (req.method !== "POST" || !route) res = json({ status: "ok" });
+  else res = route((L.deadline ? JSON.parse(await readText(req)) : await req.json()) as Body);
+  if (L.headers) {
+    res.headers.set("X-Request-Id", requestId || "-");
+    for (const [k, v] of Object.entries(CORS)) res.headers.set(k, v);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  metrics?.observeRequest(req.method, pathname, res.status, seconds);
+  requestLine?.("info", requestId || "-", req.method, pathname, res.status, Math.round(seconds * 1e4) / 10);
+  return res;
+}
 
 type Body = Record<string, unknown>;
 
@@ -74,6 +128,7 @@ const server = Bun.serve({
   port,
   development: false,
   async fetch(req) {
+    if (layers.size > 0) return layered(req);
     const route = routes[new URL(req.url).pathname];
     if (req.method !== "POST" || !route) return json({ status: "ok" });
     return route((await req.json()) as Body);

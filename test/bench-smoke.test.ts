@@ -184,3 +184,20 @@ test.skipIf(redisSkip !== undefined)("bench:v1 --quick --state=memory,redis repo
   expect(report.targets.cycleRatio?.value).toBeGreaterThan(0);
   expect(report.targets.crossReplicaWakeP99Ms?.poll).toBeGreaterThan(0);
 }, 60_000);
+
+// bench:layers --quick: the bare ceiling, the ceiling with every production layer (the relay's
+// own id, log, metrics modules inside it) and the relay, each cycling without an error. wrk is needed.
+test.skipIf(harnessSkip !== undefined)("bench:layers --quick prices the ceiling with its layers beside the relay, without a failed cycle", async () => {
+  const proc = Bun.spawn([process.execPath, "run", "bench/layers.ts", "--quick"], { cwd: REPO_ROOT, stdout: "pipe", stderr: "pipe" });
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  expect(code, stderr).toBe(0);
+  const line = stdout.split("\n").find((l) => l.startsWith("BENCH_LAYERS_JSON "));
+  expect(line, stdout).toBeDefined();
+  const report = JSON.parse(line!.slice("BENCH_LAYERS_JSON ".length)) as { results: Record<string, { cyclesPerSecond: number; cpuUsPerCycle: number }> };
+  expect(Object.keys(report.results)).toEqual(["ceiling (bare)", "ceiling + all six", "relay, memory store"]);
+  for (const r of Object.values(report.results)) {
+    expect(r.cyclesPerSecond).toBeGreaterThan(0);
+    expect(r.cpuUsPerCycle).toBeGreaterThan(0);
+  }
+  expect(stdout).toContain("| ceiling + all six |");
+}, 60_000);
