@@ -81,6 +81,9 @@ export class RedisNotifier implements Notifier {
   }
 
   notify(topic: string, opts?: NotifyOptions): void {
+    // Published by the transition's own script: only this process's waiters are left, and with
+    // none at all (a cycle whose steps find their work at once) the topic needs no digest.
+    if (opts?.published && this.local.size === 0) return;
     const d = digest(topic);
     this.local.notify(d);
     if (opts?.published) return;

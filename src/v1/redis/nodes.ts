@@ -1,5 +1,5 @@
 import { CONTEXT_TIERS, type Capabilities, type ClaimResult, type ControlResult, type Envelope, type NodeLoad, type RegisterResult, type SelectQuery, type SelectResult, type UnregisterResult } from "../store.ts";
-import { envelopeBytes, list, pairHash, script, sha256, wholeMs, type RedisState } from "./state.ts";
+import { envelopeBytes, list, pairHash, script, wholeMs, type RedisState } from "./state.ts";
 
 /** Node lifecycle: register, claim (poll), release, select, control, unregister (memory/nodes.ts). */
 
@@ -60,7 +60,7 @@ while true do
     local id = string.sub(item, 3)
     local u = redis.call('HMGET', kUreq(id), 'env', 'exp')
     dropUntracked(id)
-    if u[1] and tonumber(u[2]) > NOW then return out({ k = 'work', env = u[1] }) end
+    if u[1] and tonumber(u[2]) > NOW then return outWith({ k = 'work' }, u[1]) end
   else
     local r = redis.call('HMGET', kReq(item), 'rid', 'dl', 'env')
     local dl = tonumber(r[2])
@@ -71,7 +71,7 @@ while true do
     elseif r[1] then
       redis.call('HSET', kReq(item), 'st', 'f', 'started', NOW)
       redis.call('ZADD', kFl(nh), math.min(NOW + LIM.inFlightTtlMs, dl), item)
-      return out({ k = 'work', env = r[3], rem = dl - NOW })
+      return outWith({ k = 'work', rem = dl - NOW }, r[3])
     end
   end
 end
@@ -211,17 +211,17 @@ export const NODE_SCRIPTS = [REGISTER, CLAIM, RELEASE, SELECT, CONTROL, UNREGIST
 
 export async function register(s: RedisState, key: string, capabilities: Capabilities, credentialDigest: string): Promise<RegisterResult> {
   const r = await s.run<{ k: "registered"; issued: boolean } | { k: "nodes_full" }>(
-    REGISTER, sha256(key), key, JSON.stringify(capabilities), credentialDigest, wholeMs(s.limits.leaseMs),
+    REGISTER, s.keyDigest(key), key, JSON.stringify(capabilities), credentialDigest, wholeMs(s.limits.leaseMs),
   );
   return r.k === "registered" ? { kind: "registered", credentialIssued: r.issued } : { kind: "nodes_full" };
 }
 
 export async function claim(s: RedisState, key: string, capabilities: Capabilities | undefined, holdMs: number): Promise<ClaimResult> {
-  const r = await s.run<{ k: "unknown_node" | "empty" } | { k: "work"; env: string; rem?: number }>(
-    CLAIM, sha256(key), capabilities ? JSON.stringify(capabilities) : "", Math.max(0, holdMs),
+  const [r, env] = await s.runWith<{ k: "unknown_node" | "empty" } | { k: "work"; rem?: number }>(
+    CLAIM, s.keyDigest(key), capabilities ? JSON.stringify(capabilities) : "", Math.max(0, holdMs),
   );
   if (r.k !== "work") return { kind: r.k };
-  const envelope = JSON.parse(r.env) as Envelope;
+  const envelope = JSON.parse(env!) as Envelope;
   return r.rem === undefined ? { kind: "work", envelope } : { kind: "work", envelope, remainingMs: r.rem };
 }
 
@@ -229,7 +229,7 @@ export async function claim(s: RedisState, key: string, capabilities: Capabiliti
 export async function release(s: RedisState, key: string, envelope: Envelope): Promise<void> {
   const rid = envelope.request_id;
   const ph = rid === undefined ? "" : pairHash(envelope.client_public_key, rid);
-  await s.run(RELEASE, sha256(key), ph, rid ?? "", JSON.stringify(envelope), crypto.randomUUID(), envelopeBytes(envelope));
+  await s.run(RELEASE, s.keyDigest(key), ph, rid ?? "", JSON.stringify(envelope), crypto.randomUUID(), envelopeBytes(envelope));
 }
 
 type Load = [key: string, caps: string, queueDepth: number, inFlight: number];
@@ -257,7 +257,7 @@ export async function select(s: RedisState, q: SelectQuery): Promise<SelectResul
 export async function control(s: RedisState, key: string, requestId: string, digest: string | undefined, acknowledge: boolean): Promise<ControlResult> {
   const r = await s.run<
     { k: "forbidden" | "completed_unavailable" } | { k: "active"; rem: number } | { k: "tombstone"; st: "cancelled" | "expired"; rem: number }
-  >(CONTROL, sha256(key), requestId, digest ?? "", acknowledge ? 1 : 0);
+  >(CONTROL, s.keyDigest(key), requestId, digest ?? "", acknowledge ? 1 : 0);
   switch (r.k) {
     case "active":
       return { kind: "active", remainingMs: r.rem };
@@ -270,5 +270,5 @@ export async function control(s: RedisState, key: string, requestId: string, dig
 
 export async function unregister(s: RedisState, key: string, proof: { credentialDigest: string | undefined } | "operator"): Promise<UnregisterResult> {
   const operator = proof === "operator";
-  return s.run<UnregisterResult>(UNREGISTER, sha256(key), operator ? "" : (proof.credentialDigest ?? ""), operator ? 1 : 0);
+  return s.run<UnregisterResult>(UNREGISTER, s.keyDigest(key), operator ? "" : (proof.credentialDigest ?? ""), operator ? 1 : 0);
 }

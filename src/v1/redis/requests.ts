@@ -80,8 +80,8 @@ export async function enqueue(
   const client = envelope.client_public_key;
   return s.run<EnqueueResult>(
     ENQUEUE,
-    sha256(nodeKey),
-    sha256(client),
+    s.keyDigest(nodeKey),
+    s.keyDigest(client),
     rid === undefined ? "" : pairHash(client, rid),
     rid ?? "",
     JSON.stringify(envelope),
@@ -91,7 +91,7 @@ export async function enqueue(
     crypto.randomUUID(),
     envelopeBytes(envelope),
     owner === undefined ? "" : sha256(owner),
-    ...wakeArgs(s, () => v1Topics.node(nodeKey)),
+    ...wakeArgs(s, () => v1Topics.node(nodeKey), true),
   );
 }
 

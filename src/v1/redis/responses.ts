@@ -1,5 +1,5 @@
 import { v1Topics, type Envelope, type ProgressResult, type ProgressUpdate, type RespondResult, type RetrieveResult, type TerminalStatus } from "../store.ts";
-import { LUA_WAKE, envelopeBytes, pairHash, script, sha256, wakeArgs, type RedisState } from "./state.ts";
+import { LUA_WAKE, envelopeBytes, pairHash, script, wakeArgs, type RedisState } from "./state.ts";
 
 /** Node answers, progress and the client's retrieval (memory/responses.ts). */
 
@@ -73,7 +73,7 @@ local ch, ph = ARGV[3], ARGV[4]
 if ph == '' then
   local envelope = takeAnswer(ch, nil)
   if not envelope then return out({ k = 'unknown' }) end
-  return out({ k = 'answer', env = envelope })
+  return outWith({ k = 'answer' }, envelope)
 end
 local st, rs = getTerminal(ph)
 if st then
@@ -81,7 +81,7 @@ if st then
   return out({ k = 'terminal', st = st, rs = rs })
 end
 local envelope = takeAnswer(ch, ph)
-if envelope then return out({ k = 'answer', env = envelope }) end
+if envelope then return outWith({ k = 'answer' }, envelope) end
 local r = redis.call('HMGET', kReq(ph), 'dl', 'prog', 'pb')
 if not r[1] then return out({ k = 'unknown' }) end
 local dl = tonumber(r[1])
@@ -107,16 +107,16 @@ return out(true)
 
 export const RESPONSE_SCRIPTS = [RESPOND, PROGRESS, RETRIEVE, UNRETRIEVE];
 
-/** Tracked answers are named by their pair; untracked ones get a fresh id each. */
-const answerId = (envelope: Envelope) =>
-  envelope.request_id !== undefined ? pairHash(envelope.client_public_key, envelope.request_id) : `u:${crypto.randomUUID()}`;
+/** Tracked answers are named by their pair (ph, when the caller has it already); untracked ones get a fresh id each. */
+const answerId = (envelope: Envelope, ph?: string) =>
+  envelope.request_id !== undefined ? (ph || pairHash(envelope.client_public_key, envelope.request_id)) : `u:${crypto.randomUUID()}`;
 
 export async function respond(s: RedisState, envelope: Envelope): Promise<RespondResult> {
   const rid = envelope.request_id;
   const client = envelope.client_public_key;
   const ph = rid === undefined ? "" : pairHash(client, rid);
   const r = await s.run<{ k: "accepted" | "duplicate" | "answers_full" | "storage_full" } | { k: "gone"; st: TerminalStatus | "completed" | "gone" }>(
-    RESPOND, sha256(client), ph, answerId(envelope), JSON.stringify(envelope), envelopeBytes(envelope),
+    RESPOND, s.keyDigest(client), ph, answerId(envelope, ph), JSON.stringify(envelope), envelopeBytes(envelope),
     ...wakeArgs(s, () => v1Topics.request(client, rid)),
   );
   return r.k === "gone" ? { kind: "gone", status: r.st } : { kind: r.k };
@@ -124,22 +124,22 @@ export async function respond(s: RedisState, envelope: Envelope): Promise<Respon
 
 export async function progress(s: RedisState, nodeKey: string, digest: string, update: ProgressUpdate): Promise<ProgressResult> {
   return s.run<ProgressResult>(
-    PROGRESS, sha256(nodeKey), digest, pairHash(update.client_public_key, update.request_id), JSON.stringify(update), envelopeBytes(update),
+    PROGRESS, s.keyDigest(nodeKey), digest, pairHash(update.client_public_key, update.request_id), JSON.stringify(update), envelopeBytes(update),
   );
 }
 
 export async function retrieve(s: RedisState, clientKey: string, requestId: string | undefined): Promise<RetrieveResult> {
-  const r = await s.run<
+  const [r, env] = await s.runWith<
     | { k: "unknown" }
-    | { k: "answer"; env: string }
+    | { k: "answer" }
     | { k: "terminal"; st: TerminalStatus; rs: string }
     | { k: "pending"; rem: number; prog?: string }
-  >(RETRIEVE, sha256(clientKey), requestId === undefined ? "" : pairHash(clientKey, requestId));
+  >(RETRIEVE, s.keyDigest(clientKey), requestId === undefined ? "" : pairHash(clientKey, requestId));
   switch (r.k) {
     case "unknown":
       return { kind: "unknown" };
     case "answer":
-      return { kind: "answer", envelope: JSON.parse(r.env) as Envelope };
+      return { kind: "answer", envelope: JSON.parse(env!) as Envelope };
     case "terminal":
       return { kind: "terminal", status: r.st, reason: r.rs };
     case "pending":
@@ -149,5 +149,5 @@ export async function retrieve(s: RedisState, clientKey: string, requestId: stri
 
 /** The answer is named by its request_id (and client key); an untracked one is stored as a new answer. */
 export async function unretrieve(s: RedisState, envelope: Envelope): Promise<void> {
-  await s.run(UNRETRIEVE, sha256(envelope.client_public_key), answerId(envelope), JSON.stringify(envelope), envelopeBytes(envelope));
+  await s.run(UNRETRIEVE, s.keyDigest(envelope.client_public_key), answerId(envelope), JSON.stringify(envelope), envelopeBytes(envelope));
 }

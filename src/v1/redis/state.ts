@@ -2,7 +2,7 @@ import type Redis from "ioredis";
 import type { Clock } from "../../clock.ts";
 import { wakeDigest } from "../../common/redis-notifier.ts";
 import { sha256Hex } from "../../common/tokens.ts";
-import { guarded, luaNow } from "../../state/redis.ts";
+import { guarded, luaHelpersFor, luaNow, memoDigest } from "../../state/redis.ts";
 import { MAX_TERMINAL_RECORDS_PER_REQUEST_SLOT, envelopeBytes, type MemoryLimits } from "../memory/state.ts";
 import type { EvictionReason, Outcome, V1Events } from "../store.ts";
 
@@ -56,6 +56,16 @@ export type RedisLimits = MemoryLimits & { leaseMs: number };
 
 export { envelopeBytes };
 export const sha256 = sha256Hex;
+
+/**
+ * How many public keys (and node wake-up topics) a store remembers the SHA-256 of, and the
+ * longest it remembers (characters; a spec-sized key is up to 8 KB, a typical one under 1 KB):
+ * at most 2 MiB. A cycle names its node key twice and its client key three times (enqueue,
+ * claim, respond, retrieve), and hashing each again was the largest share of the relay's CPU
+ * around a datastore call in a profile of 16 concurrent cycles.
+ */
+export const KEY_DIGEST_MEMO_ENTRIES = 1_024;
+export const KEY_DIGEST_MEMO_MAX_CHARS = 2_048;
 /** Name of the records of one (client key, request_id) pair: the pair identifies a request (spec §2). */
 export const pairHash = (clientKey: string, requestId: string) => sha256(`${clientKey.length}:${clientKey}${requestId}`);
 
@@ -90,6 +100,9 @@ local WAKE_MARGIN_MS = ${WAKE_MARGIN_MS}
 local EV = {}
 local function ev(e) EV[#EV + 1] = e end
 local function out(r) return cjson.encode({ r = r, e = table.concat(EV, ';') }) end
+-- An envelope goes back as a reply of its own: inside out()'s JSON it would be escaped by cjson
+-- and parsed twice by the relay.
+local function outWith(r, envelope) return { out(r), envelope } end
 local function num(x) return string.format('%.17g', x) end
 
 local KN, KSEQ, KRR, KRRG, KRSEQ, KBYTES, KCB = P .. 'nodes', P .. 'seq', P .. 'rr', P .. 'rrg', P .. 'rseq', P .. 'bytes', P .. 'cbytes'
@@ -316,7 +329,8 @@ export const script = (name: string, body: string): Script => ({ name: `tokenpla
 const luaTable = (values: Record<string, number | undefined>) =>
   `{ ${Object.entries(values).filter(([, v]) => v !== undefined).map(([k, v]) => `${k} = ${Math.floor(v!)}`).join(", ")} }`;
 
-type Command = (...args: (string | number)[]) => Promise<string>;
+/** A script's reply: out()'s JSON, or outWith()'s [JSON, envelope]. */
+type Command = (...args: (string | number)[]) => Promise<string | [string, string]>;
 
 /** What every operation group receives: the connection, the key prefix, the limits and the clock. */
 export class RedisState {
@@ -326,6 +340,8 @@ export class RedisState {
   private readonly limitsLua: string;
   private readonly commandSuffix: string;
   private readonly commands = new Map<string, Command>();
+  /** SHA-256 hex of a public key (or of a node's wake-up topic), remembered (KEY_DIGEST_MEMO_ENTRIES). */
+  readonly keyDigest = memoDigest(sha256, KEY_DIGEST_MEMO_ENTRIES, KEY_DIGEST_MEMO_MAX_CHARS);
 
   constructor(
     readonly client: Redis,
@@ -361,22 +377,29 @@ export class RedisState {
 
   /** Registers the scripts on the client (ioredis then sends EVALSHA, falling back to EVAL). */
   define(scripts: Script[]): void {
-    const helpers = prelude(this.limitsLua) + HELPERS;
+    const prefix = prelude(this.limitsLua);
     for (const s of scripts) {
       const name = `${s.name}_${this.commandSuffix}`;
-      this.client.defineCommand(name, { numberOfKeys: 1, lua: helpers + s.lua });
+      // Only the helpers this transition uses (luaHelpersFor): each one is a closure per call.
+      this.client.defineCommand(name, { numberOfKeys: 1, lua: prefix + luaHelpersFor(HELPERS, s.lua) + "\n" + s.lua });
       this.commands.set(s.name, (this.client as unknown as Record<string, Command>)[name]!);
     }
   }
 
   /** Runs one transition; any datastore failure is a 503 state_unavailable (src/state/redis.ts). */
   async run<T>(s: Script, ...args: (string | number)[]): Promise<T> {
+    return (await this.runWith<T>(s, ...args))[0];
+  }
+
+  /** run() of a transition that may answer outWith(r, envelope): [r, envelope or undefined]. */
+  async runWith<T>(s: Script, ...args: (string | number)[]): Promise<[T, string | undefined]> {
     const now = this.clock ? String(Math.floor(this.clock.now())) : "";
     const command = this.commands.get(s.name)!;
-    const raw = await guarded(this.client, this.timeoutMs, () => command.call(this.client, this.nodesKey, this.prefix, now, ...args));
-    const { r, e } = JSON.parse(raw) as { r: T; e: string };
+    const reply = await guarded(this.client, this.timeoutMs, () => command.call(this.client, this.nodesKey, this.prefix, now, ...args));
+    const [json, envelope] = typeof reply === "string" ? [reply, undefined] : reply;
+    const { r, e } = JSON.parse(json) as { r: T; e: string };
     if (e) this.emit(e);
-    return r;
+    return [r, envelope];
   }
 
   private emit(encoded: string): void {
@@ -406,9 +429,12 @@ local function wake()
 end
 `;
 
-/** ARGV pair (channel, digest) of the wake-up of `topic`, or none when the store does not publish. */
-export const wakeArgs = (s: RedisState, topic: () => string): [string, string] =>
-  s.wakeChannel === "" ? ["", ""] : [s.wakeChannel, wakeDigest(topic())];
+/**
+ * ARGV pair (channel, digest) of the wake-up of `topic`, or none when the store does not publish.
+ * `recurs`: the topic names only a public key (a node's), so its digest is remembered (keyDigest).
+ */
+export const wakeArgs = (s: RedisState, topic: () => string, recurs = false): [string, string] =>
+  s.wakeChannel === "" ? ["", ""] : [s.wakeChannel, recurs ? s.keyDigest(topic()) : wakeDigest(topic())];
 
 /** Whole milliseconds (see RedisState). */
 export const wholeMs = (v: number) => Math.max(0, Math.ceil(v));
