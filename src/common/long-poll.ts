@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import type { RequestContext } from "../http/context.ts";
-import { counterChild, type Metrics } from "../ops/metrics.ts";
+import { counterChildren, type Metrics } from "../ops/metrics.ts";
 import type { Notifier } from "./notifier.ts";
 
 /** "overflow": every hold slot was taken; "ip_limit": this client address held its share (RELAY_MAX_HOLDS_PER_IP). */
@@ -103,15 +103,12 @@ export function createLongPoll(deps: LongPollDeps): LongPoll {
   const overIpShare = (ip: string | undefined) => maxPerIp > 0 && ip !== undefined && (perIp.get(ip) ?? 0) >= maxPerIp;
 
   // The outcome counter's label sets by route and outcome (a few dozen at most), added to directly
-  // (counterChild) instead of through prom-client's labels() on every answer.
-  const outcomeCounters = new Map<string, () => void>();
+  // instead of through prom-client's labels() on every answer.
+  const countOutcome = counterChildren(deps.metrics.longPollOutcomes, ["route", "outcome"]);
   function finish<T>(route: string, value: T | undefined, outcome: HoldOutcome) {
     if (outcome === "overflow") deps.metrics.rejections.labels(deps.side === "node" ? "long_poll_capacity" : "long_poll_capacity_client").inc();
     if (outcome === "ip_limit") deps.metrics.rejections.labels(deps.side === "node" ? "long_poll_per_ip" : "long_poll_per_ip_client").inc();
-    const key = `${route} ${outcome}`;
-    let counter = outcomeCounters.get(key);
-    if (counter === undefined) outcomeCounters.set(key, (counter = counterChild(deps.metrics.longPollOutcomes, { route, outcome })));
-    counter();
+    countOutcome(route, outcome);
     return { value, outcome };
   }
 

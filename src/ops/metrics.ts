@@ -89,6 +89,25 @@ export function counterChild(counter: PromClient.Counter<string>, labels: Record
   };
 }
 
+/**
+ * counterChild for every label set of a counter, each made the first time its values are counted:
+ * `count(...values)` adds one to the series of those label values (in `labelNames` order). For
+ * counters with a few dozen label sets at most (fixed enums, route templates), bumped per request.
+ */
+export function counterChildren(counter: PromClient.Counter<string>, labelNames: readonly string[]): (...values: string[]) => void {
+  const children = new Map<string, (n?: number) => void>();
+  return (...values) => {
+    const key = values.length === 1 ? values[0]! : values.join("\n");
+    let child = children.get(key);
+    if (child === undefined) {
+      const labels: Record<string, string> = {};
+      labelNames.forEach((name, i) => (labels[name] = values[i]!));
+      children.set(key, (child = counterChild(counter, labels)));
+    }
+    child();
+  };
+}
+
 type ProxyDirection = "request" | "response";
 const PROXY_DIRECTIONS: readonly ProxyDirection[] = ["request", "response"];
 

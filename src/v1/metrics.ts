@@ -1,5 +1,5 @@
 import type { Registry } from "prom-client";
-import { counterChild } from "../ops/metrics.ts";
+import { counterChildren } from "../ops/metrics.ts";
 import { Counter, Gauge } from "../ops/prom.ts";
 import type { ControlState, EvictionReason, Outcome, V1Events, V1Stats } from "./store.ts";
 
@@ -67,14 +67,9 @@ export function createV1Metrics(registry: Registry, readStats: () => Promise<V1S
   for (const s of CONTROL_STATES) control.labels(s).inc(0);
   for (const k of ["answer", "untracked_request"]) dropped.labels(k).inc(0);
 
-  // One outcome is counted per completed request: added to its label set directly (counterChild),
+  // One outcome is counted per completed request: added to its label set directly (counterChildren),
   // not through prom-client's labels(), which validates, hashes and binds on every call.
-  const outcomeChildren = new Map<string, () => void>();
-  const countOutcome = (o: Outcome | (typeof OUTCOMES)[number]) => {
-    let child = outcomeChildren.get(o);
-    if (child === undefined) outcomeChildren.set(o, (child = counterChild(outcomes, { outcome: o })));
-    child();
-  };
+  const countOutcome: (o: Outcome | (typeof OUTCOMES)[number]) => void = counterChildren(outcomes, ["outcome"]);
   const events: V1Events = {
     evicted: (reason) => evictions.labels(reason).inc(),
     outcome: countOutcome,

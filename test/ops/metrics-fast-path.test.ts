@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { Registry } from "prom-client";
-import { counterChild, createMetrics } from "../../src/ops/metrics.ts";
+import { counterChild, counterChildren, createMetrics } from "../../src/ops/metrics.ts";
 
 /**
  * observeRequest adds to prom-client's entries directly once a label set is known (src/ops/metrics.ts).
@@ -64,6 +64,21 @@ describe("counter children", () => {
     }
     const text = outcomes(await fast.registry.metrics());
     expect(text).toContain('tokenplace_relay_long_poll_outcomes_total{route="/sink",outcome="immediate"}');
+    expect(text).toBe(outcomes(await api.registry.metrics()));
+  });
+
+  test("counterChildren: one child per label values, the same exposition as labels().inc()", async () => {
+    const fast = createMetrics(new Registry(), { processMetrics: false });
+    const api = createMetrics(new Registry(), { processMetrics: false });
+    const count = counterChildren(fast.longPollOutcomes, ["route", "outcome"]);
+    for (let i = 0; i < 300; i++) {
+      const route = ["/sink", "/retrieve", "/api/v1/relay/servers/poll"][i % 3]!;
+      const outcome = ["immediate", "woken", "timeout", "aborted"][i % 4]!;
+      count(route, outcome);
+      api.longPollOutcomes.labels(route, outcome).inc();
+    }
+    const text = outcomes(await fast.registry.metrics());
+    expect(text).toContain('tokenplace_relay_long_poll_outcomes_total{route="/api/v1/relay/servers/poll",outcome="aborted"} 25');
     expect(text).toBe(outcomes(await api.registry.metrics()));
   });
 
