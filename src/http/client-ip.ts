@@ -1,4 +1,9 @@
-import { isIP } from "node:net";
+/**
+ * node:net's isIP, loaded on first use: only IPv6 addresses reach it, and evaluating node:net at
+ * start cost the compiled relay RSS (docs/demo-and-bench.md, "Where the relay's memory goes").
+ */
+let netIsIP: ((s: string) => number) | undefined;
+const isIP = (s: string): number => (netIsIP ??= (require("node:net") as typeof import("node:net")).isIP)(s);
 
 /**
  * Who a request comes from, in a form the client cannot forge (used for rate limiting).

@@ -1,4 +1,3 @@
-import { isIP } from "node:net";
 import type { Clock } from "../clock.ts";
 import { json } from "../http/json.ts";
 import type { RouteTable } from "../http/routes.ts";
@@ -23,6 +22,8 @@ export type ResolveHost = (host: string) => Promise<boolean>;
 export const DNS_TIMEOUT_MS = 2_000;
 
 export const resolveWithDns: ResolveHost = async (host) => {
+  // Loaded here, not at start, with node:dns below: a relay-only deployment never resolves anything.
+  const { isIP } = require("node:net") as typeof import("node:net");
   if (isIP(host)) return true;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), DNS_TIMEOUT_MS)));

@@ -1,4 +1,3 @@
-import { timingSafeEqual } from "node:crypto";
 import type { Clock } from "../../clock.ts";
 import type { Capabilities, Envelope, EvictionReason, ProgressUpdate, TerminalStatus, V1Events } from "../store.ts";
 
@@ -185,7 +184,7 @@ export const envelopeBytes = (e: { client_public_key: string; chat_history?: str
 /** Digests are equal-length hex; compared in constant time anyway (spec §3.2). */
 export function digestEquals(a: string | undefined, b: string | undefined): boolean {
   if (a === undefined || b === undefined || a.length !== b.length) return false;
-  return timingSafeEqual(Buffer.from(a), Buffer.from(b));
+  return crypto.timingSafeEqual(Buffer.from(a), Buffer.from(b));
 }
 
 /** All state of one process, shared by the operation groups (nodes, requests, responses). */
