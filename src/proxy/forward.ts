@@ -16,7 +16,7 @@ export class UpstreamFailure extends Error {
 
 export interface OpenOptions {
   fetch: FetchFn;
-  url: URL;
+  url: string;
   method: string;
   headers: Headers;
   body: Bun.BodyInit | null;

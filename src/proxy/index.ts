@@ -129,7 +129,7 @@ export function createProxyRoute(deps: ProxyDeps): ProxyRoute & { readiness?: Re
       try {
         res = await openUpstream({
           fetch: fetchFn,
-          url: buildUpstreamUrl(upstream.url, target),
+          url: buildUpstreamUrl(upstream.root, target),
           method: req.method,
           headers,
           body: body.forAttempt(ex),

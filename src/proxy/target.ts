@@ -33,6 +33,35 @@ function parseRequestUrl(raw: string): URL {
   }
 }
 
+/**
+ * Characters a path (and a query) may consist of for URL parsing to leave its text unchanged: no
+ * dot segment to resolve, no backslash, nothing to percent-encode (WHATWG URL: the path and
+ * special-query percent-encode sets). Such a target, the usual one, is sliced out of req.url
+ * instead of parsed into a URL object per request; anything else takes the URL parser, as before.
+ */
+const PLAIN_PATH = /^\/[A-Za-z0-9_\-/]*$/;
+const PLAIN_QUERY = /^[A-Za-z0-9_\-.~!$&()*+,;=:@/?%]*$/;
+
+/** Path and query of req.url when parsing would not change them (see PLAIN_PATH), else undefined. */
+export function plainTarget(raw: string): { path: string; search: string } | undefined {
+  let start = 0;
+  if (!raw.startsWith("/")) {
+    const scheme = raw.indexOf("://");
+    start = scheme < 0 ? -1 : raw.indexOf("/", scheme + 3);
+    if (start < 0) return undefined;
+  }
+  const hash = raw.indexOf("#", start);
+  const end = hash < 0 ? raw.length : hash;
+  const q = raw.indexOf("?", start);
+  const pathEnd = q < 0 || q > end ? end : q;
+  const path = raw.slice(start, pathEnd);
+  if (!PLAIN_PATH.test(path)) return undefined;
+  // URL.search is "" for an empty query ("?" alone), as for none.
+  if (end - pathEnd <= 1) return { path, search: "" };
+  const search = raw.slice(pathEnd, end);
+  return PLAIN_QUERY.test(search.slice(1)) ? { path, search } : undefined;
+}
+
 /** Control characters, and separators that an upstream would decode into path structure. */
 const FORBIDDEN_DECODED = /[\u0000-\u001f\u007f/\\]/;
 
@@ -63,13 +92,22 @@ export function createTargetMatcher(prefixes: readonly string[]) {
 
   /** The target for a request, or a 400 when its path is unsafe or left every prefix. */
   function resolve(rawUrl: string): Target {
-    const url = parseRequestUrl(rawUrl);
-    const path = url.pathname;
+    const plain = plainTarget(rawUrl);
+    let path: string;
+    let search: string;
+    if (plain !== undefined) {
+      path = plain.path;
+      search = plain.search;
+    } else {
+      const url = parseRequestUrl(rawUrl);
+      path = url.pathname;
+      search = url.search;
+    }
     const prefix = matchPrefix(path);
     // Normally unreachable (the app routes by the same pathname); guards direct callers.
     if (prefix === undefined) throw badRequest("bad_path", "Path is outside the proxied prefixes");
     checkSegments(path);
-    return { prefix, path, search: url.search };
+    return { prefix, path, search };
   }
 
   return { matchPrefix, resolve };
@@ -77,14 +115,20 @@ export function createTargetMatcher(prefixes: readonly string[]) {
 
 export type TargetMatcher = ReturnType<typeof createTargetMatcher>;
 
+/** The text a target is appended to: the upstream's origin and base path, without a trailing slash. */
+export function upstreamRoot(base: URL): string {
+  return `${base.origin}${base.pathname.replace(/\/+$/, "")}`;
+}
+
 /**
- * Joins an upstream base (origin plus optional base path) with the target. String assembly, not
- * `new URL(path, base)`: a path like "//evil/x" would otherwise be read as a network-path
- * reference and replace the host (RFC 3986 §4.2). The result's origin is checked anyway.
+ * Joins an upstream root (upstreamRoot) with the target, as the string fetch parses. String
+ * assembly, not `new URL(path, base)`: a path like "//evil/x" would otherwise be read as a
+ * network-path reference and replace the host (RFC 3986 §4.2). Appended to an origin, a path
+ * that starts with "/" ends the authority there (RFC 3986 §3.2), so the host stays the
+ * configured one; every target path starts with its prefix, "/" included, and this is checked
+ * rather than assumed. No URL object per request: fetch parses the string once itself.
  */
-export function buildUpstreamUrl(base: URL, target: Target): URL {
-  const basePath = base.pathname.replace(/\/+$/, "");
-  const url = new URL(`${base.origin}${basePath}${target.path}${target.search}`);
-  if (url.origin !== base.origin) throw badRequest("bad_path", "Path would change the upstream origin");
-  return url;
+export function buildUpstreamUrl(root: string, target: Target): string {
+  if (!target.path.startsWith("/")) throw badRequest("bad_path", "Path would change the upstream origin");
+  return root + target.path + target.search;
 }

@@ -1,4 +1,5 @@
 import type { Clock } from "../clock.ts";
+import { upstreamRoot } from "./target.ts";
 
 /**
  * The upstream set: round robin over the configured URLs with passive ejection. An upstream that
@@ -10,6 +11,8 @@ import type { Clock } from "../clock.ts";
 
 export interface Upstream {
   readonly url: URL;
+  /** What a request's path and query are appended to (target.ts upstreamRoot), worked out once. */
+  readonly root: string;
   /** Stable label for metrics and logs (no credentials: config refuses them in URLs). */
   readonly label: string;
 }
@@ -34,7 +37,7 @@ export function labelFor(url: URL): string {
 
 export function createUpstreamPool(urls: readonly URL[], clock: Clock, ejectMs: number): UpstreamPool {
   if (urls.length === 0) throw new Error("proxy: at least one upstream is required");
-  const states: State[] = urls.map((url) => ({ upstream: { url, label: labelFor(url) }, ejectedUntil: 0 }));
+  const states: State[] = urls.map((url) => ({ upstream: { url, root: upstreamRoot(url), label: labelFor(url) }, ejectedUntil: 0 }));
   const byUpstream = new Map(states.map((s) => [s.upstream, s]));
   let cursor = 0;
 

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { RelayError } from "../../src/errors.ts";
-import { buildUpstreamUrl, createTargetMatcher } from "../../src/proxy/target.ts";
+import { buildUpstreamUrl, createTargetMatcher, plainTarget, upstreamRoot } from "../../src/proxy/target.ts";
 
 const m = createTargetMatcher(["/api/", "/v1/", "/api/v2/"]);
 
@@ -43,16 +43,66 @@ describe("resolve", () => {
   });
 });
 
+describe("plain targets are sliced, not parsed", () => {
+  // The relay takes a plain path and query as they stand in req.url; the result must be exactly
+  // what URL parsing gives, and anything parsing would change must take the parser.
+  const parsed = (raw: string) => {
+    const u = new URL(raw, "http://relay.invalid");
+    return { path: u.pathname, search: u.search };
+  };
+
+  test("a plain target gives exactly what URL parsing gives", () => {
+    for (const raw of [
+      "http://127.0.0.1:8080/api/v1/chat/completions",
+      "http://h/api/sse?n=40&gap=100",
+      "http://h/api/x?",
+      "http://h/api/x?a=%2f&b=c:d@e/f?g",
+      "http://h/api/x?a=1#frag",
+      "http://h/api/x#frag?no",
+      "http://h/api/x?#",
+      "/v1/models?limit=5",
+      "http://h/",
+    ]) {
+      const plain = plainTarget(raw);
+      expect({ raw, plain }).toEqual({ raw, plain: parsed(raw) });
+    }
+  });
+
+  test("anything URL parsing would rewrite takes the parser", () => {
+    for (const raw of [
+      "http://h/api/./x",
+      "http://h/api/%2e%2e/x",
+      "http://h/api/a%2fb",
+      "http://h/api\\x",
+      "http://h/api/x y",
+      "http://h/api/é",
+      "http://h/api/x?q=a b",
+      "http://h/api/x?q='",
+      'http://h/api/x?q="<>',
+      "http://h/api/x?q=é",
+      "relay:443",
+    ]) {
+      expect({ raw, plain: plainTarget(raw) }).toEqual({ raw, plain: undefined });
+    }
+  });
+});
+
 describe("buildUpstreamUrl", () => {
   const t = (path: string, search = "") => ({ prefix: "/api/", path, search });
 
   test("the host always comes from the configured upstream", () => {
-    const base = new URL("http://gpu-server:3000");
-    expect(buildUpstreamUrl(base, t("/api/x", "?a=1")).href).toBe("http://gpu-server:3000/api/x?a=1");
-    expect(buildUpstreamUrl(base, t("/api//evil.example/x")).origin).toBe("http://gpu-server:3000");
+    const root = upstreamRoot(new URL("http://gpu-server:3000"));
+    expect(buildUpstreamUrl(root, t("/api/x", "?a=1"))).toBe("http://gpu-server:3000/api/x?a=1");
+    expect(new URL(buildUpstreamUrl(root, t("/api//evil.example/x"))).origin).toBe("http://gpu-server:3000");
+    expect(new URL(buildUpstreamUrl(root, t("/api/@evil.example/x"))).origin).toBe("http://gpu-server:3000");
+  });
+
+  test("a path that would not start at the root is refused", () => {
+    const root = upstreamRoot(new URL("http://gpu-server:3000"));
+    for (const path of ["@evil.example/x", "evil", ""]) expect(() => buildUpstreamUrl(root, t(path))).toThrow(RelayError);
   });
 
   test("an upstream with a base path keeps it", () => {
-    expect(buildUpstreamUrl(new URL("https://gpu.example/base/"), t("/v1/models")).href).toBe("https://gpu.example/base/v1/models");
+    expect(buildUpstreamUrl(upstreamRoot(new URL("https://gpu.example/base/")), t("/v1/models"))).toBe("https://gpu.example/base/v1/models");
   });
 });
