@@ -33,103 +33,133 @@ export interface StreamDeps {
 }
 
 export function relayBody(body: ReadableStream<Uint8Array>, deps: StreamDeps): ReadableStream<Uint8Array> {
-  const { ex, metrics } = deps;
-  const reader = body.getReader();
-  let ended = false;
-  let bytes = 0;
-  const started = performance.now();
-  metrics.proxyActiveStreams.inc();
+  return new ReadableStream<Uint8Array>(new RelaySource(body, deps));
+}
 
-  const end = (outcome: "complete" | FailureKind) => {
-    if (ended) return;
-    ended = true;
-    ex.dispose();
-    metrics.proxyActiveStreams.dec();
-    if (outcome !== "complete" && COUNTED_KINDS.has(outcome)) metrics.upstreamErrors.labels(outcome).inc();
+/**
+ * The direct stream's source (Bun): each chunk is written straight into the response's socket,
+ * with no queue and no second stream in between; awaiting a write that reports backpressure keeps
+ * the pull-based pacing (the next upstream read starts once the client took the chunk).
+ *
+ * One object per stream whose methods live on the prototype, and which is itself the abort
+ * listener: a closure per callback (end, fail, wait, pull, cancel, the listener) was allocated for
+ * every new stream before its first byte, and garbage for the collector after it.
+ */
+const readerOf = (body: ReadableStream<Uint8Array>) => body.getReader();
+type Reader = ReturnType<typeof readerOf>;
+
+class RelaySource implements Bun.DirectUnderlyingSource<Uint8Array> {
+  readonly type = "direct";
+  private readonly reader: Reader;
+  private readonly deps: StreamDeps;
+  private readonly ex: Exchange;
+  private readonly started = performance.now();
+  private ended = false;
+  private bytes = 0;
+  /** Settles the wait in progress for the client (untilAborted) when the exchange is aborted. */
+  private wake: (() => void) | undefined;
+  private listening = false;
+
+  constructor(body: ReadableStream<Uint8Array>, deps: StreamDeps) {
+    this.reader = readerOf(body);
+    this.deps = deps;
+    this.ex = deps.ex;
+    deps.metrics.proxyActiveStreams.inc();
+  }
+
+  private end(outcome: "complete" | FailureKind): void {
+    if (this.ended) return;
+    this.ended = true;
+    const { deps } = this;
+    this.ex.dispose();
+    deps.metrics.proxyActiveStreams.dec();
+    if (outcome !== "complete" && COUNTED_KINDS.has(outcome)) deps.metrics.upstreamErrors.labels(outcome).inc();
     // The line is built only when it will be written: a complete stream logs at debug.
     if (outcome !== "complete" || deps.debug !== false) {
-      const line = { upstream: deps.upstream, bytes, durationMs: Math.round(performance.now() - started) };
+      const line = { upstream: deps.upstream, bytes: this.bytes, durationMs: Math.round(performance.now() - this.started) };
       if (outcome === "complete") deps.ctx.log.debug(line, "proxied stream complete");
       else if (outcome === "client_abort") deps.ctx.log.info(line, "client closed a proxied stream");
       else deps.ctx.log.warn({ ...line, kind: outcome }, "proxied stream ended abnormally");
     }
     deps.onEnd?.(outcome);
-  };
+  }
 
-  const fail = (kind: FailureKind, err: unknown) => {
-    end(kind);
+  private fail(kind: FailureKind, err: unknown): Error {
+    this.end(kind);
     return err instanceof Error ? err : new Error(String(err));
-  };
-  // An abort while a write waits for the client (client gone, hard stop, the client-stall
-  // watchdog) must still end the stream; an outstanding read reports it itself when it rejects.
-  // One promise per wait, settled by whichever comes first: racing each wait against one
-  // stream-long "aborted" promise would leave a reaction on it per backpressured chunk, kept
-  // until the stream ends.
-  // The abort listener is added at the first such wait: most streams never wait for the client.
-  let wake: (() => void) | undefined;
-  let listening = false;
-  const untilAborted = <T>(pending: Promise<T>, onAbort: T): Promise<T> => {
-    if (ex.aborted) return Promise.resolve(onAbort);
-    if (!listening) {
-      listening = true;
-      ex.signal.addEventListener("abort", () => wake?.(), { once: true });
+  }
+
+  /** The exchange's abort signal fired (an EventListener object: see untilAborted). */
+  handleEvent(): void {
+    this.wake?.();
+  }
+
+  /**
+   * An abort while a write waits for the client (client gone, hard stop, the client-stall
+   * watchdog) must still end the stream; an outstanding read reports it itself when it rejects.
+   * One promise per wait, settled by whichever comes first: racing each wait against one
+   * stream-long "aborted" promise would leave a reaction on it per backpressured chunk, kept
+   * until the stream ends. The abort listener is added at the first such wait: most streams
+   * never wait for the client.
+   */
+  private untilAborted<T>(pending: Promise<T>, onAbort: T): Promise<T> {
+    if (this.ex.aborted) return Promise.resolve(onAbort);
+    if (!this.listening) {
+      this.listening = true;
+      this.ex.signal.addEventListener("abort", this, { once: true });
     }
     return new Promise<T>((resolve, reject) => {
-      wake = () => resolve(onAbort);
+      this.wake = () => resolve(onAbort);
       pending.then(resolve, reject);
     });
-  };
+  }
 
-  // A direct stream (Bun): each chunk is written straight into the response's socket, with no
-  // queue and no second stream in between; awaiting a write that reports backpressure keeps the
-  // pull-based pacing (the next upstream read starts once the client took the chunk).
-  return new ReadableStream<Uint8Array>({
-    type: "direct",
-    async pull(controller: ReadableStreamDirectController) {
-      for (;;) {
-        ex.arm(deps.idleMs, "idle");
-        let chunk: Awaited<ReturnType<typeof reader.read>>;
-        try {
-          chunk = await reader.read();
-        } catch (err) {
-          controller.close(fail(classify(err, ex.signal.reason, true), err));
-          return;
-        }
-        ex.disarm();
-        if (chunk.done) {
-          end("complete");
-          controller.close();
-          return;
-        }
-        const n = chunk.value.byteLength;
-        bytes += n;
-        metrics.countProxyBytes("response", n);
-        // Until the client has taken the chunk, it is the client that is stalling: a reader that
-        // stops reading for the idle timeout must not pin an upstream connection forever.
-        ex.arm(deps.idleMs, "client_abort");
-        let written = controller.write(chunk.value);
-        if (typeof written !== "number") written = await untilAborted(written, -1);
-        else {
-          // Out now: an event must not wait in a buffer for the next one.
-          const flushed = controller.flush();
-          if (typeof flushed !== "number") await untilAborted(flushed, -1);
-        }
-        wake = undefined;
-        if (ex.aborted || (written === 0 && n > 0)) {
-          // Hard stop, watchdog, or the client went away (a write of 0 bytes says so).
-          const kind = ex.reason ?? "client_abort";
-          ex.abort(kind);
-          reader.cancel().catch(() => {});
-          controller.close(fail(kind, ex.signal.reason));
-          return;
-        }
+  async pull(controller: ReadableStreamDirectController): Promise<void> {
+    const { ex, reader, deps } = this;
+    for (;;) {
+      ex.arm(deps.idleMs, "idle");
+      let chunk: Awaited<ReturnType<Reader["read"]>>;
+      try {
+        chunk = await reader.read();
+      } catch (err) {
+        controller.close(this.fail(classify(err, ex.signal.reason, true), err));
+        return;
       }
-    },
-    async cancel() {
-      // The client went away (Bun cancels the body): stop the upstream at once.
-      end("client_abort");
-      ex.abort("client_abort");
-      await reader.cancel().catch(() => {});
-    },
-  });
+      ex.disarm();
+      if (chunk.done) {
+        this.end("complete");
+        controller.close();
+        return;
+      }
+      const n = chunk.value.byteLength;
+      this.bytes += n;
+      deps.metrics.countProxyBytes("response", n);
+      // Until the client has taken the chunk, it is the client that is stalling: a reader that
+      // stops reading for the idle timeout must not pin an upstream connection forever.
+      ex.arm(deps.idleMs, "client_abort");
+      let written = controller.write(chunk.value);
+      if (typeof written !== "number") written = await this.untilAborted(written, -1);
+      else {
+        // Out now: an event must not wait in a buffer for the next one.
+        const flushed = controller.flush();
+        if (typeof flushed !== "number") await this.untilAborted(flushed, -1);
+      }
+      this.wake = undefined;
+      if (ex.aborted || (written === 0 && n > 0)) {
+        // Hard stop, watchdog, or the client went away (a write of 0 bytes says so).
+        const kind = ex.reason ?? "client_abort";
+        ex.abort(kind);
+        reader.cancel().catch(() => {});
+        controller.close(this.fail(kind, ex.signal.reason));
+        return;
+      }
+    }
+  }
+
+  async cancel(): Promise<void> {
+    // The client went away (Bun cancels the body): stop the upstream at once.
+    this.end("client_abort");
+    this.ex.abort("client_abort");
+    await this.reader.cancel().catch(() => {});
+  }
 }
