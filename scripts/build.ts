@@ -62,6 +62,32 @@ export const STARTUP_TRIMS: readonly StartupTrim[] = [
     contents: "module.exports = { isMainThread: Bun.isMainThread };",
   },
   {
+    importer: inPackage("pino", "pino.js"),
+    specifier: "./lib/caller",
+    why: "the caller's file names, which only a transport receives (to resolve its targets); it evaluated node:util at start",
+    kind: "replace",
+    contents: "module.exports = function getCallers() { return []; };",
+  },
+  {
+    importer: inPackage("sonic-boom", "index.js"),
+    specifier: "util",
+    why: "util.inherits once at load; the same two steps as Node's (super_, the prototype chain) without evaluating node:util",
+    kind: "replace",
+    contents: "module.exports = { inherits(ctor, superCtor) { Object.defineProperty(ctor, 'super_', { value: superCtor, writable: true, configurable: true }); Object.setPrototypeOf(ctor.prototype, superCtor.prototype); } };",
+  },
+  ...(["assert", "path"] as const).map((specifier) => ({
+    importer: inPackage("sonic-boom", "index.js"),
+    specifier,
+    why: "called only when a destination opens a file by name (path.dirname, for mkdir) or closes (assert); the relay's writes to a descriptor it never closes",
+    kind: "defer" as const,
+  })),
+  ...(["counter", "gauge", "histogram", "validation"] as const).map((file) => ({
+    importer: inPackage("prom-client", `lib/${file}.js`),
+    specifier: "util",
+    why: "util.format and util.inspect only in the messages of errors thrown for invalid values or labels",
+    kind: "defer" as const,
+  })),
+  {
     importer: inPackage("pino", "lib/redaction.js"),
     specifier: "@pinojs/redact",
     why: "pino's `redact` option only, which the relay does not use (src/log.ts censors with its own redactor)",
@@ -184,12 +210,21 @@ async function buildRevision(): Promise<string> {
   return process.env.RELAY_BUILD_REVISION ?? ((await $`git rev-parse --short=12 HEAD`.nothrow().quiet().text()).trim() || "unknown");
 }
 
+/**
+ * The binary starts with JavaScriptCore's tier-up thresholds scaled by this, until src/main.ts
+ * restores the normal policy once it listens (Bun.unsafe.setJITPolicy(1)). Start-up runs each
+ * bundled module's require wrapper once, and together they crossed the optimizing (DFG) JIT's
+ * threshold in some starts and not others: compiling one run-once wrapper paged in the DFG
+ * compiler, ~2 MiB of RSS an idle relay kept. Traffic after start is optimized as before.
+ */
+export const STARTUP_JIT_POLICY = 8;
+
 /** Compiles src/main.ts once into `outfile`; throws with the bundler's messages if it fails. */
 async function compileOnce(arch: Arch, outfile: string, revision: string, bytecode: boolean, bytecodeOrder?: string): Promise<void> {
   const result = await Bun.build({
     entrypoints: [ENTRY],
     // The binary must not pick up a stray .env or bunfig.toml from whatever directory it runs in.
-    compile: { target: TARGETS[arch], outfile, autoloadDotenv: false, autoloadBunfig: false, bytecodeOrder },
+    compile: { target: TARGETS[arch], outfile, autoloadDotenv: false, autoloadBunfig: false, bytecodeOrder, jitPolicy: STARTUP_JIT_POLICY },
     bytecode,
     minify: true,
     sourcemap: "none",

@@ -51,6 +51,9 @@ async function main(argv: string[], env: Env): Promise<number | undefined> {
   process.on("unhandledRejection", (err) => logger.error({ err }, "unhandled rejection"));
   const relay = startRelay(config, { logger, proxy: createProxyRoute });
   lifecycleLogger(logger).info({ port: relay.port, host: config.host, version: VERSION, revision: REVISION, config: describeConfig(config) }, "listening");
+  // Start-up is over: the compiled binary starts with a reluctant JIT (scripts/build.ts,
+  // STARTUP_JIT_POLICY) so run-once start-up code is not optimized; requests get the normal one.
+  Bun.unsafe.setJITPolicy(1);
 
   // The destination writes asynchronously: flush it, or the last lines ("stopped") are lost.
   const exitAfterFlush = (code: number) => logger.flush(() => process.exit(code));

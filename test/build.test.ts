@@ -41,10 +41,18 @@ const out = [];
 const log = pino({ base: { service: "t" }, timestamp: false, formatters: { level: (label) => ({ level: label }) } }, { write: (l) => out.push(l) });
 log.info({ a: 1, err: new Error("boom") }, "hello");
 log.child({ reqId: "r1" }).warn("child");
+// A destination on a descriptor, as the relay's (src/log.ts): sonic-boom with its trimmed requires.
+const file = require("node:path").join(__dirname, "dest-" + process.pid + ".log");
+const dest = pino.destination({ dest: require("node:fs").openSync(file, "w"), sync: true });
+pino({ base: null, timestamp: false }, dest).info("to a descriptor");
+dest.flushSync();
+out.push(require("node:fs").readFileSync(file, "utf8"), String(dest instanceof require("node:events").EventEmitter));
+const ended = new Promise((resolve) => dest.on("close", resolve));
+dest.end();
 const errors = [];
 try { pino.transport({ target: "pino/file" }); } catch (e) { errors.push(e.message); }
 try { pino({ transport: { target: "pino/file" } }); } catch (e) { errors.push(e.message); }
-console.log(JSON.stringify({ out, errors }));
+ended.then(() => console.log(JSON.stringify({ out, errors })));
 `,
     );
     const untrimmed = await bundle("pino-untrimmed", entry);
@@ -58,10 +66,11 @@ console.log(JSON.stringify({ out, errors }));
     expect(got.errors).toEqual([PINO_TRANSPORT_STUB_MESSAGE, PINO_TRANSPORT_STUB_MESSAGE]);
     // The same lines as pino itself, run from node_modules without a bundler.
     const plain = join(dir, "pino-plain.cjs");
-    writeFileSync(plain, readFileSync(entry, "utf8").replace(/const errors = \[\];[^]*$/, "console.log(JSON.stringify({ out }));\n"));
+    writeFileSync(plain, readFileSync(entry, "utf8").replace(/const errors = \[\];[^]*$/, "ended.then(() => console.log(JSON.stringify({ out })));\n"));
     const expected = (await runJson(plain)) as { out: string[] };
     expect(got.out.map((l) => l.replace(/"stack":"[^"]*"/, ""))).toEqual(expected.out.map((l) => l.replace(/"stack":"[^"]*"/, "")));
     expect(got.out[0]).toStartWith('{"level":"info","service":"t","a":1,"err":{"type":"Error","message":"boom"');
+    expect(got.out.slice(2)).toEqual(['{"level":30,"msg":"to a descriptor"}\n', "true"]);
   });
 
   test("a deferred module is evaluated on the first use of its export, and then behaves as itself", async () => {
