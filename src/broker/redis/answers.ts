@@ -1,6 +1,6 @@
 import { answerBytes } from "../bytes.ts";
 import type { Answer, StoreResult } from "../types.ts";
-import { hashKey, type StoreContext } from "./shared.ts";
+import type { StoreContext } from "./shared.ts";
 
 /** Answers waiting for their client: one per client key, delivered once, expiring after answerTtlMs. */
 
@@ -66,7 +66,7 @@ export function createAnswerOps(ctx: StoreContext) {
           [answers],
           [
             ...ctx.base(),
-            hashKey(clientKey),
+            ctx.keyDigest(clientKey),
             clientKey,
             JSON.stringify(answer),
             limits.maxAnswers,
@@ -79,7 +79,7 @@ export function createAnswerOps(ctx: StoreContext) {
 
     takeAnswer: (clientKey: string): Promise<Answer | undefined> =>
       ctx.run(async () => {
-        const [expired, answer] = (await take([answers], [...ctx.base(), hashKey(clientKey), clientKey])) as [number, string?];
+        const [expired, answer] = (await take([answers], [...ctx.base(), ctx.keyDigest(clientKey), clientKey])) as [number, string?];
         ctx.expired("answer", expired);
         return answer === undefined ? undefined : (JSON.parse(answer) as Answer);
       }),

@@ -1,6 +1,6 @@
 import { jobBytes, nodeStoredBytesLimit } from "../bytes.ts";
 import type { EnqueueResult, Job, TouchResult } from "../types.ts";
-import { hashKey, type StoreContext } from "./shared.ts";
+import type { StoreContext } from "./shared.ts";
 
 /**
  * Nodes and their job queues. A node silent past nodeStaleMs leaves pickNode and gets no new
@@ -228,7 +228,7 @@ export function createNodeOps(ctx: StoreContext) {
       if (at !== undefined && ctx.now() - at < TOUCH_REUSE_MS) return "ok";
       return ctx.run(async () => {
         const now = ctx.now();
-        const reply = await touch([nodes, due], [...ctx.base(), hashKey(key), key, limits.nodeStaleMs, limits.maxNodes]);
+        const reply = await touch([nodes, due], [...ctx.base(), ctx.keyDigest(key), key, limits.nodeStaleMs, limits.maxNodes]);
         const result = counted(reply)[0] as TouchResult;
         if (result === "ok") {
           if (touched.size >= TOUCHED_ENTRIES) touched.clear();
@@ -250,7 +250,7 @@ export function createNodeOps(ctx: StoreContext) {
           [nodes, due],
           [
             ...ctx.base(),
-            hashKey(nodeKey),
+            ctx.keyDigest(nodeKey),
             JSON.stringify(job),
             limits.nodeStaleMs,
             limits.maxQueueDepth,
@@ -265,7 +265,7 @@ export function createNodeOps(ctx: StoreContext) {
 
     takeJobs: (nodeKey: string, max: number): Promise<Job[]> =>
       ctx.run(async () => {
-        const reply = await take([nodes, due], [...ctx.base(), hashKey(nodeKey), limits.nodeStaleMs, max]);
+        const reply = await take([nodes, due], [...ctx.base(), ctx.keyDigest(nodeKey), limits.nodeStaleMs, max]);
         return (counted(reply) as string[]).map((j) => JSON.parse(j) as Job);
       }),
   };

@@ -2,7 +2,7 @@ import type Redis from "ioredis";
 import type { Clock } from "../../clock.ts";
 import { sha256Hex } from "../../common/tokens.ts";
 import type { BrokerLimits } from "../../config/index.ts";
-import { guarded, luaNow } from "../../state/redis.ts";
+import { guarded, luaNow, publicKeyDigests } from "../../state/redis.ts";
 import type { ExpiredKind } from "../types.ts";
 
 /**
@@ -112,6 +112,8 @@ export interface StoreContext {
   /** This process's time in ms (the injected clock's, else a monotonic one), for local caches. */
   now(): number;
   key(name: string): string;
+  /** hashKey of a public key, remembered (src/state/redis.ts): the same keys recur every cycle. */
+  keyDigest(publicKey: string): string;
   /** Registers a script (PRELUDE_LUA + body) on the client under a name unique to this store. */
   script(name: string, numberOfKeys: number, lua: string): Script;
   /** Runs a datastore call; failures become 503 state_unavailable. */
@@ -136,6 +138,7 @@ export function createContext(
     base: () => [clock ? String(Math.floor(clock.now())) : "", prefix],
     now: () => (clock ? clock.now() : performance.now()),
     key: (name) => prefix + name,
+    keyDigest: publicKeyDigests(),
     script(name, numberOfKeys, lua) {
       // The scripts take the prefix as an argument, so stores sharing a client share the definitions.
       const command = `tokenplaceLegacy${name}`;

@@ -149,7 +149,7 @@ export function createStreamOps(ctx: StoreContext) {
 
     openStream: (clientKey: string, sessionId: string): Promise<void> =>
       ctx.run(async () => {
-        await open([streams], [...ctx.base(), hashKey(clientKey), clientKey, hashKey(sessionId), sessionId, limits.streamTtlMs]);
+        await open([streams], [...ctx.base(), ctx.keyDigest(clientKey), clientKey, hashKey(sessionId), sessionId, limits.streamTtlMs]);
       }),
 
     pushChunk: (sessionId: string, chunk: unknown, final: boolean): Promise<PushResult> =>
@@ -177,7 +177,7 @@ export function createStreamOps(ctx: StoreContext) {
       ctx.run(async () => {
         const [expired, sessionId, final, ...chunks] = (await drain(
           [streams],
-          [...ctx.base(), hashKey(clientKey), clientKey, limits.streamTtlMs],
+          [...ctx.base(), ctx.keyDigest(clientKey), clientKey, limits.streamTtlMs],
         )) as [number, string?, number?, ...string[]];
         ctx.expired("stream", expired);
         if (sessionId === undefined) return undefined;

@@ -2,7 +2,7 @@ import type Redis from "ioredis";
 import type { Clock } from "../../clock.ts";
 import { wakeDigest } from "../../common/redis-notifier.ts";
 import { sha256Hex } from "../../common/tokens.ts";
-import { guarded, luaHelpersFor, luaNow, memoDigest } from "../../state/redis.ts";
+import { guarded, luaHelpersFor, luaNow, publicKeyDigests } from "../../state/redis.ts";
 import { MAX_TERMINAL_RECORDS_PER_REQUEST_SLOT, envelopeBytes, type MemoryLimits } from "../memory/state.ts";
 import type { EvictionReason, Outcome, V1Events } from "../store.ts";
 
@@ -57,15 +57,6 @@ export type RedisLimits = MemoryLimits & { leaseMs: number };
 export { envelopeBytes };
 export const sha256 = sha256Hex;
 
-/**
- * How many public keys (and node wake-up topics) a store remembers the SHA-256 of, and the
- * longest it remembers (characters; a spec-sized key is up to 8 KB, a typical one under 1 KB):
- * at most 2 MiB. A cycle names its node key twice and its client key three times (enqueue,
- * claim, respond, retrieve), and hashing each again was the largest share of the relay's CPU
- * around a datastore call in a profile of 16 concurrent cycles.
- */
-export const KEY_DIGEST_MEMO_ENTRIES = 1_024;
-export const KEY_DIGEST_MEMO_MAX_CHARS = 2_048;
 /** Name of the records of one (client key, request_id) pair: the pair identifies a request (spec §2). */
 export const pairHash = (clientKey: string, requestId: string) => sha256(`${clientKey.length}:${clientKey}${requestId}`);
 
@@ -95,7 +86,7 @@ local LIM = ${limits}
  */
 const WAKE_MARGIN_MS = 1_000;
 
-const HELPERS = `
+export const V1_LUA_HELPERS = `
 local WAKE_MARGIN_MS = ${WAKE_MARGIN_MS}
 local EV = {}
 local function ev(e) EV[#EV + 1] = e end
@@ -340,8 +331,8 @@ export class RedisState {
   private readonly limitsLua: string;
   private readonly commandSuffix: string;
   private readonly commands = new Map<string, Command>();
-  /** SHA-256 hex of a public key (or of a node's wake-up topic), remembered (KEY_DIGEST_MEMO_ENTRIES). */
-  readonly keyDigest = memoDigest(sha256, KEY_DIGEST_MEMO_ENTRIES, KEY_DIGEST_MEMO_MAX_CHARS);
+  /** SHA-256 hex of a public key (or of a node's wake-up topic), remembered (src/state/redis.ts). */
+  readonly keyDigest = publicKeyDigests();
 
   constructor(
     readonly client: Redis,
@@ -381,7 +372,7 @@ export class RedisState {
     for (const s of scripts) {
       const name = `${s.name}_${this.commandSuffix}`;
       // Only the helpers this transition uses (luaHelpersFor): each one is a closure per call.
-      this.client.defineCommand(name, { numberOfKeys: 1, lua: prefix + luaHelpersFor(HELPERS, s.lua) + "\n" + s.lua });
+      this.client.defineCommand(name, { numberOfKeys: 1, lua: prefix + luaHelpersFor(V1_LUA_HELPERS, s.lua) + "\n" + s.lua });
       this.commands.set(s.name, (this.client as unknown as Record<string, Command>)[name]!);
     }
   }
