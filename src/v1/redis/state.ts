@@ -140,10 +140,14 @@ end
 -- Terminal and outcome records: x: members are seq:ph, so equal expiries keep creation order.
 local function recMember(ph) return string.format('%016d', redis.call('INCR', KRSEQ)) .. ':' .. ph end
 local function recPair(member) return string.sub(member, 18) end
+-- A record is always written whole, with its member m: without m there is nothing to delete (a
+-- fresh admission, the usual case, costs one call instead of two).
 local function dropRecord(index, key)
   local m = redis.call('HGET', key, 'm')
-  if m then redis.call('ZREM', index, m) end
-  redis.call('DEL', key)
+  if m then
+    redis.call('ZREM', index, m)
+    redis.call('DEL', key)
+  end
 end
 -- Past the cap the oldest records are forgotten first (they cost a client nothing to create).
 local function capRecords(index, keyOf)
