@@ -212,9 +212,10 @@ describe("Dockerfile: every stage", () => {
     expect(args).toMatch(/amd64\)\s*arch=x64/);
     expect(args).toMatch(/arm64\)\s*arch=arm64/);
     expect(args).toMatch(/build\.ts --target "?\$\{arch\}"?/);
-    // scripts/build.ts is what turns --target into bun-linux-<arch> with both autoload flags off.
+    // scripts/build.ts is what turns --target into bun-linux-<arch> with both autoload flags off
+    // (Bun.build's compile options; the CLI spells them --no-compile-autoload-dotenv/-bunfig).
     const buildTs = readFileSync(join(ROOT, "scripts/build.ts"), "utf8");
-    for (const flag of ["--compile", "bun-linux-x64", "bun-linux-arm64", "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig"]) expect(buildTs).toContain(flag);
+    for (const flag of ["compile: {", "bun-linux-x64", "bun-linux-arm64", "autoloadDotenv: false", "autoloadBunfig: false"]) expect(buildTs).toContain(flag);
     expect(args).toContain("RELAY_BUILD_REVISION");
   });
 
