@@ -42,8 +42,8 @@ ARG TARGETARCH
 ARG BUILDARCH
 # Baked into the binary (`tokenplace-relay --version`); the workflow passes the commit SHA.
 ARG RELAY_BUILD_REVISION=unknown
-# scripts/build.ts runs `bun build src/main.ts --compile --target=bun-linux-<arch>
-# --no-compile-autoload-dotenv --no-compile-autoload-bunfig`: the same command as `npm run build`.
+# scripts/build.ts compiles src/main.ts for bun-linux-<arch> with Bun.build (.env and bunfig.toml
+# autoload off, its start-up trims plugin): the same build as `npm run build`.
 # When the build machine has the target's arch the fresh binary is also smoke-tested (--version).
 RUN --mount=type=cache,target=/root/.bun/install/cache,sharing=locked \
     set -eu; \
