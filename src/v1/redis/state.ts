@@ -383,14 +383,21 @@ export class RedisState {
 
   /** Runs one transition; any datastore failure is a 503 state_unavailable (src/state/redis.ts). */
   async run<T>(s: Script, ...args: (string | number)[]): Promise<T> {
-    return (await this.runWith<T>(s, ...args))[0];
+    return this.decode<T>(await this.send(s, args))[0];
   }
 
   /** run() of a transition that may answer outWith(r, envelope): [r, envelope or undefined]. */
   async runWith<T>(s: Script, ...args: (string | number)[]): Promise<[T, string | undefined]> {
+    return this.decode<T>(await this.send(s, args));
+  }
+
+  private send(s: Script, args: (string | number)[]) {
     const now = this.clock ? String(Math.floor(this.clock.now())) : "";
     const command = this.commands.get(s.name)!;
-    const reply = await guarded(this.client, this.timeoutMs, () => command.call(this.client, this.nodesKey, this.prefix, now, ...args));
+    return guarded(this.client, this.timeoutMs, () => command.call(this.client, this.nodesKey, this.prefix, now, ...args));
+  }
+
+  private decode<T>(reply: string | [string, string]): [T, string | undefined] {
     const [json, envelope] = typeof reply === "string" ? [reply, undefined] : reply;
     const { r, e } = JSON.parse(json) as { r: T; e: string };
     if (e) this.emit(e);
