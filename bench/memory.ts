@@ -23,7 +23,8 @@
  * pipe) and once read chunk by chunk into a direct stream (the relay's way): the per-stream cost
  * that is Bun's, not the relay's. Every RSS is split into anonymous memory and file-backed pages
  * (the binary's code and embedded module graph, mapped from the file: shared between processes
- * of one binary and reclaimable), from /proc/<pid>/smaps_rollup.
+ * of one binary and reclaimable), from /proc/<pid>/smaps_rollup, and the anonymous part's JIT code
+ * (anonymous executable mappings, /proc/<pid>/smaps) is shown beside it.
  *
  * The file-backed pages depend on the page-cache state of the binary file as much as on what runs:
  * a file just written (a fresh build, an image layer just pulled) is mapped in larger pieces per
@@ -47,8 +48,23 @@ export function anonBytes(pid: number): number {
   return m ? Number(m[1]) * 1024 : NaN;
 }
 
+/**
+ * Resident bytes of anonymous executable mappings: the code JavaScriptCore's JIT tiers (baseline,
+ * DFG, FTL) and its regular expression compiler generated. Part of anonBytes.
+ */
+export function jitCodeBytes(pid: number): number {
+  let total = 0;
+  let executableAnon = false;
+  for (const line of readFileSync(`/proc/${pid}/smaps`, "utf8").split("\n")) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ (\S{4}) \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) executableAnon = head[1]!.includes("x") && (head[2] === "" || head[2]!.startsWith("[anon"));
+    else if (executableAnon && line.startsWith("Rss:")) total += Number(/(\d+)/.exec(line)![1]) * 1024;
+  }
+  return total;
+}
+
 /** A server and its RSS split, read at once. */
-const resident = (pid: number) => ({ rss: rssBytes(pid), anon: anonBytes(pid) });
+const resident = (pid: number) => ({ rss: rssBytes(pid), anon: anonBytes(pid), jit: jitCodeBytes(pid) });
 type Resident = ReturnType<typeof resident>;
 
 /** The minimal Bun proxies measured beside the relay (bench/baseline-server.ts in proxy mode). */
@@ -190,10 +206,12 @@ export async function memorySection(relay: Server, bare: Server | undefined, o: 
   const failures: string[] = [];
   const figures: Record<string, number> = {};
   const anon: Record<string, number> = {};
+  const jit: Record<string, number> = {};
   const put = (name: string, r: Resident | undefined) => {
     if (!r) return;
     figures[name] = r.rss;
     anon[name] = r.anon;
+    jit[name] = r.jit;
   };
   const auth = { "X-Relay-Server-Token": o.token };
   await Bun.sleep(IDLE_SETTLE_MS);
@@ -273,17 +291,18 @@ export async function memorySection(relay: Server, bare: Server | undefined, o: 
   const row = (what: string, key: string, note = "") => {
     const v = figures[key];
     const a = anon[key];
+    const j = jit[key];
     return [
       what,
       v === undefined ? "n/a" : mib(v),
-      a === undefined || Number.isNaN(a) || v === undefined ? "n/a" : `${mib(a)} / ${mib(v - a)}`,
+      a === undefined || Number.isNaN(a) || v === undefined ? "n/a" : `${mib(a)} (${j === undefined ? "n/a" : mib(j)}) / ${mib(v - a)}`,
       note || (v === undefined || key.startsWith("bare") || key.startsWith("floor") ? "" : `${(v / idle).toFixed(2)}x idle`),
     ];
   };
   const streamsLabel = o.streams.toLocaleString("en-US");
   const body = [
     markdown(
-      ["state", "RSS", "anonymous / file-backed", "vs idle"],
+      ["state", "RSS", "anonymous (of it JIT code) / file-backed", "vs idle"],
       [
         row("bare compiled Bun.serve, idle", "bareIdle"),
         row("relay idle (proxy mode, fresh start)", "idle"),
@@ -299,5 +318,5 @@ export async function memorySection(relay: Server, bare: Server | undefined, o: 
       ],
     ),
   ].join("\n");
-  return { body, targets, failures, json: { holds: o.holds, streams: o.streams, settleMs: o.settleMs, rssBytes: figures, anonBytes: anon } };
+  return { body, targets, failures, json: { holds: o.holds, streams: o.streams, settleMs: o.settleMs, rssBytes: figures, anonBytes: anon, jitCodeBytes: jit } };
 }
