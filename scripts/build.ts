@@ -160,19 +160,28 @@ export function startupTrims(trims: readonly StartupTrim[] = STARTUP_TRIMS): Bun
 
 /** How long the profiling run may take to start, answer and stop before the build gives up on it. */
 const ORDER_RUN_TIMEOUT_MS = 15_000;
+/**
+ * How long the profiling run stays up after its first request: past the first ticks of the
+ * relay's timers (the memory guard's sampling, the sweeper, the start-up collection), which run
+ * in every idle relay, so their code is laid out with start-up's instead of scattered.
+ */
+const ORDER_RUN_IDLE_MS = 1_500;
 
 /**
- * Starts `binary` in proxy mode on a free loopback port (the upstream is a closed port: its
- * health probe fails, which start-up survives), asks /healthz once, stops it with SIGTERM (the
- * relay's own shutdown path), and says why not if `profile` was not written.
+ * Starts `binary` in proxy mode on a free loopback port (in front of a local upstream that
+ * answers its health probe), asks /healthz once, lets it idle ORDER_RUN_IDLE_MS, stops it with
+ * SIGTERM (the relay's own shutdown path), and says why not if `profile` was not written.
  */
 async function recordBytecodeOrder(binary: string, profile: string): Promise<string | undefined> {
+  // An upstream whose health probe succeeds, as in a deployment: the probe's success path is
+  // then laid out with the rest of start-up.
+  const upstream = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("ok") });
   const env = {
     PATH: process.env.PATH ?? "/usr/bin:/bin",
     BUN_BYTECODE_ORDER_OUT: profile,
     RELAY_HOST: "127.0.0.1",
     RELAY_PORT: "0",
-    TOKENPLACE_RELAY_UPSTREAM_URL: "http://127.0.0.1:9",
+    TOKENPLACE_RELAY_UPSTREAM_URL: upstream.url.href,
     BUN_CONFIG_MAX_HTTP_REQUESTS: "256",
   };
   const proc = Bun.spawn([binary], { env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
@@ -181,12 +190,14 @@ async function recordBytecodeOrder(binary: string, profile: string): Promise<str
     const port = await listeningPort(proc.stdout);
     if (port === undefined) return `the profiling run did not start: ${(await new Response(proc.stderr).text()).trim().slice(0, 300)}`;
     await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.arrayBuffer()).catch(() => undefined);
+    await Bun.sleep(ORDER_RUN_IDLE_MS);
     proc.kill("SIGTERM");
     await proc.exited;
     return existsSync(profile) ? undefined : `the profiling run exited ${proc.exitCode ?? proc.signalCode} without writing a profile`;
   } finally {
     clearTimeout(timer);
     proc.kill("SIGKILL");
+    upstream.stop(true);
   }
 }
 
