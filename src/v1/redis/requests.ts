@@ -11,13 +11,16 @@ import { LUA_WAKE, envelopeBytes, pairHash, script, sha256, wakeArgs, wholeMs, t
  * node found nothing recently (w, set by claim: otherwise nobody can be waiting).
  */
 const ENQUEUE = script("Enqueue", `${LUA_WAKE(14)}
-local function wakeNode(nh)
-  if tonumber(redis.call('HGET', kNode(nh), 'w') or 0) > NOW then wake() end
-end
 local nh, ch, ph, rid, envelope, cd = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local deadline, maxQ, uid, bytes, owner = NOW + tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11], tonumber(ARGV[12]), ARGV[13]
-local ls, lease, held = nodeTimes(nh)
-if not ls or isEvictable(nh, ls, lease, held) then return out('unknown_node') end
+-- nodeTimes plus the wake mark in one read (nothing below changes the node's hash).
+local f = redis.call('HMGET', kNode(nh), 'ls', 'lease', 'held', 'w')
+if not f[1] then return out('unknown_node') end
+local ls, lease, held = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
+if isEvictable(nh, ls, lease, held) then return out('unknown_node') end
+local function wakeNode()
+  if tonumber(f[4] or 0) > NOW then wake() end
+end
 if redis.call('LLEN', kQ(nh)) >= maxQ then return out('queue_full') end
 -- Live requests: every pending record plus every queued untracked request.
 if redis.call('ZCARD', XDL) + redis.call('ZCARD', XUNT) >= LIM.maxRequests then return out('requests_full') end
@@ -30,7 +33,7 @@ if ph == '' then
   addBytes(bytes)
   addClientBytes(owner, bytes)
   redis.call('RPUSH', kQ(nh), 'u:' .. uid)
-  wakeNode(nh)
+  wakeNode()
   return out('queued')
 end
 -- A live id is never admitted twice (upstream queues a second copy and loses track of the first).
@@ -47,7 +50,7 @@ addBytes(bytes)
 addClientBytes(owner, bytes)
 if cd ~= '' then redis.call('HSET', kReq(ph), 'cd', cd) end
 redis.call('ZADD', XDL, deadline, ph)
-wakeNode(nh)
+wakeNode()
 return out('queued')
 `);
 

@@ -21,7 +21,7 @@ end
 local st = getTerminal(ph)
 if st then return out({ k = 'gone', st = st }) end
 if hasAnswer(ch, ph) then return out({ k = 'duplicate' }) end
-local r = redis.call('HMGET', kReq(ph), 'node', 'rid', 'dl', 'st', 'b', 'w')
+local r = redis.call('HMGET', kReq(ph), 'node', 'rid', 'dl', 'st', 'b', 'w', 'pb', 'o')
 if not r[1] then
   local o = redis.call('HMGET', kOut(ph), 'o', 'exp')
   if o[1] == 'completed' and tonumber(o[2]) > NOW then return out({ k = 'gone', st = 'completed' }) end
@@ -41,9 +41,10 @@ if redis.call('EXISTS', kNode(nh)) == 1 then
   if redis.call('ZREM', kFl(nh), ph) == 1 then lowerEvict(nh) end
   forgetRid(nh, rid, ph)
 end
-dropPending(ph)
+releasePending(ph, r[5], r[7], r[8])
 countOutcome(ph, 'completed')
-storeAnswer(ch, ph, envelope, bytes, NOW + LIM.answerTtlMs)
+-- No answer ph is stored (hasAnswer above), so storeAnswer need not look for one to replace.
+storeAnswer(ch, ph, envelope, bytes, NOW + LIM.answerTtlMs, true)
 -- Only a retrieve that found the request pending can be held for it (w, set by retrieve).
 if r[6] then wake() end
 return out({ k = 'accepted' })

@@ -183,12 +183,16 @@ local function getTerminal(ph)
 end
 
 -- The pending record (and its buffered progress) ends and releases its bytes; callers dequeue it first.
-local function dropPending(ph)
-  local r = redis.call('HMGET', kReq(ph), 'b', 'pb', 'o')
+-- releasePending: the same, for a caller that already read the record's b, pb and o.
+local function releasePending(ph, b, pb, o)
   redis.call('DEL', kReq(ph))
   redis.call('ZREM', XDL, ph)
-  addBytes(-(tonumber(r[1]) or 0) - (tonumber(r[2]) or 0))
-  addClientBytes(r[3], -(tonumber(r[1]) or 0))
+  addBytes(-(tonumber(b) or 0) - (tonumber(pb) or 0))
+  addClientBytes(o, -(tonumber(b) or 0))
+end
+local function dropPending(ph)
+  local r = redis.call('HMGET', kReq(ph), 'b', 'pb', 'o')
+  releasePending(ph, r[1], r[2], r[3])
 end
 
 -- A terminal outcome is counted once per pair (an expired but unswept record still counts).
@@ -281,8 +285,9 @@ end
 
 -- Answers by client; untracked ones also in arrival order (retrieve without request_id).
 local function hasAnswer(ch, aid) return redis.call('HEXISTS', kAnsV(ch), aid) == 1 end
-local function storeAnswer(ch, aid, envelope, bytes, exp)
-  local previous = redis.call('HGET', kAnsB(ch), aid)
+-- fresh: the caller checked that ch has no answer aid (ansv and ansb are written and deleted together).
+local function storeAnswer(ch, aid, envelope, bytes, exp, fresh)
+  local previous = not fresh and redis.call('HGET', kAnsB(ch), aid)
   if previous then
     addBytes(-tonumber(previous))
   elseif isUntracked(aid) then
@@ -298,20 +303,24 @@ local function dropAnswer(ch, aid)
   addBytes(-(tonumber(redis.call('HGET', kAnsB(ch), aid)) or 0))
   redis.call('HDEL', kAnsV(ch), aid)
   redis.call('HDEL', kAnsB(ch), aid)
-  redis.call('ZREM', kAnsU(ch), aid)
+  -- Only answers to requests without request_id are in arrival order (storeAnswer).
+  if isUntracked(aid) then redis.call('ZREM', kAnsU(ch), aid) end
   redis.call('ZREM', XANS, ch .. ':' .. aid)
 end
 -- Removes and returns one answer: the one named aid, or (aid nil) the client's oldest answer to
 -- a request without request_id. A tracked answer goes only to a retrieve that names its id: the
 -- client key is public, the request id is not (spec §3.4).
 local function takeAnswer(ch, aid)
+  local envelope
   if aid == nil then
     aid = redis.call('ZRANGE', kAnsU(ch), 0, 0)[1]
     if not aid then return nil end
-  elseif not hasAnswer(ch, aid) then
-    return nil
+    envelope = redis.call('HGET', kAnsV(ch), aid)
+  else
+    -- Reading it is the existence check (no HEXISTS first).
+    envelope = redis.call('HGET', kAnsV(ch), aid)
+    if not envelope then return nil end
   end
-  local envelope = redis.call('HGET', kAnsV(ch), aid)
   dropAnswer(ch, aid)
   return envelope
 end
