@@ -36,9 +36,14 @@ if redis.call('ZCARD', XANS) >= LIM.maxAnswers then return out({ k = 'answers_fu
 -- The request's own bytes are released below, so only the difference must fit.
 if not fits(bytes - tonumber(r[5])) then return out({ k = 'storage_full' }) end
 -- Owned: whether queued or in flight, the request ends here (spec §6.8 step 4).
-if redis.call('EXISTS', kNode(nh)) == 1 then
+-- The node's times are its existence check and what lowerEvict would read again (a node hash
+-- always has ls; nothing below changes it).
+local node = redis.call('HMGET', kNode(nh), 'ls', 'lease', 'held')
+if node[1] then
   if r[4] == 'q' then dequeue(nh, ph) end
-  if redis.call('ZREM', kFl(nh), ph) == 1 then lowerEvict(nh) end
+  if redis.call('ZREM', kFl(nh), ph) == 1 then
+    redis.call('ZADD', XEVICT, staleAt(tonumber(node[1]), tonumber(node[2]), tonumber(node[3])), nh)
+  end
   forgetRid(nh, rid, ph)
 end
 releasePending(ph, r[5], r[7], r[8])
