@@ -1,5 +1,6 @@
 import type { Exchange } from "./exchange.ts";
 import { classify, type FailureKind } from "./failure.ts";
+import type { HeaderField } from "./headers.ts";
 
 /** The fetch the proxy calls; injectable so tests can drive the handler without sockets. */
 export type FetchFn = (input: string | URL | Request, init?: BunFetchRequestInit) => Promise<Response>;
@@ -18,7 +19,7 @@ export interface OpenOptions {
   fetch: FetchFn;
   url: string;
   method: string;
-  headers: Headers;
+  headers: Headers | HeaderField[];
   body: Bun.BodyInit | null;
   ex: Exchange;
   /** Bounds connecting and waiting for the head; a streamed upload re-arms it once it is sent. */

@@ -51,12 +51,12 @@ function connectionTokens(headers: Headers): ReadonlySet<string> {
 }
 
 /**
- * `from` without its hop-by-hop fields and those `skip` names: a native copy of the whole set
- * with the few offending fields deleted, not an empty set filled field by field from JavaScript.
- * A typical message carries none of them (a request only Host), and appending every field one by
- * one was one of the larger costs of a new stream before its first byte (docs/proxy.md,
- * "Measured"). Deleting a name removes all of its fields; Set-Cookie fields stay separate in the
- * copy (RFC 6265 §3).
+ * `from` without its hop-by-hop fields and those `skip` names (the response direction): a native
+ * copy of the whole set with the few offending fields deleted, not an empty set filled field by
+ * field from JavaScript. A typical upstream response carries one or two of them
+ * (Transfer-Encoding, Connection); appending every field one by one was one of the larger costs
+ * of a new stream before its first byte (docs/proxy.md, "Measured"). Deleting a name removes all
+ * of its fields; Set-Cookie fields stay separate in the copy (RFC 6265 §3).
  */
 function copyEndToEnd(from: Headers, skip: (name: string) => boolean): Headers {
   const named = connectionTokens(from);
@@ -93,17 +93,43 @@ export interface ForwardInfo {
   trustForwarded: boolean;
 }
 
-/** Headers sent to the upstream: end-to-end fields only, plus forwarding facts. */
-export function upstreamRequestHeaders(inbound: Headers, info: ForwardInfo): Headers {
-  const out = copyEndToEnd(inbound, info.trustForwarded ? droppedWhenTrusted : droppedWhenUntrusted);
+/** One header field as fetch takes it in a HeadersInit list. */
+export type HeaderField = [name: string, value: string];
+
+/**
+ * Headers sent to the upstream: end-to-end fields only, plus forwarding facts. A list of fields
+ * for fetch, not a Headers object: the inbound fields are looked at once, in JavaScript, and
+ * fetch builds its own header set from the list natively; a Headers object cost a native call
+ * per copy, delete, lookup and set on every new stream before its fetch could start.
+ */
+export function upstreamRequestHeaders(inbound: Headers, info: ForwardInfo): HeaderField[] {
+  const named = connectionTokens(inbound);
+  const dropped = info.trustForwarded ? droppedWhenTrusted : droppedWhenUntrusted;
+  const out: HeaderField[] = [];
+  // The forwarding fields a trusted ingress set (untrusted ones are dropped above) are extended
+  // or kept below; Headers iteration already joins repeated fields with ", " (Set-Cookie aside).
+  let chain: string | undefined;
+  let proto: string | undefined;
+  let host: string | undefined;
+  let via: string | undefined;
+  inbound.forEach((value, name) => {
+    if (HOP_BY_HOP.has(name) || named.has(name) || dropped(name)) return;
+    if (name === "x-forwarded-for") chain = value;
+    else if (name === "x-forwarded-proto") proto = value;
+    else if (name === "x-forwarded-host") host = value;
+    else if (name === "via") via = value;
+    else out.push([name, value]);
+  });
   // X-Forwarded-For: the chain so far (when trusted) plus the peer this relay saw.
-  const chain = out.get("x-forwarded-for");
-  if (info.clientIp) out.set("x-forwarded-for", chain ? `${chain}, ${info.clientIp}` : info.clientIp);
+  const forwardedFor = info.clientIp ? (chain ? `${chain}, ${info.clientIp}` : info.clientIp) : chain;
+  if (forwardedFor !== undefined) out.push(["x-forwarded-for", forwardedFor]);
   // Behind a trusted ingress the first hop's proto/host are the ones the user saw; keep them.
-  if (!out.has("x-forwarded-proto")) out.set("x-forwarded-proto", info.proto);
-  if (!out.has("x-forwarded-host") && info.host) out.set("x-forwarded-host", info.host);
-  out.set(REQUEST_ID_HEADER, info.requestId);
-  appendVia(out);
+  out.push(["x-forwarded-proto", proto ?? info.proto]);
+  const forwardedHost = host ?? info.host;
+  if (forwardedHost) out.push(["x-forwarded-host", forwardedHost]);
+  out.push([REQUEST_ID_FIELD, info.requestId]);
+  // A proxy appends itself to Via (RFC 9110 §7.6.3).
+  out.push(["via", via ? `${via}, ${VIA}` : VIA]);
   return out;
 }
 

@@ -1,5 +1,8 @@
 import { describe, expect, test } from "bun:test";
-import { clientResponseHeaders, upstreamRequestHeaders } from "../../src/proxy/headers.ts";
+import { clientResponseHeaders, upstreamRequestHeaders as fields, type ForwardInfo } from "../../src/proxy/headers.ts";
+
+/** The field list fetch is given, as the header set fetch builds from it. */
+const upstreamRequestHeaders = (inbound: Headers, i: ForwardInfo) => new Headers(fields(inbound, i));
 
 const info = { clientIp: "10.0.0.7", proto: "http", host: "relay.example", requestId: "rid-1", trustForwarded: false };
 
@@ -45,6 +48,27 @@ describe("request headers", () => {
     expect(h.get("x-forwarded-proto")).toBe("https");
     expect(h.get("x-forwarded-host")).toBe("token.place");
     expect(h.get("via")).toBe("1.1 traefik, 1.1 tokenplace-relay");
+  });
+});
+
+describe("request header fields", () => {
+  test("each field once: repeated inbound forwarding fields are one chain, the relay's own fields appear once", () => {
+    const inbound = new Headers();
+    inbound.append("X-Forwarded-For", "198.51.100.1");
+    inbound.append("X-Forwarded-For", "198.51.100.2");
+    inbound.append("Via", "1.1 a");
+    inbound.append("X-Request-Id", "client-chosen");
+    const list = fields(inbound, { ...info, trustForwarded: true });
+    const names = list.map(([name]) => name);
+    expect(names.length).toBe(new Set(names).size);
+    expect(new Headers(list).get("x-forwarded-for")).toBe("198.51.100.1, 198.51.100.2, 10.0.0.7");
+    expect(new Headers(list).get("x-request-id")).toBe("rid-1");
+  });
+
+  test("without a known peer: the trusted chain is kept as it came, an untrusted one is not sent", () => {
+    const inbound = new Headers({ "X-Forwarded-For": "198.51.100.1" });
+    expect(new Headers(fields(inbound, { ...info, clientIp: undefined, trustForwarded: true })).get("x-forwarded-for")).toBe("198.51.100.1");
+    expect(new Headers(fields(inbound, { ...info, clientIp: undefined })).has("x-forwarded-for")).toBe(false);
   });
 });
 
