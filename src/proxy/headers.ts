@@ -50,30 +50,6 @@ function connectionTokens(headers: Headers): ReadonlySet<string> {
   return names;
 }
 
-/**
- * `from` without its hop-by-hop fields and those `skip` names (the response direction): a native
- * copy of the whole set with the few offending fields deleted, not an empty set filled field by
- * field from JavaScript. A typical upstream response carries one or two of them
- * (Transfer-Encoding, Connection); appending every field one by one was one of the larger costs
- * of a new stream before its first byte (docs/proxy.md, "Measured"). Deleting a name removes all
- * of its fields; Set-Cookie fields stay separate in the copy (RFC 6265 §3).
- */
-function copyEndToEnd(from: Headers, skip: (name: string) => boolean): Headers {
-  const named = connectionTokens(from);
-  const out = new Headers(from);
-  // Iterates the source while deleting from the copy: never mutates what is being iterated.
-  from.forEach((_value, name) => {
-    if (HOP_BY_HOP.has(name) || named.has(name) || skip(name)) out.delete(name);
-  });
-  return out;
-}
-
-/** A proxy appends itself to Via in both directions (RFC 9110 §7.6.3). */
-function appendVia(headers: Headers): void {
-  const prior = headers.get("via");
-  headers.set("via", prior ? `${prior}, ${VIA}` : VIA);
-}
-
 const REQUEST_ID_FIELD = REQUEST_ID_HEADER.toLowerCase();
 /** Inbound fields the relay replaces with its own: Host (fetch derives it from the URL), the request id, relay-only fields. */
 const replaced = (name: string) => RELAY_ONLY(name) || name === "host" || name === REQUEST_ID_FIELD;
@@ -134,13 +110,22 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardInfo): Hea
 }
 
 /**
- * Headers sent back to the client. Content-Encoding and Content-Length pass through untouched:
+ * Headers sent back to the client, as a list of fields the Response is built from (natively, as
+ * for the request direction). Content-Encoding and Content-Length pass through untouched:
  * the body is forwarded as the upstream encoded it (fetch runs with decompress: false), so both
  * still describe the bytes. Transfer-Encoding is dropped; Bun frames the response itself.
  */
-export function clientResponseHeaders(upstream: Headers): Headers {
-  const out = copyEndToEnd(upstream, RELAY_ONLY);
-  appendVia(out);
+export function clientResponseHeaders(upstream: Headers): HeaderField[] {
+  const named = connectionTokens(upstream);
+  const out: HeaderField[] = [];
+  let via: string | undefined;
+  // Iteration yields each Set-Cookie as its own field, so they stay separate (RFC 6265 §3).
+  upstream.forEach((value, name) => {
+    if (HOP_BY_HOP.has(name) || named.has(name) || RELAY_ONLY(name)) return;
+    if (name === "via") via = value;
+    else out.push([name, value]);
+  });
+  out.push(["via", via ? `${via}, ${VIA}` : VIA]);
   return out;
 }
 

@@ -1,8 +1,9 @@
 import { describe, expect, test } from "bun:test";
-import { clientResponseHeaders, upstreamRequestHeaders as fields, type ForwardInfo } from "../../src/proxy/headers.ts";
+import { clientResponseHeaders as responseFields, upstreamRequestHeaders as fields, type ForwardInfo } from "../../src/proxy/headers.ts";
 
 /** The field list fetch is given, as the header set fetch builds from it. */
 const upstreamRequestHeaders = (inbound: Headers, i: ForwardInfo) => new Headers(fields(inbound, i));
+const clientResponseHeaders = (upstream: Headers) => new Headers(responseFields(upstream));
 
 const info = { clientIp: "10.0.0.7", proto: "http", host: "relay.example", requestId: "rid-1", trustForwarded: false };
 
@@ -83,5 +84,12 @@ describe("response headers", () => {
     expect(h.getSetCookie()).toEqual(["a=1", "b=2"]);
     for (const name of ["connection", "x-hop", "keep-alive", "transfer-encoding", "proxy-authenticate"]) expect(h.has(name)).toBe(false);
     expect(h.get("via")).toBe("1.1 tokenplace-relay");
+  });
+
+  test("an upstream's Via is extended, relay-only fields stay behind", () => {
+    const h = clientResponseHeaders(new Headers({ Via: "1.1 gpu", "X-Relay-Server-Token": "secret-secret-secret", "Content-Type": "text/event-stream" }));
+    expect(h.get("via")).toBe("1.1 gpu, 1.1 tokenplace-relay");
+    expect(h.has("x-relay-server-token")).toBe(false);
+    expect(h.get("content-type")).toBe("text/event-stream");
   });
 });
