@@ -52,6 +52,8 @@ export interface CycleServer {
   token: string;
   /** Its process, whose CPU time per cycle is reported (absent: not reported). */
   pid?: number;
+  /** The datastore's process (Valkey/Redis) whose CPU time per cycle is reported beside it. */
+  datastorePid?: number;
 }
 
 export interface StepLatency {
@@ -75,6 +77,8 @@ export interface CycleRun {
   hist: string[];
   /** CPU time the server's process used during the run, all its threads (µs); NaN: not known. */
   cpuUs: number;
+  /** CPU time of the datastore's process over the same runs (NaN: no datastore, or not ours to read). */
+  datastoreCpuUs: number;
 }
 
 /**
@@ -181,10 +185,12 @@ export async function wrkCycles(protocol: Protocol, s: CycleServer, pairs: numbe
     stderr: "pipe",
   });
   const cpuBefore = processCpuUs(s.pid);
+  const datastoreBefore = processCpuUs(s.datastorePid);
   const killer = setTimeout(() => proc.kill("SIGKILL"), (seconds + 30) * 1_000);
   const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   clearTimeout(killer);
   const cpuUs = processCpuUs(s.pid) - cpuBefore;
+  const datastoreCpuUs = processCpuUs(s.datastorePid) - datastoreBefore;
   const line = out.split("\n").find((l) => l.startsWith("WRK_CYCLES "));
   if (code !== 0 || !line) throw new Error(`wrk exited ${code} without a result (${protocol}, ${s.role}, ${pairs} pairs):\n${out}\n${err}`);
   const r = JSON.parse(line.slice("WRK_CYCLES ".length)) as { cycles: number; errors: number; durationUs: number; socketErrors: number; firstError: string; hist: string[] };
@@ -201,6 +207,7 @@ export async function wrkCycles(protocol: Protocol, s: CycleServer, pairs: numbe
     durationS: r.durationUs / 1e6,
     hist: r.hist,
     cpuUs,
+    datastoreCpuUs,
   };
 }
 
@@ -219,6 +226,7 @@ export function mergeRuns(runs: CycleRun[]): CycleRun {
     socketErrors: runs.reduce((t, r) => t + r.socketErrors, 0),
     firstError: runs.find((r) => r.firstError)?.firstError ?? "",
     cpuUs: runs.reduce((t, r) => t + r.cpuUs, 0),
+    datastoreCpuUs: runs.reduce((t, r) => t + r.datastoreCpuUs, 0),
     hist,
     steps: hist.map(histogramPercentiles),
   };
@@ -285,12 +293,13 @@ function report(runs: CycleRun[], servers: CycleServer[], o: CyclesOptions, fail
         const vsUpstream = upstream && s.role !== "upstream" ? r.cyclesPerSecond / upstream.cyclesPerSecond : NaN;
         const vsMemory = memory && s.role === "valkey" ? r.cyclesPerSecond / memory.cyclesPerSecond : NaN;
         const cpuPerCycle = r.cycles > 0 ? r.cpuUs / r.cycles : NaN;
+        const datastorePerCycle = r.cycles > 0 ? r.datastoreCpuUs / r.cycles : NaN;
         rows.push([
           protocol === "v1" ? "API v1" : "legacy",
           String(pairs),
           ROLE_LABEL[s.role],
           rate(r.cyclesPerSecond, "cycles/s") + (r.errors ? ` (${r.errors} failed)` : ""),
-          Number.isFinite(cpuPerCycle) ? `${Math.round(cpuPerCycle)} µs` : "",
+          (Number.isFinite(cpuPerCycle) ? `${Math.round(cpuPerCycle)} µs` : "") + (Number.isFinite(datastorePerCycle) ? ` + Valkey ${Math.round(datastorePerCycle)} µs` : ""),
           Number.isFinite(vsCeiling) ? pctText(vsCeiling) : "",
           Number.isFinite(vsUpstream) ? ratioText(vsUpstream) : "",
           Number.isFinite(vsMemory) ? pctText(vsMemory) : "",
@@ -319,7 +328,7 @@ function report(runs: CycleRun[], servers: CycleServer[], o: CyclesOptions, fail
   const body = [
     markdown(head, rows),
     "",
-    `Steps: API v1 ${STEP_NAMES.v1.join(" → ")}; legacy ${STEP_NAMES.legacy.join(" → ")}. wrk, one connection per pair, ${o.rounds} round(s) of ${o.seconds} s per row, interleaved with the other servers' and merged. Server CPU / cycle: user and system time of the server's process (all threads) during its runs over the cycles completed; what a cycle costs it, which load from other processes slows less than it slows cycles/s (Valkey's own server not included).`,
+    `Steps: API v1 ${STEP_NAMES.v1.join(" → ")}; legacy ${STEP_NAMES.legacy.join(" → ")}. wrk, one connection per pair, ${o.rounds} round(s) of ${o.seconds} s per row, interleaved with the other servers' and merged. Server CPU / cycle: user and system time of the server's process (all threads) during its runs over the cycles completed; what a cycle costs it, which load from other processes slows less than it slows cycles/s; for the Valkey rows "+ Valkey" is the private redis-server's own CPU per cycle over the same runs. Everything shares this machine's cores with wrk: a row whose relay and datastore CPU per cycle together exceed what the cores can give at the memory store's rate cannot reach its share of it, whatever the relay does.`,
 
   ].join("\n");
   return { body, targets, failures, json: { seconds: o.seconds, rounds: o.rounds, runs: runs.map(({ hist: _hist, ...r }) => r) } };

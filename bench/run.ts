@@ -177,7 +177,7 @@ async function cycles(): Promise<SectionResult> {
   const notes: string[] = [];
   const vp = valkeyProblem();
   if (vp) notes.push(`Valkey left out: ${vp}.`);
-  else servers.push(server("valkey", await relayValkeyA()));
+  else servers.push({ ...server("valkey", await relayValkeyA()), datastorePid: (await datastore()).pid });
   const up = upstreamProblem();
   if (up) notes.push(`upstream relay.py left out: ${up}.`);
   else servers.push(server("upstream", await relayPython()));
