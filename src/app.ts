@@ -105,7 +105,7 @@ export function createApp(deps: AppDeps) {
   const requestLine = createRequestLine(logger);
   const refusalLog = createLogSampler();
   const memoryGuard = deps.memoryGuard;
-  if (memoryGuard) admission.budget.onLargeBody(memoryGuard.sample);
+  if (memoryGuard) admission.budget.onBody(memoryGuard.bodyRead);
   const longPoll = holds("node");
   const clientLongPoll = holds("client");
   const health = createHealthHandlers({

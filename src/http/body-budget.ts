@@ -16,12 +16,12 @@ import { RelayError } from "../errors.ts";
  * the body deadline how long, while one read of the declared body is several times cheaper than
  * pumping a reader.
  */
-/** A body at least this large is reported to the budget's observer as it is reserved and released. */
+/** A body at least this large makes the memory guard sample RSS as it is reserved and released. */
 export const LARGE_BODY_BYTES = 1024 * 1024;
 
 export class BodyBudget {
   private used = 0;
-  private observer: (() => void) | undefined;
+  private observer: ((n: number) => void) | undefined;
   /** Bytes reserved per client address (client routes only); an address leaves at 0. */
   private readonly perAddress = new Map<string, number>();
   /** Most one client address may hold reserved. */
@@ -40,10 +40,11 @@ export class BodyBudget {
   }
 
   /**
-   * Called as each large body is reserved and released: the memory guard samples RSS then, since
-   * one such body moves it by several times its size within a sampling interval.
+   * Called with its size as each reserved body (larger than D.BODY_BUDGET_SMALL_BYTES) is reserved
+   * and released: the memory guard samples RSS for a large one, since one such body moves it by
+   * several times its size within a sampling interval, and counts memory as in play for the rest.
    */
-  onLargeBody(observer: () => void): void {
+  onBody(observer: (n: number) => void): void {
     this.observer = observer;
   }
 
@@ -64,7 +65,7 @@ export class BodyBudget {
       this.perAddress.set(owner, held);
     }
     this.used += n;
-    if (n >= LARGE_BODY_BYTES) this.observer?.();
+    this.observer?.(n);
     return undefined;
   }
 
@@ -77,7 +78,7 @@ export class BodyBudget {
       if (held > 0) this.perAddress.set(owner, held);
       else this.perAddress.delete(owner);
     }
-    if (n >= LARGE_BODY_BYTES) this.observer?.();
+    this.observer?.(n);
   }
 }
 

@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import * as D from "../config/defaults.ts";
 import type { MemoryBudget } from "../config/memory.ts";
-import { busy } from "../http/body-budget.ts";
+import { LARGE_BODY_BYTES, busy } from "../http/body-budget.ts";
 import type { ReadinessCheck } from "./health.ts";
 import { GUARD_LEVELS, createMemoryMetrics, type GuardLevel } from "./memory-metrics.ts";
 
@@ -39,6 +39,11 @@ export interface MemoryGuard {
   checkBody(req: Request, nodeRoute: boolean): void;
   /** Reads RSS now and acts on it (the interval does this; so does every large body read). */
   sample(): void;
+  /**
+   * A body of `n` bytes was reserved or released (the body budget reports those past its small
+   * size): a large one is sampled at once; any marks memory as in play for one idle period.
+   */
+  bodyRead(n: number): void;
   /** /healthz detail (always ok: shedding is not unreadiness, the pod keeps serving polls). */
   readonly healthCheck: ReadinessCheck;
   close(): void;
@@ -165,8 +170,18 @@ export function createMemoryGuard(deps: MemoryGuardDeps): MemoryGuard {
   const busyMs = deps.intervalMs ?? D.MEMORY_GUARD_INTERVAL_MS;
   const idleMs = deps.idleIntervalMs ?? deps.intervalMs ?? D.MEMORY_GUARD_IDLE_INTERVAL_MS;
   const busyBelowBytes = Math.floor(levels.collectBytes / 2);
-  /** Memory is in play: sample at the short period (see MEMORY_GUARD_IDLE_INTERVAL_MS). */
-  const busy = () => level > 0 || lastRss >= busyBelowBytes || peaked || (deps.pending !== undefined && deps.pending() > SHRINK_LOW_REQUESTS);
+  /** When the last body past the budget's small size was reserved or released. */
+  let lastBodyAt = -Infinity;
+  /**
+   * Memory is in play: sample at the short period (see MEMORY_GUARD_IDLE_INTERVAL_MS). Bodies below
+   * the large size are not sampled one by one, but a stream of them is garbage RSS grows by.
+   */
+  const busy = () =>
+    level > 0 ||
+    lastRss >= busyBelowBytes ||
+    peaked ||
+    clock() - lastBodyAt < idleMs ||
+    (deps.pending !== undefined && deps.pending() > SHRINK_LOW_REQUESTS);
   let timer: ReturnType<typeof setTimeout> | undefined;
   let armedMs = 0;
   let closed = false;
@@ -203,6 +218,12 @@ export function createMemoryGuard(deps: MemoryGuardDeps): MemoryGuard {
       throw memoryBusy();
     },
     sample,
+    bodyRead(n) {
+      if (!levels.enabled) return;
+      if (n >= LARGE_BODY_BYTES) return sample();
+      lastBodyAt = clock();
+      if (armedMs !== busyMs) retime();
+    },
     healthCheck: {
       name: "memory",
       check: async () => ({ ok: true, detail: { memoryGuard: levels.enabled ? GUARD_LEVELS[level] : "off" } }),

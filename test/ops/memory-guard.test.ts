@@ -224,6 +224,23 @@ describe("memory guard sampling period", () => {
     }
   });
 
+  test("a body past the small size marks memory in play (short period) without a sample of its own; a large body is sampled at once", async () => {
+    const g = sampledGuard();
+    try {
+      await Bun.sleep(20);
+      const idle = g.reads();
+      g.guard.bodyRead(256 * 1024);
+      expect(g.reads()).toBe(idle); // not sampled for itself
+      await Bun.sleep(150);
+      expect(g.reads() - idle).toBeGreaterThanOrEqual(5);
+      const before = g.reads();
+      g.guard.bodyRead(4 * MiB);
+      expect(g.reads()).toBe(before + 1);
+    } finally {
+      g.guard.close();
+    }
+  });
+
   test("many open requests count as busy even while RSS is low, and close() stops sampling", async () => {
     let open = SHRINK_LOW_REQUESTS + 1;
     const g = sampledGuard(() => open);
