@@ -24,12 +24,15 @@ import { GUARD_LEVELS, createMemoryMetrics, type GuardLevel } from "./memory-met
  * Small bodies always pass: nodes' polls, retrieves and small requests go on, so dispatch never
  * stops, and nodes' answers (accepted work completing) pass until the last level.
  *
- * Independently of the levels, a shrink when load has passed: once the open requests fell from
- * at least SHRINK_PEAK_REQUESTS to at most SHRINK_LOW_REQUESTS and stayed there SHRINK_QUIET_MS,
- * a full collection and `Bun.shrink()` (JavaScriptCore drops unused memory and compiled code when
- * next idle), at most every SHRINK_MIN_INTERVAL_MS. Without it the runtime keeps what the crowd
- * needed: measured on the compiled relay after 9,500 proxied streams closed, a collection alone
- * handed back ~3 MiB, collection and shrink ~8 MiB (docs/demo-and-bench.md, "Memory").
+ * Independently of the levels, a collection when load has passed: once the open requests fell
+ * from at least SHRINK_PEAK_REQUESTS to at most SHRINK_LOW_REQUESTS and stayed there
+ * SHRINK_QUIET_MS, a full collection, at most every SHRINK_MIN_INTERVAL_MS; and `Bun.shrink()`
+ * (JavaScriptCore drops unused memory and compiled code) only when RSS is still in play after it
+ * (at least half the collect level). Measured on the compiled relay after 9,500 proxied streams
+ * closed: a collection alone handed back ~3 MiB, collection and shrink ~8 MiB; but the shrink's
+ * dropped code is compiled again by the next burst, which then ran cold (TTFB p50 at 100 proxied
+ * streams 27-33 ms after a shrink against 9-14 ms without, docs/proxy.md): ~5 MiB on a relay far
+ * below its budget is not worth that, while near the budget the memory is.
  */
 export interface MemoryGuard {
   /** True while large bodies are refused: the one check on every request's path. */
@@ -131,12 +134,15 @@ export function createMemoryGuard(deps: MemoryGuardDeps): MemoryGuard {
     if (now - quietSince < SHRINK_QUIET_MS || now - lastShrink < SHRINK_MIN_INTERVAL_MS) return;
     const before = readRss();
     collect();
-    shrink();
+    const shrunk = readRss() >= Math.floor(levels.collectBytes / 2);
+    if (shrunk) {
+      shrink();
+      metrics.shrunk();
+    }
     lastShrink = clock();
     peaked = false;
     quietSince = undefined;
-    metrics.shrunk();
-    log.info({ openRequests: open, rssBytes: before, tookMs: Math.round(lastShrink - now) }, "memory guard: load passed, memory handed back");
+    log.info({ openRequests: open, rssBytes: before, shrunk, tookMs: Math.round(lastShrink - now) }, "memory guard: load passed, memory handed back");
   }
 
   function sample(): void {

@@ -52,7 +52,7 @@ export function createMemoryMetrics(registry: Registry, budget: Pick<MemoryBudge
   });
   const shrinks = new Counter({
     name: P + "memory_shrinks_total",
-    help: "Collections and heap shrinks the memory guard ran after load passed (open requests fell from a peak and stayed low).",
+    help: "Heap shrinks the memory guard ran after load passed (open requests fell from a peak and stayed low) while RSS stayed past half the collect level.",
     registers: [registry],
   });
   return {

@@ -137,7 +137,34 @@ describe("memory guard levels", () => {
     expect(collections()).toBe(0);
   });
 
-  test("after load passed (open requests fell from a peak and stayed low) a collection and a shrink, at most once per SHRINK_MIN_INTERVAL_MS", async () => {
+  test("after load passed far below the budget: a collection, no shrink (it would drop the compiled code the next burst needs)", () => {
+    let open = 0;
+    let now = 0;
+    let collections = 0;
+    let shrinks = 0;
+    const guard = createMemoryGuard({
+      budget: { bytes: BUDGET, shares, guard: levels },
+      registry: new Registry(),
+      logger: captureLogger("warn").logger,
+      readRss: () => 60 * MiB,
+      collect: () => collections++,
+      shrink: () => shrinks++,
+      pending: () => open,
+      now: () => now,
+      intervalMs: 60_000,
+    });
+    const at = (ms: number, requests: number) => ((now = ms), (open = requests), guard.sample());
+    try {
+      at(1_000, SHRINK_PEAK_REQUESTS);
+      at(1_100, 0);
+      at(1_100 + SHRINK_QUIET_MS, 0);
+      expect([collections, shrinks]).toEqual([1, 0]);
+    } finally {
+      guard.close();
+    }
+  });
+
+  test("after load passed with RSS still in play (past half the collect level) a collection and a shrink, at most once per SHRINK_MIN_INTERVAL_MS", async () => {
     let open = 0;
     let now = 0;
     let collections = 0;
@@ -147,7 +174,7 @@ describe("memory guard levels", () => {
       budget: { bytes: BUDGET, shares, guard: levels },
       registry,
       logger: captureLogger("warn").logger,
-      readRss: () => 100 * MiB,
+      readRss: () => levels.collectBytes / 2 + MiB,
       collect: () => collections++,
       shrink: () => shrinks++,
       pending: () => open,
