@@ -211,6 +211,14 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
   return logger;
 }
 
+/** Methods whose JSON form the request line keeps (RFC 9110 §9 and PATCH). */
+const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"]);
+/**
+ * Most distinct method and route strings whose JSON form is kept: the relay's route templates, the
+ * proxy's prefixes and "unmatched" are a few dozen; this bounds it whatever a caller passes.
+ */
+const QUOTED_CACHE_ENTRIES = 256;
+
 export type RequestLine = (level: "info" | "debug", reqId: string, method: string, route: string, status: number, durationMs: number) => void;
 
 /**
@@ -228,10 +236,22 @@ export function createRequestLine(logger: Logger): RequestLine {
   const messageKey = JSON.stringify(l[s.messageKeySym] as string);
   const stream = l[s.streamSym] as DestinationStream & Record<PropertyKey, unknown>;
   const metadata = stream[s.needsMetadataGsym] === true;
+  // Method and route come from small sets (the known methods, the route templates and
+  // "unmatched"), so their JSON forms are kept; a method outside the set is a client's choice and
+  // is not (the cache would grow with what clients send).
+  const quoted = new Map<string, string>();
+  const cachedJson = (v: string) => {
+    let q = quoted.get(v);
+    if (q === undefined) {
+      q = JSON.stringify(v);
+      if (quoted.size < QUOTED_CACHE_ENTRIES) quoted.set(v, q);
+    }
+    return q;
+  };
   return (level, reqId, method, route, status, durationMs) => {
     if (!logger.isLevelEnabled(level)) return;
     const num = logger.levels.values[level]!;
-    const line = `${lsCache[num]}${time()}${l[s.chindingsSym] as string},"reqId":${JSON.stringify(reqId)},"method":${JSON.stringify(method)},"route":${JSON.stringify(route)},"status":${status},"durationMs":${durationMs},${messageKey}:"request"${end}`;
+    const line = `${lsCache[num]}${time()}${l[s.chindingsSym] as string},"reqId":${JSON.stringify(reqId)},"method":${KNOWN_METHODS.has(method) ? cachedJson(method) : JSON.stringify(method)},"route":${cachedJson(route)},"status":${status},"durationMs":${durationMs},${messageKey}:"request"${end}`;
     if (metadata) {
       // What pino tells a destination that asks (pino/lib/proto.js, write()).
       stream.lastLevel = num;
