@@ -42,6 +42,14 @@ function parseRequestUrl(raw: string): URL {
 const PLAIN_PATH = /^\/[A-Za-z0-9_\-/]*$/;
 const PLAIN_QUERY = /^[A-Za-z0-9_\-.~!$&()*+,;=:@/?%]*$/;
 
+/**
+ * An authority URL parsing would accept unchanged: a host name or IPv4 address, or a bracketed IPv6
+ * address, and an optional port (checked against 65535 below). Anything else (percent-escapes,
+ * control characters, a bad port) takes the URL parser, which refuses it 400 bad_path: a malformed
+ * Host must not reach the upstream as X-Forwarded-Host.
+ */
+const PLAIN_AUTHORITY = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?$/;
+
 /** Path and query of req.url when parsing would not change them (see PLAIN_PATH), else undefined. */
 export function plainTarget(raw: string): { path: string; search: string } | undefined {
   let start = 0;
@@ -49,6 +57,8 @@ export function plainTarget(raw: string): { path: string; search: string } | und
     const scheme = raw.indexOf("://");
     start = scheme < 0 ? -1 : raw.indexOf("/", scheme + 3);
     if (start < 0) return undefined;
+    const authority = PLAIN_AUTHORITY.exec(raw.slice(scheme + 3, start));
+    if (!authority || (authority[1] !== undefined && Number(authority[1]) > 65_535)) return undefined;
   }
   const hash = raw.indexOf("#", start);
   const end = hash < 0 ? raw.length : hash;

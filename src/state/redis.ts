@@ -192,14 +192,16 @@ export function memoDigest(digest: (s: string) => string, maxEntries: number, ma
 
 /**
  * How many public keys a store remembers the SHA-256 of, and the longest it remembers
- * (characters; a key is up to 8 KB, a typical one under 1 KB): at most 2 MiB held. A cycle names
+ * (characters; a key is up to 8 KB, a real one ~600 characters of base64): at most 2 MiB held,
+ * since a string with any character past U+00FF takes 2 bytes a character (anyone can send such
+ * keys to the unauthenticated retrieve routes; a key past the limit is hashed every time). A cycle names
  * its node and client keys in several transitions (API v1: enqueue, claim, respond, retrieve;
  * legacy: /faucet, /sink, /source, /retrieve). Measured on a 600-character key freshly parsed
  * from a body, as every request's is: SHA-256 to hex about 0.5 µs, a remembered one 0.1-0.2 µs
  * (the Map lookup hashes the string too, but far more cheaply).
  */
 export const KEY_DIGEST_MEMO_ENTRIES = 1_024;
-export const KEY_DIGEST_MEMO_MAX_CHARS = 2_048;
+export const KEY_DIGEST_MEMO_MAX_CHARS = 1_024;
 
 /** SHA-256 hex of public keys (records are named by it), remembered as above. */
 export const publicKeyDigests = () => memoDigest(sha256Hex, KEY_DIGEST_MEMO_ENTRIES, KEY_DIGEST_MEMO_MAX_CHARS);

@@ -62,6 +62,8 @@ describe("plain targets are sliced, not parsed", () => {
       "http://h/api/x?#",
       "/v1/models?limit=5",
       "http://h/",
+      "http://[::1]:8080/api/x",
+      "http://relay.example:65535/api/x",
     ]) {
       const plain = plainTarget(raw);
       expect({ raw, plain }).toEqual({ raw, plain: parsed(raw) });
@@ -81,6 +83,12 @@ describe("plain targets are sliced, not parsed", () => {
       'http://h/api/x?q="<>',
       "http://h/api/x?q=é",
       "relay:443",
+      // A Host the URL parser refuses (400 bad_path) must not slip through as X-Forwarded-Host.
+      "http://h%2fx/v1/echo",
+      "http://h%00/v1/echo",
+      "http://h:99999/v1/echo",
+      "http://[::1/v1/echo",
+      "http://h:abc/v1/echo",
     ]) {
       expect({ raw, plain: plainTarget(raw) }).toEqual({ raw, plain: undefined });
     }
