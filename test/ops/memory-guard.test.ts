@@ -32,6 +32,27 @@ function unitGuard(enabled = true) {
   return { guard, registry, set: (v: number) => ((rss = v), guard.sample()), collections: () => collections };
 }
 
+/** A guard at a fixed RSS whose open requests and clock the test sets through `at(ms, open)`. */
+function loadGuard(rss: number) {
+  let open = 0;
+  let now = 0;
+  const counts = { collections: 0, shrinks: 0 };
+  const registry = new Registry();
+  const guard = createMemoryGuard({
+    budget: { bytes: BUDGET, shares, guard: levels },
+    registry,
+    logger: captureLogger("warn").logger,
+    readRss: () => rss,
+    collect: () => counts.collections++,
+    shrink: () => counts.shrinks++,
+    pending: () => open,
+    now: () => now,
+    intervalMs: 60_000,
+  });
+  const at = (ms: number, requests: number) => ((now = ms), (open = requests), guard.sample());
+  return { guard, registry, counts, at };
+}
+
 const body = (size: number | null, chunked = false) =>
   new Request("http://relay.test/x", {
     method: "POST",
@@ -138,76 +159,45 @@ describe("memory guard levels", () => {
   });
 
   test("after load passed far below the budget: a collection, no shrink (it would drop the compiled code the next burst needs)", () => {
-    let open = 0;
-    let now = 0;
-    let collections = 0;
-    let shrinks = 0;
-    const guard = createMemoryGuard({
-      budget: { bytes: BUDGET, shares, guard: levels },
-      registry: new Registry(),
-      logger: captureLogger("warn").logger,
-      readRss: () => 60 * MiB,
-      collect: () => collections++,
-      shrink: () => shrinks++,
-      pending: () => open,
-      now: () => now,
-      intervalMs: 60_000,
-    });
-    const at = (ms: number, requests: number) => ((now = ms), (open = requests), guard.sample());
+    const { guard, counts, at } = loadGuard(60 * MiB);
     try {
       at(1_000, SHRINK_PEAK_REQUESTS);
       at(1_100, 0);
       at(1_100 + SHRINK_QUIET_MS, 0);
-      expect([collections, shrinks]).toEqual([1, 0]);
+      expect([counts.collections, counts.shrinks]).toEqual([1, 0]);
     } finally {
       guard.close();
     }
   });
 
   test("after load passed with RSS still in play (past half the collect level) a collection and a shrink, at most once per SHRINK_MIN_INTERVAL_MS", async () => {
-    let open = 0;
-    let now = 0;
-    let collections = 0;
-    let shrinks = 0;
-    const registry = new Registry();
-    const guard = createMemoryGuard({
-      budget: { bytes: BUDGET, shares, guard: levels },
-      registry,
-      logger: captureLogger("warn").logger,
-      readRss: () => levels.collectBytes / 2 + MiB,
-      collect: () => collections++,
-      shrink: () => shrinks++,
-      pending: () => open,
-      now: () => now,
-      intervalMs: 60_000,
-    });
-    const at = (ms: number, requests: number) => ((now = ms), (open = requests), guard.sample());
+    const { guard, registry, counts, at } = loadGuard(levels.collectBytes / 2 + MiB);
     try {
       // No peak yet: a quiet relay is never shrunk.
       at(10_000, 0);
-      expect(shrinks).toBe(0);
+      expect(counts.shrinks).toBe(0);
       at(10_100, SHRINK_PEAK_REQUESTS);
       at(10_200, SHRINK_LOW_REQUESTS);
       at(10_200 + SHRINK_QUIET_MS - 1, SHRINK_LOW_REQUESTS);
-      expect(shrinks).toBe(0);
+      expect(counts.shrinks).toBe(0);
       // A lull that rises again above the low mark starts the quiet period over.
       at(12_000, SHRINK_LOW_REQUESTS + 1);
       at(12_100, 0);
       at(12_100 + SHRINK_QUIET_MS - 1, 0);
-      expect(shrinks).toBe(0);
+      expect(counts.shrinks).toBe(0);
       at(12_100 + SHRINK_QUIET_MS, 0);
-      expect([collections, shrinks]).toEqual([1, 1]);
+      expect([counts.collections, counts.shrinks]).toEqual([1, 1]);
       const first = 12_100 + SHRINK_QUIET_MS;
       // Passed once, shrunk once: no further shrink without a new peak.
       at(first + SHRINK_QUIET_MS * 2, 0);
-      expect(shrinks).toBe(1);
+      expect(counts.shrinks).toBe(1);
       // A new peak soon after waits for the interval to end.
       at(first + SHRINK_QUIET_MS * 2 + 100, SHRINK_PEAK_REQUESTS * 2);
       at(first + SHRINK_QUIET_MS * 2 + 200, 3);
       at(first + SHRINK_MIN_INTERVAL_MS - 1, 3);
-      expect(shrinks).toBe(1);
+      expect(counts.shrinks).toBe(1);
       at(first + SHRINK_MIN_INTERVAL_MS, 3);
-      expect([collections, shrinks]).toEqual([2, 2]);
+      expect([counts.collections, counts.shrinks]).toEqual([2, 2]);
       expect(await registry.metrics()).toContain("tokenplace_relay_memory_shrinks_total 2");
     } finally {
       guard.close();
