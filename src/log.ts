@@ -1,5 +1,6 @@
 import pino, { type DestinationStream, type Logger } from "pino";
 import type { LogLevel } from "./config/index.ts";
+import { KNOWN_METHODS } from "./http/methods.ts";
 
 export type { Logger };
 
@@ -211,8 +212,6 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
   return logger;
 }
 
-/** Methods whose JSON form the request line keeps (RFC 9110 §9 and PATCH). */
-const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"]);
 /**
  * Most distinct method and route strings whose JSON form is kept: the relay's route templates, the
  * proxy's prefixes and "unmatched" are a few dozen; this bounds it whatever a caller passes.

@@ -115,6 +115,8 @@ export function createMemoryGuard(deps: MemoryGuardDeps): MemoryGuard {
   /** RSS when the last forced collection ended (or lower since): what is live, not garbage. */
   let afterCollect = 0;
   const gcGrowth = Math.floor(deps.budget.shares.headroomBytes * D.MEMORY_GUARD_GC_GROWTH_SHARE);
+  /** RSS from which memory is in play: sampled at the short period, and shrunk after load. */
+  const inPlayBytes = Math.floor(levels.collectBytes / 2);
   const metrics = createMemoryMetrics(deps.registry, deps.budget, { rss: readRss, level: () => level });
   const log = deps.logger.child({ component: "memory-guard" });
 
@@ -134,7 +136,7 @@ export function createMemoryGuard(deps: MemoryGuardDeps): MemoryGuard {
     if (now - quietSince < SHRINK_QUIET_MS || now - lastShrink < SHRINK_MIN_INTERVAL_MS) return;
     const before = readRss();
     collect();
-    const shrunk = readRss() >= Math.floor(levels.collectBytes / 2);
+    const shrunk = readRss() >= inPlayBytes;
     if (shrunk) {
       shrink();
       metrics.shrunk();
@@ -175,7 +177,6 @@ export function createMemoryGuard(deps: MemoryGuardDeps): MemoryGuard {
 
   const busyMs = deps.intervalMs ?? D.MEMORY_GUARD_INTERVAL_MS;
   const idleMs = deps.idleIntervalMs ?? deps.intervalMs ?? D.MEMORY_GUARD_IDLE_INTERVAL_MS;
-  const busyBelowBytes = Math.floor(levels.collectBytes / 2);
   /** When the last body past the budget's small size was reserved or released. */
   let lastBodyAt = -Infinity;
   /**
@@ -184,7 +185,7 @@ export function createMemoryGuard(deps: MemoryGuardDeps): MemoryGuard {
    */
   const busy = () =>
     level > 0 ||
-    lastRss >= busyBelowBytes ||
+    lastRss >= inPlayBytes ||
     peaked ||
     clock() - lastBodyAt < idleMs ||
     (deps.pending !== undefined && deps.pending() > SHRINK_LOW_REQUESTS);

@@ -1,9 +1,9 @@
 import type * as PromClient from "prom-client";
 import { Counter, Gauge, Histogram, Registry, loadCollectDefaultMetrics } from "./prom.ts";
+import { KNOWN_METHODS } from "../http/methods.ts";
 import { REVISION, VERSION } from "../version.ts";
 
 const P = "tokenplace_relay_";
-const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"]);
 
 /**
  * prom-client's default metrics that are false under Bun (prometheus/client_js#623): GC is never
