@@ -10,6 +10,12 @@
  * JavaScript never sees a chunk), =pump reads it chunk by chunk into a direct stream, as the
  * relay must to count bytes and run its idle watchdog (src/proxy/stream.ts).
  *
+ * Hold mode (section "memory", always on): `POST /hold` reads and parses its JSON body like any
+ * POST, then is answered only when its client goes away (req.signal aborts), the least a Bun
+ * server keeps per held request, beside the relay's held `servers/poll`; `GET /held` answers how
+ * many are held right now (the relay's long_polls_waiting gauge plays that part), so the bench can
+ * confirm all are held before it reads RSS and all released before it reads it again.
+ *
  * Prints `{"msg":"listening","port":N}` on stdout, like the relay.
  */
 
@@ -20,6 +26,21 @@ const FAKE_KEY = "K".repeat(604);
 
 const PROXY_UPSTREAM = process.env.BASELINE_PROXY_UPSTREAM;
 const PROXY_MODE = process.env.BASELINE_PROXY_MODE === "pump" ? "pump" : "native";
+
+let held = 0;
+
+/** A held request: answered (to nobody) when its client has gone; no timer, no idle timeout. */
+function hold(req: Request): Promise<Response> {
+  held++;
+  return new Promise((resolve) => {
+    const release = () => {
+      held--;
+      resolve(new Response(null, { status: 204 }));
+    };
+    if (req.signal.aborted) release();
+    else req.signal.addEventListener("abort", release, { once: true });
+  });
+}
 
 async function proxy(req: Request, upstream: string): Promise<Response> {
   const url = new URL(req.url);
@@ -49,8 +70,10 @@ const server = Bun.serve({
   development: false,
   // A held stream is not idle: the upstream decides when it ends.
   ...(PROXY_UPSTREAM ? { idleTimeout: 0 } : {}),
-  async fetch(req) {
-    if (PROXY_UPSTREAM && req.method === "GET" && new URL(req.url).pathname !== "/healthz") return proxy(req, PROXY_UPSTREAM);
+  async fetch(req, srv) {
+    const path = new URL(req.url).pathname;
+    if (req.method === "GET" && path === "/held") return new Response(JSON.stringify({ held }), { headers: JSON_HEADERS });
+    if (PROXY_UPSTREAM && req.method === "GET" && path !== "/healthz") return proxy(req, PROXY_UPSTREAM);
     if (req.method === "POST") {
       let body: unknown;
       try {
@@ -60,6 +83,11 @@ const server = Bun.serve({
       }
       if (body === null || typeof body !== "object" || Array.isArray(body)) {
         return new Response(JSON.stringify({ error: "Invalid request data" }), { status: 400, headers: JSON_HEADERS });
+      }
+      if (path === "/hold") {
+        // As the relay does for its long polls: a held request is not idle.
+        srv.timeout(req, 0);
+        return hold(req);
       }
       return new Response(JSON.stringify({ message: "Request received" }), { headers: JSON_HEADERS });
     }

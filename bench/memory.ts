@@ -22,7 +22,10 @@
  * Beside the relay, the same streams through the least a Bun proxy can be (the bare binary in
  * proxy mode, bench/baseline-server.ts): once with fetch's body handed to the response (a native
  * pipe) and once read chunk by chunk into a direct stream (the relay's way): the per-stream cost
- * that is Bun's, not the relay's. Every RSS is split into anonymous memory and file-backed pages
+ * that is Bun's, not the relay's. And the same holds on the bare binary (its `POST /hold`, opened
+ * by the same raw-socket helper in the same batches): what Bun keeps per held request. The bare
+ * server and both proxies are read again `settleMs` after their load closed, as the relay is, so
+ * the report can say how much of the relay's growth after load is the runtime's own retention. Every RSS is split into anonymous memory and file-backed pages
  * (the binary's code and embedded module graph, mapped from the file: shared between processes
  * of one binary and reclaimable), from /proc/<pid>/smaps_rollup, and the anonymous part's JIT code
  * (anonymous executable mappings, /proc/<pid>/smaps) is shown beside it.
@@ -146,21 +149,27 @@ const rawPoll = (port: number, key: string, token: string) => {
   return `POST /api/v1/relay/servers/poll HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\nX-Relay-Server-Token: ${token}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
 };
 
-/** Holds one request open per socket; close() drops them all. */
-async function holdPolls(port: number, keys: string[], token: string): Promise<{ close(): void; answered: () => number }> {
+/** The bare server's held request (bench/baseline-server.ts): the relay's poll body, path /hold. */
+const rawBareHold = (port: number, key: string) => {
+  const body = JSON.stringify({ server_public_key: key });
+  return `POST /hold HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+};
+
+/** Holds one request (`requests[i]`) open per socket; close() drops them all. */
+async function holdRequests(port: number, requests: string[]): Promise<{ close(): void; answered: () => number }> {
   const sockets: { end(): void }[] = [];
   let answered = 0;
   const BATCH = 500; // connects in batches: the listen backlog is finite
-  for (let i = 0; i < keys.length; i += BATCH) {
+  for (let i = 0; i < requests.length; i += BATCH) {
     await Promise.all(
-      keys.slice(i, i + BATCH).map((k) =>
+      requests.slice(i, i + BATCH).map((request) =>
         Bun.connect({
           hostname: "127.0.0.1",
           port,
           socket: {
             open(s) {
               sockets.push(s);
-              s.write(rawPoll(port, k, token));
+              s.write(request);
             },
             data() {
               answered++; // a hold that ended early (counted, it would be a bench error)
@@ -202,6 +211,27 @@ async function holdStreams(pid: number, port: number, n: number, failures: strin
     streams.forEach((s) => s.close());
     await Promise.all(streams.map((s) => s.done));
   }
+}
+
+const growthText = (after: number | undefined, base: number | undefined) =>
+  after === undefined || base === undefined ? "n/a" : `${(after / base).toFixed(2)}x its idle (+${mib(after - base)})`;
+
+/**
+ * The sentence that sets the relay's growth after load beside a bare Bun server's after the same
+ * load (same holds, same streams, same settle time): how much of the relay's after-load target is
+ * out of reach for the runtime alone. Empty where neither comparison was measured.
+ */
+export function runtimeShare(figures: Record<string, number>, floors: ProxyFloor[], settleMs: number): string {
+  const parts: string[] = [];
+  if (figures.bareAfterHolds !== undefined)
+    parts.push(`after the same holds a bare compiled Bun.serve keeps ${growthText(figures.bareAfterHolds, figures.bareIdle)}, the relay ${growthText(figures.afterHolds, figures.idle)}`);
+  const proxies = floors.flatMap((f, i) => (figures[`floor${i}After`] === undefined ? [] : [`the minimal Bun proxy (${f.label}) ${growthText(figures[`floor${i}After`], figures[`floor${i}Idle`])}`]));
+  if (proxies.length > 0) {
+    // The relay's streams start from what its holds left, the proxies' from their idle.
+    const since = figures.afterStreams === undefined || figures.afterHolds === undefined ? "" : `, +${mib(figures.afterStreams - figures.afterHolds)} over what its holds left`;
+    parts.push(`after the same streams ${proxies.join(", ")}, the relay ${growthText(figures.afterStreams, figures.idle)}${since}`);
+  }
+  return parts.length === 0 ? "" : `What the runtime itself keeps after load (+${settleMs / 1000} s): ${parts.join("; ")}.`;
 }
 
 /** Runs the section on `relay` (proxy mode, memoryRelayEnv) with `bareIdleBytes` measured beside it. */
@@ -250,7 +280,7 @@ export async function memorySection(relay: Server, bare: Server | undefined, o: 
   );
   o.log(`memory: holding ${o.holds} polls...`);
   const before = await heldOn(relay.url, "servers/poll");
-  const held = await holdPolls(relay.port, creds.map(([k]) => k), o.token);
+  const held = await holdRequests(relay.port, creds.map(([k]) => rawPoll(relay.port, k, o.token)));
   try {
     await waitFor(`${o.holds} polls held`, async () => (await heldOn(relay.url, "servers/poll")) - before >= o.holds, 60_000);
     put("holds", resident(relay.pid));
@@ -286,6 +316,28 @@ export async function memorySection(relay: Server, bare: Server | undefined, o: 
     o.log(`memory: opening ${o.streams} streams through the minimal proxy (${f.label})...`);
     put(`floor${i}Idle`, resident(f.server.pid));
     put(`floor${i}Streams`, await holdStreams(f.server.pid, f.server.port, o.streams, failures, `the minimal proxy (${f.label})`));
+    await Bun.sleep(o.settleMs);
+    put(`floor${i}After`, resident(f.server.pid));
+  }
+
+  // the same holds on the bare server
+  if (bare) {
+    o.log(`memory: holding ${o.holds} requests on the bare Bun.serve...`);
+    const bareHeld = async () => ((await (await fetch(`${bare.url}/held`)).json()) as { held: number }).held;
+    const keys = Array.from({ length: o.holds }, () => fakeKey());
+    const held = await holdRequests(bare.port, keys.map((k) => rawBareHold(bare.port, k)));
+    try {
+      await waitFor(`${o.holds} requests held on the bare server`, async () => (await bareHeld()) >= o.holds, 60_000);
+      put("bareHolds", resident(bare.pid));
+      if (held.answered() > 0) failures.push(`memory: ${held.answered()} held request(s) on the bare server answered before they were closed`);
+    } catch (err) {
+      failures.push(err instanceof Error ? err.message : String(err));
+    } finally {
+      held.close();
+    }
+    await waitFor("held requests on the bare server released", async () => (await bareHeld()) === 0, 60_000).catch((e: Error) => failures.push(e.message));
+    await Bun.sleep(o.settleMs);
+    put("bareAfterHolds", resident(bare.pid));
   }
 
   const targets: Target[] = [
@@ -297,6 +349,9 @@ export async function memorySection(relay: Server, bare: Server | undefined, o: 
   ];
   const perStream = (loaded: string, base: string) =>
     figures[loaded] === undefined || figures[base] === undefined ? "" : `${((figures[loaded]! - figures[base]!) / o.streams / 1024).toFixed(1)} KiB per stream`;
+  /** figures[key] over figures[base] (the relay's idle unless told), NaN where one is missing. */
+  const times = (key: string, base = "idle") => (figures[key] ?? NaN) / (figures[base] ?? NaN);
+  const timesText = (key: string, base = "idle", of = "idle") => (Number.isFinite(times(key, base)) ? `${times(key, base).toFixed(2)}x ${of}` : "");
   const row = (what: string, key: string, note = "") => {
     const v = figures[key];
     const a = anon[key];
@@ -305,7 +360,7 @@ export async function memorySection(relay: Server, bare: Server | undefined, o: 
       what,
       v === undefined ? "n/a" : mib(v),
       a === undefined || Number.isNaN(a) || v === undefined ? "n/a" : `${mib(a)} (${j === undefined ? "n/a" : mib(j)}) / ${mib(v - a)}`,
-      note || (v === undefined || key.startsWith("bare") || key.startsWith("floor") ? "" : `${(v / idle).toFixed(2)}x idle`),
+      note || (v === undefined || key.startsWith("bare") || key.startsWith("floor") ? "" : timesText(key)),
     ];
   };
   const streamsLabel = o.streams.toLocaleString("en-US");
@@ -319,14 +374,24 @@ export async function memorySection(relay: Server, bare: Server | undefined, o: 
         ...(o.cold ? [row("bare compiled Bun.serve, idle, read cold from disk", "bareColdIdle"), row("relay idle, read cold from disk", "coldIdle")] : []),
         row(`relay with ${o.holds.toLocaleString("en-US")} held servers/poll`, "holds"),
         row(`relay after they closed and the nodes left (+${o.settleMs / 1000} s)`, "afterHolds"),
+        ...(bare
+          ? [
+              row(`bare compiled Bun.serve with ${o.holds.toLocaleString("en-US")} held requests`, "bareHolds", timesText("bareHolds", "bareIdle", "its idle")),
+              row(`bare compiled Bun.serve after they closed (+${o.settleMs / 1000} s)`, "bareAfterHolds", timesText("bareAfterHolds", "bareIdle", "its idle")),
+            ]
+          : []),
         row(`relay with ${streamsLabel} open proxied SSE streams`, "streams", `${(figures.streams === undefined ? NaN : figures.streams / idle).toFixed(2)}x idle; ${perStream("streams", "afterHolds")}`),
         row(`relay after they closed (+${o.settleMs / 1000} s)`, "afterStreams"),
         ...(o.floors ?? []).flatMap((f, i) => [
           row(`minimal Bun proxy (${f.label}), idle`, `floor${i}Idle`),
           row(`minimal Bun proxy (${f.label}) with ${streamsLabel} open streams`, `floor${i}Streams`, perStream(`floor${i}Streams`, `floor${i}Idle`)),
+          row(`minimal Bun proxy (${f.label}) after they closed (+${o.settleMs / 1000} s)`, `floor${i}After`, timesText(`floor${i}After`, `floor${i}Idle`, "its idle")),
         ]),
       ],
     ),
-  ].join("\n");
+    runtimeShare(figures, o.floors ?? [], o.settleMs),
+  ]
+    .filter((part) => part !== "")
+    .join("\n\n");
   return { body, targets, failures, json: { holds: o.holds, streams: o.streams, settleMs: o.settleMs, rssBytes: figures, anonBytes: anon, jitCodeBytes: jit } };
 }

@@ -278,7 +278,8 @@ async function memory(): Promise<SectionResult> {
   const up = await sseUpstream();
   const relayEnv = { RELAY_HOST: "127.0.0.1", TOKENPLACE_RELAY_UPSTREAM_URL: up.url, TOKEN_PLACE_RELAY_SERVER_TOKEN: TOKEN, RELAY_RATE_LIMITS: "off", RELAY_AUTH_FAILURE_LIMIT: "1000000/minute", ...memoryRelayEnv(opts.holds) };
   const relay = await start("relay-rss", withFdLimit([RELAY_BIN]), relayEnv, "RELAY_PORT");
-  const bare = await start("bare-rss", [await bareBin()], {}, "BASELINE_PORT");
+  // The bare server also takes the same holds as the relay: as many sockets, as many descriptors.
+  const bare = await start("bare-rss", withFdLimit([await bareBin()]), {}, "BASELINE_PORT");
   const cold = { relay: { bin: RELAY_BIN, env: { ...relayEnv, RELAY_PORT: "0" } }, bare: { bin: await bareBin(), env: { BASELINE_PORT: "0" } } };
   const floors = [
     { label: "native pipe", server: await start("bare-proxy-native", withFdLimit([await bareBin()]), { BASELINE_PROXY_UPSTREAM: up.url, BASELINE_PROXY_MODE: "native", BUN_CONFIG_MAX_HTTP_REQUESTS: String(opts.holds * 2) }, "BASELINE_PORT") },
