@@ -55,18 +55,26 @@ import { pumpLines } from "../src/demo/relay-process.ts";
 import { listeningOrWhyNot, stopChild } from "./child.ts";
 import { fakeKey } from "./scenarios.ts";
 import { processCpuMs } from "./state.ts";
+import { benchArgs } from "./args.ts";
 
 const MiB = 1024 * 1024;
+const ARGS = benchArgs("bench/floods.ts", {
+  quick: "flag",
+  only: "list",
+  budget: "count",
+  "relay-env": "list",
+  "relay-bin": "text",
+  "no-pin": "flag",
+  "flood-ms": "count",
+  "quiet-ms": "count",
+  /** Internal: the flood generator's child process (its spec as JSON). */
+  worker: "text",
+});
 /** RELAY_MEMORY_BUDGET_BYTES: the issue's 512 MiB unless `--budget=BYTES` (e.g. 402653184, the default a 512 MiB container gets). */
-const BUDGET_BYTES = (() => {
-  const arg = process.argv.find((a) => a.startsWith("--budget="));
-  const n = arg ? Number(arg.slice(9)) : 536_870_912;
-  if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`--budget must be a byte count, got ${arg}`);
-  return n;
-})();
+const BUDGET_BYTES = ARGS.budget ?? 536_870_912;
 /** Extra relay settings, `--relay-env=NAME=value,NAME=value` (e.g. RELAY_MAX_INFLIGHT_BODY_BYTES=16777216). */
 const EXTRA_ENV: Record<string, string> = Object.fromEntries(
-  (process.argv.find((a) => a.startsWith("--relay-env="))?.slice(12).split(",").filter(Boolean) ?? []).map((kv) => {
+  (ARGS["relay-env"] ?? []).map((kv) => {
     const i = kv.indexOf("=");
     if (i <= 0) throw new Error(`--relay-env wants NAME=value pairs, got ${kv}`);
     return [kv.slice(0, i), kv.slice(i + 1)];
@@ -77,7 +85,7 @@ const NODE_IP = "192.0.2.10";
 const FLOOD_IP = "198.51.100.66";
 const MAX_BODY = 4 * MiB; // RELAY_MAX_BODY_BYTES default
 /** The relay under test: the compiled binary, or another build with `--relay-bin=PATH` (to compare builds). */
-const BIN = process.argv.find((a) => a.startsWith("--relay-bin="))?.slice(12) ?? RELAY_BIN;
+const BIN = ARGS["relay-bin"] ?? RELAY_BIN;
 const DISPATCH_TARGET_MS = 50;
 /**
  * CPU pinning (taskset, when there are >= 2 cores): the relay and the measuring process on CPU 0,
@@ -86,7 +94,7 @@ const DISPATCH_TARGET_MS = 50;
  * CPU from the relay. `--no-pin` turns it off.
  */
 const CORES = navigator.hardwareConcurrency;
-const PIN = CORES >= 2 && !process.argv.includes("--no-pin") && Bun.which("taskset") !== null;
+const PIN = CORES >= 2 && !ARGS["no-pin"] && Bun.which("taskset") !== null;
 const RELAY_CPUS = "0";
 const FLOOD_CPUS = `1-${CORES - 1}`;
 const pinned = (cpus: string, cmd: string[]) => (PIN ? ["taskset", "-c", cpus, ...cmd] : cmd);
@@ -1099,19 +1107,11 @@ function newestSource(dir: string): number {
   return newest;
 }
 
-function option(name: string, fallback: number): number {
-  const arg = process.argv.find((a) => a.startsWith(`--${name}=`));
-  if (!arg) return fallback;
-  const n = Number(arg.slice(name.length + 3));
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got ${arg}`);
-  return Math.floor(n);
-}
-
 async function main(): Promise<number> {
-  const quick = process.argv.includes("--quick");
-  const floodMs = option("flood-ms", quick ? 2_000 : 6_000);
-  const quietMs = option("quiet-ms", quick ? 500 : 1_500);
-  const only = process.argv.find((a) => a.startsWith("--only="))?.slice(7).split(",").filter(Boolean);
+  const quick = ARGS.quick;
+  const floodMs = ARGS["flood-ms"] ?? (quick ? 2_000 : 6_000);
+  const quietMs = ARGS["quiet-ms"] ?? (quick ? 500 : 1_500);
+  const only = ARGS.only;
   if (!existsSync(BIN)) {
     console.error(`${BIN} is missing: run npm run build first`);
     return 2;
@@ -1172,9 +1172,8 @@ async function main(): Promise<number> {
   return failed.length > 0 ? 1 : 0;
 }
 
-const workerArg = process.argv.find((a) => a.startsWith("--worker="));
-if (workerArg) {
-  await workerMain(workerArg.slice("--worker=".length));
+if (ARGS.worker !== undefined) {
+  await workerMain(ARGS.worker);
   process.exit(0);
 } else {
   process.exit(await main());

@@ -27,17 +27,13 @@ import { CEILING_LAYERS } from "./ceiling-layers.ts";
 import { mergeRuns, wrkCycles, type CycleRun } from "./cycles.ts";
 import { freePort, RELAY_BIN } from "./peers.ts";
 import { machineFacts, markdown } from "./report.ts";
+import { benchArgs } from "./args.ts";
 
-const arg = (name: string, fallback: number) => {
-  const a = process.argv.find((x) => x.startsWith(`--${name}=`));
-  const n = a ? Number(a.slice(name.length + 3)) : fallback;
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got ${a}`);
-  return n;
-};
-const QUICK = process.argv.includes("--quick");
-const PAIRS = arg("pairs", 16);
-const ROUNDS = QUICK ? 1 : arg("rounds", 2);
-const SECONDS = QUICK ? 1 : Math.max(1, Math.round(arg("duration-ms", 3_000) / 1_000));
+const ARGS = benchArgs("bench/layers.ts", { quick: "flag", pairs: "count", rounds: "count", "duration-ms": "count" });
+const QUICK = ARGS.quick;
+const PAIRS = ARGS.pairs ?? 16;
+const ROUNDS = QUICK ? 1 : (ARGS.rounds ?? 2);
+const SECONDS = QUICK ? 1 : Math.max(1, Math.round((ARGS["duration-ms"] ?? 3_000) / 1_000));
 const TOKEN = `bench-layers-${crypto.randomUUID()}`;
 
 /** The cycles section's relay settings (bench/run.ts BROKER_ENV): quotas off, one loopback address sends all. */

@@ -27,23 +27,35 @@ import { freePort, RELAY_BIN } from "./peers.ts";
 import { openSse } from "./sse-client.ts";
 import { compileBare } from "./startup.ts";
 import { NGINX_BIN, startNginx } from "./stream.ts";
+import { benchArgs } from "./args.ts";
 
-const args = process.argv.slice(2);
-const opt = (name: string, fallback: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback;
-const streamCounts = opt("streams", "100,1000").split(",").map(Number);
-const rounds = Number(opt("rounds", "3"));
-const events = Number(opt("events", "40"));
-const gapMs = Number(opt("gap-ms", "100"));
+const ARGS = benchArgs("bench/proxy.ts", {
+  streams: "list",
+  rounds: "count",
+  events: "count",
+  "gap-ms": "count",
+  "warm-streams": "count",
+  compare: "text",
+  "compare-env": "list",
+  paths: "list",
+});
+const streamCounts = (ARGS.streams ?? ["100", "1000"]).map(Number);
+if (streamCounts.some((n) => !Number.isSafeInteger(n) || n <= 0)) {
+  console.error(`bench/proxy.ts: --streams wants positive whole numbers, e.g. --streams=100,1000 (got ${ARGS.streams!.join(",")})`);
+  process.exit(2);
+}
+const rounds = ARGS.rounds ?? 3;
+const events = ARGS.events ?? 40;
+const gapMs = ARGS["gap-ms"] ?? 100;
 /** Streams per path in the unmeasured warm-up; more of them let the JIT tier a relay's code up before the first phase. */
-const warmStreams = Number(opt("warm-streams", "10"));
-const compare = opt("compare", "");
+const warmStreams = ARGS["warm-streams"] ?? 10;
+const compare = ARGS.compare ?? "";
 const compareEnv = Object.fromEntries(
-  opt("compare-env", "")
-    .split(",")
+  (ARGS["compare-env"] ?? [])
     .filter((kv) => kv.includes("="))
     .map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
 );
-const paths = opt("paths", `direct,nginx,relay${compare ? ",compare" : ""},pump,native`).split(",");
+const paths = ARGS.paths ?? ["direct", "nginx", "relay", ...(compare ? ["compare"] : []), "pump", "native"];
 if (paths.includes("nginx") && !NGINX_BIN) throw new Error("nginx is not installed (apt-get install nginx-light), or leave it out with --paths");
 
 /** The limits a thousand streams need, as the bench's proxy section sets them. */

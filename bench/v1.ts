@@ -35,35 +35,43 @@ import { fakeKey } from "./scenarios.ts";
 import { addStats, chooseStates, commandDelta, openRedisStore, processCpuMs, STATE_LABEL, type CommandStats, type StateBackend, type StateStore } from "./state.ts";
 import { revisionOf, spawnListening, type Child } from "./child.ts";
 import { b64, describe, post, registerNode as registerV1Node, v1Bodies, wakeLatency, type Place, type Scope, type WakeSeries } from "./v1-wake.ts";
+import { benchArgs } from "./args.ts";
 
 // ------------------------------------------------------------------------------ options
 
-function option(name: string, fallback: number): number {
-  const arg = process.argv.find((a) => a.startsWith(`--${name}=`));
-  if (!arg) return fallback;
-  const n = Number(arg.slice(name.length + 3));
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got ${arg}`);
-  return Math.floor(n);
-}
-const flag = (name: string) => process.argv.includes(`--${name}`);
-const text = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) || undefined;
+const ARGS = benchArgs("bench/v1.ts", {
+  quick: "flag",
+  peers: "flag",
+  "no-peers": "flag",
+  "no-upstream": "flag",
+  source: "flag",
+  rounds: "count",
+  samples: "count",
+  "duration-ms": "count",
+  concurrency: "count",
+  "redis-url": "text",
+  // Read by chooseStates (bench/state.ts).
+  state: "list",
+  states: "list",
+});
+const flag = (name: "quick" | "peers" | "no-peers" | "no-upstream" | "source") => ARGS[name];
 
 const quick = flag("quick");
 const opts = {
   quick,
   peers: flag("peers") || (!quick && !flag("no-peers")),
   upstream: !flag("no-upstream"),
-  rounds: option("rounds", 6),
-  samples: option("samples", quick ? 20 : 200),
-  durationMs: option("duration-ms", quick ? 300 : 3_000),
-  concurrency: option("concurrency", 8),
+  rounds: ARGS.rounds ?? 6,
+  samples: ARGS.samples ?? (quick ? 20 : 200),
+  durationMs: ARGS["duration-ms"] ?? (quick ? 300 : 3_000),
+  concurrency: ARGS.concurrency ?? 8,
   cycleRounds: quick ? 1 : 3,
   warmupMs: quick ? 100 : 300,
   /** Lets a poll or retrieve reach the relay before the gauge is asked whether it is held. */
   settleMs: 5,
   source: flag("source") || !existsSync(RELAY_BIN),
   /** An existing Valkey/Redis instead of a private redis-server (printed without credentials). */
-  redisUrl: text("redis-url"),
+  redisUrl: ARGS["redis-url"],
 };
 
 /** Targets from the task: Valkey cycles >= 0.5x memory; cross-replica wake p99 <= 50 ms. */
