@@ -67,6 +67,21 @@ export function createBrokerHandlers(deps: BrokerDeps) {
   const { store, notifier, longPoll, clientLongPoll, limits } = deps;
   const newId = deps.newId ?? (() => crypto.randomUUID());
   const read = (req: Request) => readJsonObject(req, deps.maxBodyBytes);
+  /**
+   * Work for `topic` is now available: wake its held polls. A store that publishes its wake-ups
+   * itself (BrokerStore.publishesWakes) already told the other replicas; this process's are left.
+   */
+  const wake = (topic: string) => notifier.notify(topic, { published: store.publishesWakes });
+
+  /**
+   * Holds a poll for its route's hold (RELAY_LONG_POLL_MS); each look is told how much of the hold
+   * is left, so a store that publishes wake-ups knows how long a poll may wait for this topic.
+   */
+  function held<T>(poll: LongPoll, req: Request, ctx: RequestContext, topic: string, look: (holdMs: number) => Promise<T | undefined>) {
+    const holdMs = limits.longPollMs;
+    const end = performance.now() + holdMs;
+    return poll.hold(req, ctx, topic, () => look(Math.max(0, end - performance.now())), holdMs);
+  }
 
   /**
    * A client poll that found nothing without being held waits out the pace and looks once more:
@@ -108,7 +123,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     if (result === "queue_full") throw limitErrors.queueFull();
     if (result === "node_storage_full") throw limitErrors.nodeStorageFull();
     if (result === "storage_full") throw limitErrors.storageFull();
-    notifier.notify(topics.job(body.server_public_key));
+    wake(topics.job(body.server_public_key));
     return json(200, { message: "Request received" });
   }
 
@@ -122,8 +137,8 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     if ((await store.touchNode(key)) === "full") throw limitErrors.nodesFull();
 
     const max = Math.min(batch, limits.maxBatchSize);
-    const { value: jobs, outcome } = await longPoll.hold(req, ctx, topics.job(key), async () => {
-      const taken = await store.takeJobs(key, max);
+    const { value: jobs, outcome } = await held(longPoll, req, ctx, topics.job(key), async (holdMs) => {
+      const taken = await store.takeJobs(key, max, holdMs);
       return taken.length > 0 ? taken : undefined;
     });
     // The node was present for the whole hold: keep it fresh for /next_server.
@@ -153,7 +168,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
       out.stream = true;
       out.stream_session_id = sessionId;
       // A client already waiting on /stream/retrieve learns that its session exists.
-      notifier.notify(topics.stream(job.client_public_key));
+      wake(topics.stream(job.client_public_key));
     }
     return out;
   }
@@ -166,7 +181,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     const stored = await store.putAnswer(body.client_public_key, answer);
     if (stored === "full") throw limitErrors.answersFull();
     if (stored === "storage_full") throw limitErrors.storageFull();
-    notifier.notify(topics.answer(body.client_public_key));
+    wake(topics.answer(body.client_public_key));
     return json(200, { message: "Response received and queued for client" });
   }
 
@@ -175,8 +190,8 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     if (!body || !isKey(body.client_public_key)) throw protocolErrors.invalidData();
     checkFieldLengths(body, BOUNDS.retrieve);
     const key = body.client_public_key;
-    const take = () => store.takeAnswer(key);
-    const { value, headers } = await paced(req, ctx, await clientLongPoll.hold(req, ctx, topics.answer(key), take), take);
+    const take = (holdMs = 0) => store.takeAnswer(key, holdMs);
+    const { value, headers } = await paced(req, ctx, await held(clientLongPoll, req, ctx, topics.answer(key), take), take);
     if (!value) return json(200, { error: "No response available for the given public key" }, headers);
     return json(200, { chat_history: value.chat_history, cipherkey: value.cipherkey, iv: value.iv });
   }
@@ -200,7 +215,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
       case "storage_full":
         throw limitErrors.storageFull();
       case "stored":
-        notifier.notify(topics.stream(result.clientKey));
+        wake(topics.stream(result.clientKey));
         return json(200, { message: "Chunk stored", final });
     }
   }
@@ -211,13 +226,13 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     checkFieldLengths(body, BOUNDS.streamRetrieve);
     const key = body.client_public_key;
     let empty: StreamDrain | undefined;
-    const drain = async () => {
-      const drained = await store.drainStream(key);
+    const drain = async (holdMs = 0) => {
+      const drained = await store.drainStream(key, holdMs);
       if (drained && (drained.chunks.length > 0 || drained.final)) return drained;
       empty = drained ?? empty;
       return undefined;
     };
-    const { value, headers } = await paced(req, ctx, await clientLongPoll.hold(req, ctx, topics.stream(key), drain), drain);
+    const { value, headers } = await paced(req, ctx, await held(clientLongPoll, req, ctx, topics.stream(key), drain), drain);
     const result = value ?? empty;
     if (!result) return json(200, { error: "No active stream for the given public key" }, headers);
     return json(200, { stream: true, session_id: result.sessionId, chunks: result.chunks, final: result.final }, headers);

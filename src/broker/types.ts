@@ -56,24 +56,39 @@ export interface StoreStats {
 export type ExpiredKind = "node" | "job" | "answer" | "stream";
 
 export interface BrokerStore {
+  /**
+   * True when the transitions that make work available (enqueueJob "queued", putAnswer "stored",
+   * openStream, pushChunk "stored") publish the wake-up of their topic to the other replicas
+   * themselves, in the same atomic step, whenever a poll may be held for it: the handler then wakes
+   * only this process's waiters (NotifyOptions.published). Such a store learns that a poll may be
+   * held from the `holdMs` of takeJobs, takeAnswer and drainStream: a look that finds nothing
+   * marks its topic until that hold (plus a margin) is over.
+   */
+  readonly publishesWakes?: boolean;
   /** Registers a node or refreshes its last-seen time. */
   touchNode(key: string): Promise<TouchResult>;
   /** A random node seen within the stale timeout, if any. */
   pickNode(): Promise<string | undefined>;
   enqueueJob(nodeKey: string, job: Job): Promise<EnqueueResult>;
-  /** Removes and returns up to `max` jobs for the node, oldest first. */
-  takeJobs(nodeKey: string, max: number): Promise<Job[]>;
+  /**
+   * Removes and returns up to `max` jobs for the node, oldest first. `holdMs`: how long the caller
+   * may still hold the poll if nothing is found (absent or 0: it will not be held).
+   */
+  takeJobs(nodeKey: string, max: number, holdMs?: number): Promise<Job[]>;
   /** Stores the answer for a client, replacing an uncollected one. */
   putAnswer(clientKey: string, answer: Answer): Promise<StoreResult>;
-  /** Removes and returns the client's answer: delivered once. */
-  takeAnswer(clientKey: string): Promise<Answer | undefined>;
+  /** Removes and returns the client's answer: delivered once. `holdMs` as for takeJobs. */
+  takeAnswer(clientKey: string, holdMs?: number): Promise<Answer | undefined>;
   /** Whether another stream session fits (checked when a streaming job is accepted). */
   canOpenStream(): Promise<boolean>;
   /** Opens a stream session; a newer one for the same client replaces the older. */
   openStream(clientKey: string, sessionId: string): Promise<void>;
   pushChunk(sessionId: string, chunk: unknown, final: boolean): Promise<PushResult>;
-  /** Everything queued since the last drain; a final drain ends the session. */
-  drainStream(clientKey: string): Promise<StreamDrain | undefined>;
+  /**
+   * Everything queued since the last drain; a final drain ends the session. `holdMs` as for
+   * takeJobs (nothing found: no session, or no chunk of an unfinished one).
+   */
+  drainStream(clientKey: string, holdMs?: number): Promise<StreamDrain | undefined>;
   /** Drops expired nodes (with their jobs), answers and stream sessions. */
   sweep(): Promise<void>;
   stats(): Promise<StoreStats>;

@@ -76,8 +76,8 @@ export function createStateBackend(config: Config, deps: BackendDeps): StateBack
   const notifier = new RedisNotifier(client, subscriber, settings.keyPrefix);
   return {
     kind: "redis",
-    store: new RedisBrokerStore(client, { ...common, limits: b }, deps.onExpire),
-    // API v1's wake-ups ride in the transitions' own scripts: one round trip per enqueue or answer.
+    // Both protocols' wake-ups ride in the transitions' own scripts: no PUBLISH of the relay's own.
+    store: new RedisBrokerStore(client, { ...common, limits: b, wakeChannel: wakeChannel(settings.keyPrefix) }, deps.onExpire),
     v1Store: new RedisV1Store(client, { ...common, limits, wakeChannel: wakeChannel(settings.keyPrefix) }, deps.v1Events),
     notifier,
     readiness: datastoreCheck(client, () => notifier.authFailures.listening, settings.commandTimeoutMs),

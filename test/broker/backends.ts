@@ -3,6 +3,7 @@ import { RedisBrokerStore, type BrokerStoreLimits } from "../../src/broker/redis
 import { MemoryStore } from "../../src/broker/memory-store.ts";
 import type { BrokerStore, ExpiredKind } from "../../src/broker/types.ts";
 import { systemClock, type Clock } from "../../src/clock.ts";
+import { wakeChannel } from "../../src/common/redis-notifier.ts";
 import type { RelayOverrides } from "../../src/relay.ts";
 import { connectRedis } from "../../src/state/redis.ts";
 import { redisSkipReason } from "../helpers/redis.ts";
@@ -58,9 +59,12 @@ export const BROKER_BACKENDS: BrokerBackend[] = [
     name: "redis",
     unavailable: () => redisSkipReason("legacy broker suites on Redis"),
     async make(clock, onExpire, limits = {}) {
+      // Publishing its own wake-ups, as the relay's store does: a relay given this store (with its
+      // in-process notifier) then runs the marking looks and the publishing scripts.
+      const keyPrefix = uniquePrefix();
       return new TestRedisBrokerStore(
         await redisClient("legacy-broker-test"),
-        { keyPrefix: uniquePrefix(), limits: { ...TEST_LIMITS, ...limits }, clock, commandTimeoutMs: COMMAND_TIMEOUT_MS },
+        { keyPrefix, limits: { ...TEST_LIMITS, ...limits }, clock, commandTimeoutMs: COMMAND_TIMEOUT_MS, wakeChannel: wakeChannel(keyPrefix) },
         onExpire,
       );
     },

@@ -1,5 +1,5 @@
 import { answerBytes } from "../bytes.ts";
-import type { Answer, StoreResult } from "../types.ts";
+import { topics, type Answer, type StoreResult } from "../types.ts";
 import type { StoreContext } from "./shared.ts";
 
 /** Answers waiting for their client: one per client key, delivered once, expiring after answerTtlMs. */
@@ -25,7 +25,8 @@ end
 `;
 
 // KEYS: answers. ARGV: now, P, id, key, answer JSON, maxAnswers, answerTtlMs, answer bytes,
-// maxStoredBytes. Replacing an uncollected answer of the same client is not growth (only the
+// maxStoredBytes, wake channel. A stored answer wakes the client's /retrieve held on any replica,
+// if a look found nothing recently (wa:<id>). Replacing an uncollected answer of the same client is not growth (only the
 // difference in bytes counts). "full" and "storage_full" are final only after a sweep made no room
 // (the store sweeps and asks again, as memory does).
 const PUT_LUA = `${ANSWER_LUA}
@@ -38,19 +39,21 @@ add_record_bytes(K_ANSWER_BYTES, id, delta)
 redis.call('HSET', answer_key(id), 'key', ARGV[4], 'answer', ARGV[5])
 redis.call('PEXPIRE', answer_key(id), ttl + 1 + GRACE)
 redis.call('ZADD', K_ANSWERS, NOW + ttl, id)
+wake_waiter(P .. 'wa:' .. id, ARGV[10])
 return 'stored'
 `;
 
-// KEYS: answers. ARGV: now, P, id, key
+// KEYS: answers. ARGV: now, P, id, key, hold, wake digest
 // Returns {expired, answer JSON?}: the answer leaves exactly once, also when it had expired.
+// Finding none marks the client for the hold (wa:<id>): its /retrieve may now wait for one.
 const TAKE_LUA = `${ANSWER_LUA}
 local id = ARGV[3]
 local exp = redis.call('ZSCORE', K_ANSWERS, id)
-if not exp then return {0} end
-local stored = redis.call('HMGET', answer_key(id), 'key', 'answer')
-drop_answer(id)
-if tonumber(exp) < NOW or stored[1] ~= ARGV[4] or not stored[2] then return {1} end
-return {0, stored[2]}
+local stored = exp and redis.call('HMGET', answer_key(id), 'key', 'answer')
+if exp then drop_answer(id) end
+if exp and tonumber(exp) >= NOW and stored[1] == ARGV[4] and stored[2] then return {0, stored[2]} end
+mark_waiter(P .. 'wa:' .. id, tonumber(ARGV[5]), ARGV[6])
+return {exp and 1 or 0}
 `;
 
 export function createAnswerOps(ctx: StoreContext) {
@@ -73,13 +76,17 @@ export function createAnswerOps(ctx: StoreContext) {
             limits.answerTtlMs,
             answerBytes(answer),
             limits.maxStoredBytes,
+            ctx.wakeChannel,
           ],
         )) as StoreResult;
       }),
 
-    takeAnswer: (clientKey: string): Promise<Answer | undefined> =>
+    takeAnswer: (clientKey: string, holdMs?: number): Promise<Answer | undefined> =>
       ctx.run(async () => {
-        const [expired, answer] = (await take([answers], [...ctx.base(), ctx.keyDigest(clientKey), clientKey])) as [number, string?];
+        const [expired, answer] = (await take(
+          [answers],
+          [...ctx.base(), ctx.keyDigest(clientKey), clientKey, ...ctx.waiter(topics.answer(clientKey), holdMs)],
+        )) as [number, string?];
         ctx.expired("answer", expired);
         return answer === undefined ? undefined : (JSON.parse(answer) as Answer);
       }),

@@ -21,6 +21,12 @@ export interface RedisBrokerStoreOptions {
   commandTimeoutMs: number;
   /** Most records of each kind one sweep prunes (default 256). */
   sweepBatch?: number;
+  /**
+   * The Pub/Sub channel of wake-ups (src/common/redis-notifier.ts): the transitions that make work
+   * available publish theirs in their own script, only while a poll may wait (./shared.ts,
+   * "Wake-ups"). Without it the handlers' notifier publishes.
+   */
+  wakeChannel?: string;
 }
 
 /**
@@ -35,6 +41,7 @@ export class RedisBrokerStore implements BrokerStore {
   private readonly answers;
   private readonly streams;
   private readonly housekeeping;
+  readonly publishesWakes: boolean;
 
   constructor(
     readonly client: Redis,
@@ -42,6 +49,7 @@ export class RedisBrokerStore implements BrokerStore {
     onExpire: (kind: ExpiredKind, count: number) => void = () => {},
   ) {
     const ctx = createContext(client, opts, onExpire);
+    this.publishesWakes = opts.wakeChannel !== undefined;
     this.nodes = createNodeOps(ctx);
     this.answers = createAnswerOps(ctx);
     this.streams = createStreamOps(ctx);
@@ -65,14 +73,14 @@ export class RedisBrokerStore implements BrokerStore {
   enqueueJob(nodeKey: string, job: Job): Promise<EnqueueResult> {
     return this.roomAfterSweep(() => this.nodes.enqueueJob(nodeKey, job), (r) => r === "storage_full");
   }
-  takeJobs(nodeKey: string, max: number): Promise<Job[]> {
-    return this.nodes.takeJobs(nodeKey, max);
+  takeJobs(nodeKey: string, max: number, holdMs?: number): Promise<Job[]> {
+    return this.nodes.takeJobs(nodeKey, max, holdMs);
   }
   putAnswer(clientKey: string, answer: Answer): Promise<StoreResult> {
     return this.roomAfterSweep(() => this.answers.putAnswer(clientKey, answer), (r) => r !== "stored");
   }
-  takeAnswer(clientKey: string): Promise<Answer | undefined> {
-    return this.answers.takeAnswer(clientKey);
+  takeAnswer(clientKey: string, holdMs?: number): Promise<Answer | undefined> {
+    return this.answers.takeAnswer(clientKey, holdMs);
   }
   canOpenStream(): Promise<boolean> {
     return this.roomAfterSweep(() => this.streams.canOpenStream(), (fits) => !fits);
@@ -83,8 +91,8 @@ export class RedisBrokerStore implements BrokerStore {
   pushChunk(sessionId: string, chunk: unknown, final: boolean): Promise<PushResult> {
     return this.roomAfterSweep(() => this.streams.pushChunk(sessionId, chunk, final), (r) => r.kind === "storage_full");
   }
-  drainStream(clientKey: string): Promise<StreamDrain | undefined> {
-    return this.streams.drainStream(clientKey);
+  drainStream(clientKey: string, holdMs?: number): Promise<StreamDrain | undefined> {
+    return this.streams.drainStream(clientKey, holdMs);
   }
   sweep(): Promise<void> {
     return this.housekeeping.sweep();

@@ -1,5 +1,5 @@
 import { jobBytes, nodeStoredBytesLimit } from "../bytes.ts";
-import type { EnqueueResult, Job, TouchResult } from "../types.ts";
+import { topics, type EnqueueResult, type Job, type TouchResult } from "../types.ts";
 import type { StoreContext } from "./shared.ts";
 
 /**
@@ -151,8 +151,9 @@ return cnt
 `;
 
 // KEYS: nodes, nodes:due. ARGV: now, P, id, job JSON, nodeStaleMs, maxQueueDepth, jobTtlMs,
-// job bytes, maxStoredBytes, the node's share of it. "storage_full" is final only after a sweep
-// made no room (the store sweeps and asks again, as memory does).
+// job bytes, maxStoredBytes, the node's share of it, wake channel. "storage_full" is final only
+// after a sweep made no room (the store sweeps and asks again, as memory does). A queued job wakes
+// the node's /sink held on any replica, if a look found the queue empty recently (wj:<id>).
 const ENQUEUE_LUA = `${NODE_LUA}
 local id, stale, size = ARGV[3], tonumber(ARGV[5]), tonumber(ARGV[8])
 local cnt = {0, 0}
@@ -169,11 +170,13 @@ add_record_bytes(K_NODE_BYTES, id, size)
 local due = redis.call('ZSCORE', K_DUE, id)
 if len == 0 or not due or exp < tonumber(due) then redis.call('ZADD', K_DUE, exp, id) end
 keep_node(id, seen, stale, exp)
+wake_waiter(P .. 'wj:' .. id, ARGV[11])
 return {cnt[1], cnt[2], 'queued'}
 `;
 
-// KEYS: nodes, nodes:due. ARGV: now, P, id, nodeStaleMs, max
+// KEYS: nodes, nodes:due. ARGV: now, P, id, nodeStaleMs, max, hold, wake digest
 // Returns {expired jobs, expired nodes, job JSON...}, oldest first; each job leaves exactly once.
+// An empty queue marks the node for the hold (wj:<id>): its /sink may now wait for a job.
 const TAKE_LUA = `${NODE_LUA}
 local id, stale = ARGV[3], tonumber(ARGV[4])
 local cnt = {0, 0}
@@ -182,7 +185,10 @@ local out = {cnt[1], cnt[2]}
 local max = math.floor(tonumber(ARGV[5]))
 if not seen or max < 1 then return out end
 local jobs = redis.call('LPOP', q_key(id), max)
-if not jobs then return out end
+if not jobs then
+  mark_waiter(P .. 'wj:' .. id, tonumber(ARGV[6]), ARGV[7])
+  return out
+end
 local freed = 0
 for _, x in ipairs(redis.call('LPOP', qx_key(id), #jobs) or {}) do freed = freed + job_size(x) end
 add_record_bytes(K_NODE_BYTES, id, -freed)
@@ -258,14 +264,18 @@ export function createNodeOps(ctx: StoreContext) {
             jobBytes(job),
             limits.maxStoredBytes,
             nodeStoredBytesLimit(limits.maxStoredBytes),
+            ctx.wakeChannel,
           ],
         );
         return counted(reply)[0] as EnqueueResult;
       }),
 
-    takeJobs: (nodeKey: string, max: number): Promise<Job[]> =>
+    takeJobs: (nodeKey: string, max: number, holdMs?: number): Promise<Job[]> =>
       ctx.run(async () => {
-        const reply = await take([nodes, due], [...ctx.base(), ctx.keyDigest(nodeKey), limits.nodeStaleMs, max]);
+        const reply = await take(
+          [nodes, due],
+          [...ctx.base(), ctx.keyDigest(nodeKey), limits.nodeStaleMs, max, ...ctx.waiter(topics.job(nodeKey), holdMs)],
+        );
         return (counted(reply) as string[]).map((j) => JSON.parse(j) as Job);
       }),
   };

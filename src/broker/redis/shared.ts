@@ -2,7 +2,8 @@ import type Redis from "ioredis";
 import type { Clock } from "../../clock.ts";
 import { sha256Hex } from "../../common/tokens.ts";
 import type { BrokerLimits } from "../../config/index.ts";
-import { guarded, luaNow, publicKeyDigests } from "../../state/redis.ts";
+import { wakeDigest } from "../../common/redis-notifier.ts";
+import { KEY_DIGEST_MEMO_ENTRIES, KEY_DIGEST_MEMO_MAX_CHARS, guarded, luaNow, memoDigest, publicKeyDigests } from "../../state/redis.ts";
 import type { ExpiredKind } from "../types.ts";
 
 /**
@@ -32,6 +33,9 @@ import type { ExpiredKind } from "../types.ts";
  *   P chunks:<sh>     list  chunk JSON, oldest first
  *   P client:<ch>     hash  key, sh                                the client's current session
  *   P bytes           string  payload bytes held in all            the budget (maxStoredBytes)
+ *   P wj:<id>         string  "<until ms>:<digest>"                a held /sink may wait for the
+ *   P wa:<ch>         string  (same)                               node's jobs, the client's answer,
+ *   P ws:<ch>         string  (same)                               the client's stream (wake marks)
  *
  * Time: ARGV[1] is the injected clock's now, or "" to use the datastore's TIME (so replicas with
  * skewed clocks agree). Expiry is decided by that time, exactly as the memory store decides it by
@@ -49,6 +53,19 @@ import type { ExpiredKind } from "../types.ts";
  * store has no keys. The total is therefore always the sum of what the index holds, whichever
  * way a record leaves: taken, drained, replaced, expired, swept, or dropped with its node.
  *
+ * Wake-ups (src/common/redis-notifier.ts; the same scheme as API v1's, src/v1/redis/state.ts):
+ * the transitions that make work available (enqueueJob, putAnswer, openStream, pushChunk) publish
+ * the wake-up of their topic themselves, in their own script, and only while a poll may be held
+ * for it: takeJobs, takeAnswer and drainStream, called with the time the caller may still hold,
+ * mark the topic (wj:, wa:, ws:) when they find nothing. A poll that will be held subscribes
+ * before its second look, and its look and the producer's script are atomic: either the look
+ * finds the work, or it ran first and the producer sees the mark and publishes. A woken replica's
+ * re-check runs after the publishing script, so it sees what the script wrote. A published mark
+ * is used up: every poll of the topic, on every replica, is woken and looks again, and one that
+ * still finds nothing marks again before it waits again (the long poll subscribes before each
+ * wait's look). A cycle whose steps find their work at once publishes nothing, and no replica
+ * reads its own wake-ups back.
+ *
  * Bounds: each check and its write are one script (maxNodes, maxQueueDepth, maxAnswers,
  * maxStreamChunks, maxStoredBytes and a node's share of it; maxStreamSessions when a streaming job
  * is accepted, as in memory). At capacity the store runs one sweep (bounded: at most `sweepBatch`
@@ -63,6 +80,13 @@ export type BrokerStoreLimits = Pick<
 
 /** Native TTLs outlive the logical deadline by this much, so a sweep normally does the counting. */
 export const BACKSTOP_GRACE_MS = 1_000;
+/**
+ * A look that found nothing for a poll that may be held marks its topic until the hold's end plus
+ * this much (the reply's way back, timers, the hold's last look), as API v1's claim marks its node
+ * (src/v1/redis/state.ts): until then a transition that makes the work available publishes the
+ * wake-up.
+ */
+export const WAKE_MARGIN_MS = 1_000;
 /** Most records of each kind one sweep prunes: bounded work per call (replicas each sweep every second). */
 export const DEFAULT_SWEEP_BATCH = 256;
 
@@ -96,6 +120,29 @@ end
 local function record_bytes(h, field)
   return tonumber(redis.call('HGET', h, field) or 0)
 end
+-- Wake marks (see "Wake-ups" below). A look that found nothing for a poll that may now be held
+-- for hold ms marks its topic; the mark only grows, since another poll of the same topic may be
+-- held elsewhere for longer and a poll's last look (hold 0) holds nothing. The mark carries the
+-- digest to publish, so the transition that makes the work available needs no key of its own.
+local function mark_waiter(key, hold, digest)
+  if hold <= 0 or digest == '' then return end
+  local w = math.ceil(NOW + hold) + ${WAKE_MARGIN_MS}
+  local cur = redis.call('GET', key)
+  if cur and tonumber(string.sub(cur, 1, string.find(cur, ':', 1, true) - 1)) >= w then return end
+  redis.call('SET', key, w .. ':' .. digest, 'PX', w - NOW + GRACE)
+end
+-- Publishes the marked topic's wake-up on channel ('' = the caller's notifier publishes), if the
+-- mark is still live (past it, no poll can be held for this work any more). A mark is used once:
+-- every poll the wake-up reaches looks again, and one that still finds nothing marks again
+-- before it waits again.
+local function wake_waiter(key, channel)
+  if channel == '' then return end
+  local cur = redis.call('GET', key)
+  if not cur then return end
+  redis.call('DEL', key)
+  local c = string.find(cur, ':', 1, true)
+  if tonumber(string.sub(cur, 1, c - 1)) > NOW then redis.call('PUBLISH', channel, string.sub(cur, c + 1)) end
+end
 `;
 
 export type Script = (keys: string[], args: (string | number)[]) => Promise<unknown>;
@@ -116,6 +163,14 @@ export interface StoreContext {
   keyDigest(publicKey: string): string;
   /** Registers a script (PRELUDE_LUA + body) on the client under a name unique to this store. */
   script(name: string, numberOfKeys: number, lua: string): Script;
+  /** The Pub/Sub channel the producing scripts publish wake-ups on ('' = the handlers' notifier does). */
+  readonly wakeChannel: string;
+  /**
+   * The last two ARGV of a look that may be followed by a hold of `holdMs`: the whole ms to mark
+   * and the digest of `topic` to publish then; [0, ''] (nothing marked) when the store publishes
+   * nothing or the poll will not be held.
+   */
+  waiter(topic: string, holdMs: number | undefined): [number, string];
   /** Runs a datastore call; failures become 503 state_unavailable. */
   run<T>(call: () => Promise<T>): Promise<T>;
   expired(kind: ExpiredKind, count: unknown): void;
@@ -125,11 +180,15 @@ export const hashKey = sha256Hex;
 
 export function createContext(
   client: Redis,
-  opts: { keyPrefix: string; limits: BrokerStoreLimits; clock?: Clock; commandTimeoutMs: number; sweepBatch?: number },
+  opts: { keyPrefix: string; limits: BrokerStoreLimits; clock?: Clock; commandTimeoutMs: number; sweepBatch?: number; wakeChannel?: string },
   onExpire: (kind: ExpiredKind, count: number) => void,
 ): StoreContext {
   const prefix = `${opts.keyPrefix}{legacy}:`;
   const clock = opts.clock;
+  const wakeChannel = opts.wakeChannel ?? "";
+  // What the notifier subscribes by (wakeDigest); topics name one public key each and recur every
+  // cycle, as the keys do, so their digests are remembered the same way.
+  const topicDigest = memoDigest(wakeDigest, KEY_DIGEST_MEMO_ENTRIES, KEY_DIGEST_MEMO_MAX_CHARS);
   return {
     client,
     prefix,
@@ -139,6 +198,9 @@ export function createContext(
     now: () => (clock ? clock.now() : performance.now()),
     key: (name) => prefix + name,
     keyDigest: publicKeyDigests(),
+    wakeChannel,
+    waiter: (topic, holdMs) =>
+      wakeChannel === "" || holdMs === undefined || holdMs <= 0 ? [0, ""] : [Math.ceil(holdMs), topicDigest(topic)],
     script(name, numberOfKeys, lua) {
       // The scripts take the prefix as an argument, so stores sharing a client share the definitions.
       const command = `tokenplaceLegacy${name}`;

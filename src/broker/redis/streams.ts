@@ -1,5 +1,5 @@
 import { chunkBytes, chunkJson } from "../bytes.ts";
-import type { PushResult, StreamDrain } from "../types.ts";
+import { topics, type PushResult, type StreamDrain } from "../types.ts";
 import { hashKey, type StoreContext } from "./shared.ts";
 
 /**
@@ -65,7 +65,9 @@ if redis.call('ZCARD', K_STREAMS) < tonumber(ARGV[3]) then return 1 end
 return 0
 `;
 
-// KEYS: streams. ARGV: now, P, ch, client key, sh, session id, streamTtlMs
+// KEYS: streams. ARGV: now, P, ch, client key, sh, session id, streamTtlMs, wake channel. The new
+// session wakes the client's /stream/retrieve held on any replica, if a drain found nothing
+// recently (ws:<ch>).
 const OPEN_LUA = `${STREAM_LUA}
 local ch, sh = ARGV[3], ARGV[5]
 local previous = redis.call('HGET', client_key(ch), 'sh')
@@ -79,12 +81,14 @@ redis.call('HSET', session_key(sh), 'sid', ARGV[6], 'client', ARGV[4], 'ch', ch,
 redis.call('HSET', client_key(ch), 'key', ARGV[4], 'sh', sh)
 redis.call('ZADD', K_STREAMS, NOW, sh)
 keep_session(sh, ch, tonumber(ARGV[7]))
+wake_waiter(P .. 'ws:' .. ch, ARGV[8])
 return 1
 `;
 
 // KEYS: streams. ARGV: now, P, sh, session id, chunk JSON, final (0/1), streamTtlMs, maxStreamChunks,
-// chunk bytes, maxStoredBytes. Returns {result, expired, client key?}; "storage_full" is final only
-// after a sweep made no room (the store sweeps and asks again, as memory does).
+// chunk bytes, maxStoredBytes, wake channel. Returns {result, expired, client key?}; "storage_full"
+// is final only after a sweep made no room (the store sweeps and asks again, as memory does). A
+// stored chunk wakes the client's held /stream/retrieve as a new session does (ws:<ch>).
 const PUSH_LUA = `${STREAM_LUA}
 local sh, ttl = ARGV[3], tonumber(ARGV[7])
 local cnt = {0}
@@ -100,29 +104,37 @@ add_record_bytes(K_STREAM_BYTES, sh, size)
 if ARGV[6] == '1' then redis.call('HSET', session_key(sh), 'final', '1') end
 redis.call('ZADD', K_STREAMS, NOW, sh)
 keep_session(sh, s[4], ttl)
+wake_waiter(P .. 'ws:' .. s[4], ARGV[11])
 return {'stored', cnt[1], s[3]}
 `;
 
-// KEYS: streams. ARGV: now, P, ch, client key, streamTtlMs
+// KEYS: streams. ARGV: now, P, ch, client key, streamTtlMs, hold, wake digest
 // Returns {expired} or {expired, session id, final (0/1), chunk JSON...}; each chunk leaves once.
+// Finding no session, or no chunk of an unfinished one, marks the client for the hold (ws:<ch>):
+// its /stream/retrieve may now wait for a session or a chunk.
 const DRAIN_LUA = `${STREAM_LUA}
 local ch, ttl = ARGV[3], tonumber(ARGV[5])
 local cnt = {0}
+local function nothing()
+  mark_waiter(P .. 'ws:' .. ch, tonumber(ARGV[6]), ARGV[7])
+  return {cnt[1]}
+end
 local current = redis.call('HMGET', client_key(ch), 'key', 'sh')
 local sh = current[2]
-if not sh or current[1] ~= ARGV[4] then return {0} end
+if not sh or current[1] ~= ARGV[4] then return nothing() end
 if not live_session(sh, ttl, cnt) then
   -- An idle session was ended above (with its pointer); a pointer to a vanished session goes too.
   if redis.call('HGET', client_key(ch), 'sh') == sh then redis.call('DEL', client_key(ch)) end
-  return {cnt[1]}
+  return nothing()
 end
 local s = redis.call('HMGET', session_key(sh), 'sid', 'final')
 if not s[1] then
   end_session(sh)
   redis.call('DEL', client_key(ch))
-  return {cnt[1]}
+  return nothing()
 end
 local chunks = redis.call('LRANGE', chunks_key(sh), 0, -1)
+if #chunks == 0 and s[2] ~= '1' then mark_waiter(P .. 'ws:' .. ch, tonumber(ARGV[6]), ARGV[7]) end
 drop_chunks(sh)
 local out = {cnt[1], s[1], s[2] == '1' and 1 or 0}
 for _, c in ipairs(chunks) do out[#out + 1] = c end
@@ -149,7 +161,10 @@ export function createStreamOps(ctx: StoreContext) {
 
     openStream: (clientKey: string, sessionId: string): Promise<void> =>
       ctx.run(async () => {
-        await open([streams], [...ctx.base(), ctx.keyDigest(clientKey), clientKey, hashKey(sessionId), sessionId, limits.streamTtlMs]);
+        await open(
+          [streams],
+          [...ctx.base(), ctx.keyDigest(clientKey), clientKey, hashKey(sessionId), sessionId, limits.streamTtlMs, ctx.wakeChannel],
+        );
       }),
 
     pushChunk: (sessionId: string, chunk: unknown, final: boolean): Promise<PushResult> =>
@@ -167,17 +182,18 @@ export function createStreamOps(ctx: StoreContext) {
             limits.maxStreamChunks,
             chunkBytes(json),
             limits.maxStoredBytes,
+            ctx.wakeChannel,
           ],
         )) as [Exclude<PushResult["kind"], "stored"> | "stored", number, string?];
         ctx.expired("stream", expired);
         return kind === "stored" ? { kind, clientKey: clientKey! } : { kind };
       }),
 
-    drainStream: (clientKey: string): Promise<StreamDrain | undefined> =>
+    drainStream: (clientKey: string, holdMs?: number): Promise<StreamDrain | undefined> =>
       ctx.run(async () => {
         const [expired, sessionId, final, ...chunks] = (await drain(
           [streams],
-          [...ctx.base(), ctx.keyDigest(clientKey), clientKey, limits.streamTtlMs],
+          [...ctx.base(), ctx.keyDigest(clientKey), clientKey, limits.streamTtlMs, ...ctx.waiter(topics.stream(clientKey), holdMs)],
         )) as [number, string?, number?, ...string[]];
         ctx.expired("stream", expired);
         if (sessionId === undefined) return undefined;
