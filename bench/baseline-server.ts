@@ -15,6 +15,9 @@
  * server keeps per held request, beside the relay's held `servers/poll`; `GET /held` answers how
  * many are held right now (the relay's long_polls_waiting gauge plays that part), so the bench can
  * confirm all are held before it reads RSS and all released before it reads it again.
+ * `POST /collect` runs a full collection (`Bun.gc(true)`), as the relay's memory guard does once
+ * load has passed (src/ops/memory-guard.ts): a bare server that allocates nothing after its load
+ * may not collect for a long time, so its RSS after load is read both without and with one.
  *
  * Prints `{"msg":"listening","port":N}` on stdout, like the relay.
  */
@@ -73,6 +76,10 @@ const server = Bun.serve({
   async fetch(req, srv) {
     const path = new URL(req.url).pathname;
     if (req.method === "GET" && path === "/held") return new Response(JSON.stringify({ held }), { headers: JSON_HEADERS });
+    if (req.method === "POST" && path === "/collect") {
+      Bun.gc(true);
+      return new Response(JSON.stringify({ collected: true }), { headers: JSON_HEADERS });
+    }
     if (PROXY_UPSTREAM && req.method === "GET" && path !== "/healthz") return proxy(req, PROXY_UPSTREAM);
     if (req.method === "POST") {
       let body: unknown;

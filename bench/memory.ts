@@ -82,6 +82,11 @@ export const LOADED_TARGET_BYTES = 200 * 2 ** 20;
 export const AFTER_TARGET_RATIO = 1.1;
 /** A fresh process has finished starting well within this. */
 const IDLE_SETTLE_MS = 2_000;
+/**
+ * After a bare server's forced collection (bench/baseline-server.ts, `POST /collect`), before its
+ * RSS is read: the allocator returns freed pages shortly after, not during, the collection.
+ */
+const COLLECT_SETTLE_MS = 1_000;
 /** When the relay's idle RSS is read a second time: twice the settle time (30 s by default). */
 export const lateIdleMs = (settleMs: number) => Math.max(IDLE_SETTLE_MS, 2 * settleMs);
 
@@ -182,6 +187,14 @@ async function holdRequests(port: number, requests: string[]): Promise<{ close()
   return { close: () => sockets.forEach((s) => s.end()), answered: () => answered };
 }
 
+/** A bare server's memory after a forced full collection (as the relay's memory guard runs one after load). */
+async function collected(server: Server): Promise<Resident> {
+  const r = await fetch(`${server.url}/collect`, { method: "POST" });
+  if (r.status !== 200) throw new Error(`memory: POST /collect on ${server.url}: ${r.status}`);
+  await Bun.sleep(COLLECT_SETTLE_MS);
+  return resident(server.pid);
+}
+
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
   const deadline = performance.now() + timeoutMs;
   while (performance.now() < deadline) {
@@ -215,17 +228,23 @@ async function holdStreams(pid: number, port: number, n: number, failures: strin
 
 const growthText = (after: number | undefined, base: number | undefined) =>
   after === undefined || base === undefined ? "n/a" : `${(after / base).toFixed(2)}x its idle (+${mib(after - base)})`;
+/** A bare server's growth after its load, and after a full collection on top where it was read. */
+const bareGrowthText = (after: number | undefined, collectedAfter: number | undefined, base: number | undefined) =>
+  growthText(after, base) + (collectedAfter === undefined || base === undefined ? "" : ` or ${(collectedAfter / base).toFixed(2)}x (+${mib(collectedAfter - base)}) after a full collection`);
 
 /**
  * The sentence that sets the relay's growth after load beside a bare Bun server's after the same
- * load (same holds, same streams, same settle time): how much of the relay's after-load target is
- * out of reach for the runtime alone. Empty where neither comparison was measured.
+ * load (same holds, same streams, same settle time; the bare servers also after a full collection,
+ * which the relay's memory guard runs by itself once load has passed): how much of the relay's
+ * after-load target is out of reach for the runtime alone. Empty where neither was measured.
  */
 export function runtimeShare(figures: Record<string, number>, floors: ProxyFloor[], settleMs: number): string {
   const parts: string[] = [];
   if (figures.bareAfterHolds !== undefined)
-    parts.push(`after the same holds a bare compiled Bun.serve keeps ${growthText(figures.bareAfterHolds, figures.bareIdle)}, the relay ${growthText(figures.afterHolds, figures.idle)}`);
-  const proxies = floors.flatMap((f, i) => (figures[`floor${i}After`] === undefined ? [] : [`the minimal Bun proxy (${f.label}) ${growthText(figures[`floor${i}After`], figures[`floor${i}Idle`])}`]));
+    parts.push(`after the same holds a bare compiled Bun.serve keeps ${bareGrowthText(figures.bareAfterHolds, figures.bareCollected, figures.bareIdle)}, the relay ${growthText(figures.afterHolds, figures.idle)}`);
+  const proxies = floors.flatMap((f, i) =>
+    figures[`floor${i}After`] === undefined ? [] : [`the minimal Bun proxy (${f.label}) ${bareGrowthText(figures[`floor${i}After`], figures[`floor${i}Collected`], figures[`floor${i}Idle`])}`],
+  );
   if (proxies.length > 0) {
     // The relay's streams start from what its holds left, the proxies' from their idle.
     const since = figures.afterStreams === undefined || figures.afterHolds === undefined ? "" : `, +${mib(figures.afterStreams - figures.afterHolds)} over what its holds left`;
@@ -318,6 +337,7 @@ export async function memorySection(relay: Server, bare: Server | undefined, o: 
     put(`floor${i}Streams`, await holdStreams(f.server.pid, f.server.port, o.streams, failures, `the minimal proxy (${f.label})`));
     await Bun.sleep(o.settleMs);
     put(`floor${i}After`, resident(f.server.pid));
+    put(`floor${i}Collected`, await collected(f.server));
   }
 
   // the same holds on the bare server
@@ -338,6 +358,7 @@ export async function memorySection(relay: Server, bare: Server | undefined, o: 
     await waitFor("held requests on the bare server released", async () => (await bareHeld()) === 0, 60_000).catch((e: Error) => failures.push(e.message));
     await Bun.sleep(o.settleMs);
     put("bareAfterHolds", resident(bare.pid));
+    put("bareCollected", await collected(bare));
   }
 
   const targets: Target[] = [
@@ -378,6 +399,7 @@ export async function memorySection(relay: Server, bare: Server | undefined, o: 
           ? [
               row(`bare compiled Bun.serve with ${o.holds.toLocaleString("en-US")} held requests`, "bareHolds", timesText("bareHolds", "bareIdle", "its idle")),
               row(`bare compiled Bun.serve after they closed (+${o.settleMs / 1000} s)`, "bareAfterHolds", timesText("bareAfterHolds", "bareIdle", "its idle")),
+              row("bare compiled Bun.serve after that and a full collection", "bareCollected", timesText("bareCollected", "bareIdle", "its idle")),
             ]
           : []),
         row(`relay with ${streamsLabel} open proxied SSE streams`, "streams", `${(figures.streams === undefined ? NaN : figures.streams / idle).toFixed(2)}x idle; ${perStream("streams", "afterHolds")}`),
@@ -386,6 +408,7 @@ export async function memorySection(relay: Server, bare: Server | undefined, o: 
           row(`minimal Bun proxy (${f.label}), idle`, `floor${i}Idle`),
           row(`minimal Bun proxy (${f.label}) with ${streamsLabel} open streams`, `floor${i}Streams`, perStream(`floor${i}Streams`, `floor${i}Idle`)),
           row(`minimal Bun proxy (${f.label}) after they closed (+${o.settleMs / 1000} s)`, `floor${i}After`, timesText(`floor${i}After`, `floor${i}Idle`, "its idle")),
+          row(`minimal Bun proxy (${f.label}) after that and a full collection`, `floor${i}Collected`, timesText(`floor${i}Collected`, `floor${i}Idle`, "its idle")),
         ]),
       ],
     ),

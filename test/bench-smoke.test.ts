@@ -92,6 +92,9 @@ test.skipIf(harnessSkip !== undefined)("npm run bench --quick: every section pro
   }
   // memory and start-up figures exist
   for (const k of ["idle", "bareIdle", "holds", "afterHolds", "streams", "afterStreams"]) expect(r.results.memory.rssBytes[k]).toBeGreaterThan(0);
+  // ... and what a bare Bun server keeps after the same load: the same holds on the bare binary,
+  // both minimal proxies read again after their streams closed, and the sentence comparing them
+  for (const k of ["bareHolds", "bareAfterHolds", "bareCollected", "floor0Streams", "floor0After", "floor0Collected", "floor1Streams", "floor1After", "floor1Collected"]) expect(r.results.memory.rssBytes[k]).toBeGreaterThan(0);
   expect(r.results.startup.relayMs).toHaveLength(2);
   expect(r.results.startup.bareMs).toHaveLength(2);
   // every target judged, and the Markdown written where asked
@@ -100,6 +103,9 @@ test.skipIf(harnessSkip !== undefined)("npm run bench --quick: every section pro
   const md = readFileSync(out, "utf8");
   for (const h of ["## Targets", "## 1. Broker cycles", "## 2. Held-poll wake latency", "## 4. Streaming proxy", "## 5. Memory", "## 6. Start-up"]) expect(md).toContain(h);
   expect(md).toMatch(/\| cores \| \d+ \|/);
+  expect(md).toContain("| bare compiled Bun.serve with 100 held requests |");
+  expect(md).toContain("| minimal Bun proxy (JavaScript pump) after they closed (+0.5 s) |");
+  expect(md).toMatch(/What the runtime itself keeps after load \(\+0\.5 s\): after the same holds a bare compiled Bun\.serve keeps \d+\.\d\dx its idle \(\+[\d.]+ MiB\) or \d+\.\d\dx \(\+[\d.]+ MiB\) after a full collection/);
 }, 180_000);
 
 // `npm run bench:v1 -- --quick`: only the wake-latency and request-cycle parts (the real peers are
