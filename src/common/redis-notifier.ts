@@ -4,9 +4,11 @@ import { sha256Hex } from "./tokens.ts";
 
 /**
  * Wakes held requests across replicas: a request posted on replica B wakes the poll held on
- * replica A. Every replica subscribes once, at start, to one channel; a notification publishes
- * the SHA-256 of its topic there (topics contain public keys, kilobytes long; the hash also keeps
- * keys out of the datastore's monitoring). Pub/Sub is only a wake-up (the store is the truth):
+ * replica A. Every replica subscribes once, at start, to one channel; a wake-up publishes the
+ * SHA-256 of its topic there (topics contain public keys, kilobytes long; the hash also keeps keys
+ * out of the datastore's monitoring). Both protocols' stores publish theirs inside the transition's
+ * own script, only while a poll may wait: notify() then wakes only this process's waiters, and
+ * publishes itself only for a store that does not. Pub/Sub is only a wake-up (the store is the truth):
  * a lost message costs latency until the hold's final re-check, never correctness, and after a
  * reconnect every local waiter is woken to re-check at once, since messages may have been missed.
  *
