@@ -13,7 +13,7 @@ import { connectRedis, whenReady } from "../../src/state/redis.ts";
 import { prng } from "../helpers/prng.ts";
 import { redisSkipReason, startRedis, type RedisServer } from "../helpers/redis.ts";
 import { fakeKey, job, startLegacyRelay, type TestRelay } from "../helpers/relay.ts";
-import { COMMAND_TIMEOUT_MS, TEST_LIMITS } from "./backends.ts";
+import { BROKER_BACKENDS, COMMAND_TIMEOUT_MS, TEST_LIMITS } from "./backends.ts";
 
 const HOLD_MS = 3000;
 const why = redisSkipReason("test/broker/wake.test.ts");
@@ -25,6 +25,42 @@ const waitUntil = async (cond: () => boolean, ms = 2000) => {
     await Bun.sleep(5);
   }
 };
+
+// The contract every store keeps: a look that may be held (holdMs) finds, takes and leaves exactly
+// what one that may not does; only whether the store publishes its wake-ups differs.
+for (const backend of BROKER_BACKENDS) {
+  const unavailable = backend.unavailable?.();
+  describe.skipIf(unavailable !== undefined)(`looks that may be held: ${backend.name}`, () => {
+    test("take and drain with a hold find what those without one find, oldest first, once", async () => {
+      const store = await backend.make();
+      try {
+        expect(store.publishesWakes ?? false).toBe(backend.name === "redis");
+        const node = fakeKey("node");
+        const client = fakeKey("client");
+        expect(await store.touchNode(node)).toBe("ok");
+        expect(await store.takeJobs(node, 2, HOLD_MS)).toEqual([]);
+        for (const n of [1, 2, 3]) expect(await store.enqueueJob(node, job(node, { chat_history: `j${n}` }))).toBe("queued");
+        expect((await store.takeJobs(node, 2, HOLD_MS)).map((j) => j.chat_history)).toEqual(["j1", "j2"]);
+        expect((await store.takeJobs(node, 2, 0)).map((j) => j.chat_history)).toEqual(["j3"]);
+        expect(await store.takeJobs(node, 2, HOLD_MS)).toEqual([]);
+
+        expect(await store.takeAnswer(client, HOLD_MS)).toBeUndefined();
+        expect(await store.putAnswer(client, { chat_history: "a", cipherkey: "k", iv: "v" })).toBe("stored");
+        expect(await store.takeAnswer(client, HOLD_MS)).toEqual({ chat_history: "a", cipherkey: "k", iv: "v" });
+        expect(await store.takeAnswer(client, HOLD_MS)).toBeUndefined();
+
+        expect(await store.drainStream(client, HOLD_MS)).toBeUndefined();
+        await store.openStream(client, "session-1");
+        expect(await store.drainStream(client, HOLD_MS)).toEqual({ sessionId: "session-1", chunks: [], final: false });
+        expect(await store.pushChunk("session-1", "c1", true)).toEqual({ kind: "stored", clientKey: client });
+        expect(await store.drainStream(client, HOLD_MS)).toEqual({ sessionId: "session-1", chunks: ["c1"], final: true });
+        expect(await store.drainStream(client, HOLD_MS)).toBeUndefined();
+      } finally {
+        await store.close();
+      }
+    });
+  });
+}
 
 describe.skipIf(why !== undefined)("legacy wake-ups published by the Valkey store's scripts", () => {
   let redis: RedisServer;
