@@ -77,7 +77,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
    * Holds a poll for its route's hold (RELAY_LONG_POLL_MS); each look is told how much of the hold
    * is left, so a store that publishes wake-ups knows how long a poll may wait for this topic.
    */
-  function held<T>(poll: LongPoll, req: Request, ctx: RequestContext, topic: string, look: (holdMs: number) => Promise<T | undefined>) {
+  function holdPoll<T>(poll: LongPoll, req: Request, ctx: RequestContext, topic: string, look: (holdMs: number) => Promise<T | undefined>) {
     const holdMs = limits.longPollMs;
     const end = performance.now() + holdMs;
     return poll.hold(req, ctx, topic, () => look(Math.max(0, end - performance.now())), holdMs);
@@ -137,7 +137,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     if ((await store.touchNode(key)) === "full") throw limitErrors.nodesFull();
 
     const max = Math.min(batch, limits.maxBatchSize);
-    const { value: jobs, outcome } = await held(longPoll, req, ctx, topics.job(key), async (holdMs) => {
+    const { value: jobs, outcome } = await holdPoll(longPoll, req, ctx, topics.job(key), async (holdMs) => {
       const taken = await store.takeJobs(key, max, holdMs);
       return taken.length > 0 ? taken : undefined;
     });
@@ -191,7 +191,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     checkFieldLengths(body, BOUNDS.retrieve);
     const key = body.client_public_key;
     const take = (holdMs = 0) => store.takeAnswer(key, holdMs);
-    const { value, headers } = await paced(req, ctx, await held(clientLongPoll, req, ctx, topics.answer(key), take), take);
+    const { value, headers } = await paced(req, ctx, await holdPoll(clientLongPoll, req, ctx, topics.answer(key), take), take);
     if (!value) return json(200, { error: "No response available for the given public key" }, headers);
     return json(200, { chat_history: value.chat_history, cipherkey: value.cipherkey, iv: value.iv });
   }
@@ -232,7 +232,7 @@ export function createBrokerHandlers(deps: BrokerDeps) {
       empty = drained ?? empty;
       return undefined;
     };
-    const { value, headers } = await paced(req, ctx, await held(clientLongPoll, req, ctx, topics.stream(key), drain), drain);
+    const { value, headers } = await paced(req, ctx, await holdPoll(clientLongPoll, req, ctx, topics.stream(key), drain), drain);
     const result = value ?? empty;
     if (!result) return json(200, { error: "No active stream for the given public key" }, headers);
     return json(200, { stream: true, session_id: result.sessionId, chunks: result.chunks, final: result.final }, headers);
