@@ -17,6 +17,8 @@ const USAGE = `Usage: tokenplace-relay [command]
 
 /** Exit code for invalid configuration (every problem is listed at once). */
 export const EXIT_CONFIG = 2;
+/** Exit code when a valid configuration cannot start (the address cannot be bound, the port is taken). */
+export const EXIT_START_FAILED = 1;
 
 /**
  * After listening, the relay waits this long, then runs one full collection: past the first
@@ -55,7 +57,17 @@ async function main(argv: string[], env: Env): Promise<number | undefined> {
   const logger = createLogger(config.logLevel);
   for (const name of unknown) logger.warn({ variable: name }, "unknown setting ignored");
   process.on("unhandledRejection", (err) => logger.error({ err }, "unhandled rejection"));
-  const relay = startRelay(config, { logger, proxy: createProxyRoute });
+  let relay: ReturnType<typeof startRelay>;
+  try {
+    relay = startRelay(config, { logger, proxy: createProxyRoute });
+  } catch (err) {
+    // Bun.serve throws when it cannot listen (EADDRINUSE, EADDRNOTAVAIL, EACCES, a host name that
+    // does not resolve): a process that exits 0 here would look like a clean stop to a supervisor.
+    const code = (err as { code?: unknown }).code;
+    logger.fatal({ host: config.host, port: config.port, code: typeof code === "string" ? code : undefined, err: err instanceof Error ? err.message : String(err) }, "cannot listen");
+    await new Promise<void>((resolve) => logger.flush(() => resolve()));
+    return EXIT_START_FAILED;
+  }
   lifecycleLogger(logger).info({ port: relay.port, host: config.host, version: VERSION, revision: REVISION, config: describeConfig(config) }, "listening");
   // Start-up is over: the compiled binary starts with a reluctant JIT (scripts/build.ts,
   // STARTUP_JIT_POLICY) so run-once start-up code is not optimized; requests get the normal one.
@@ -90,6 +102,12 @@ async function main(argv: string[], env: Env): Promise<number | undefined> {
 
 // No top-level await: the binary is compiled to bytecode (scripts/build.ts), which needs a
 // module without it.
-void main(process.argv.slice(2), process.env).then((code) => {
-  if (code !== undefined) process.exit(code);
-});
+void main(process.argv.slice(2), process.env).then(
+  (code) => {
+    if (code !== undefined) process.exit(code);
+  },
+  (err: unknown) => {
+    console.error("tokenplace-relay: failed to start:", err);
+    process.exit(EXIT_START_FAILED);
+  },
+);

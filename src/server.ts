@@ -31,6 +31,10 @@ export function serve(app: App, opts: ServeOptions): Server<undefined> {
     idleTimeout: opts.idleTimeoutSeconds,
     maxRequestBodySize: BUN_BODY_LIMIT,
     development: false,
+    // Said explicitly: with development off, Bun 1.4 binds with SO_REUSEPORT unless told not to, so
+    // a second relay started on the same port would share it silently (each holding half the nodes
+    // and clients of a memory store) instead of failing with EADDRINUSE.
+    reusePort: false,
     fetch(req, server) {
       return app.fetch(req, (adapter ??= adapterFor(server)));
     },

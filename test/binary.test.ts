@@ -47,6 +47,20 @@ describe.skipIf(!have)("compiled binary", () => {
     expect(r.stderr).toContain("RELAY_MAX_NODES");
   });
 
+  test("a second relay on a port already in use fails with exit 1 instead of sharing the port", async () => {
+    const first = await spawnRelay({ TOKENPLACE_RELAY_ONLY: "true" }, { cmd: [BIN] });
+    try {
+      const second = await run([BIN], { RELAY_HOST: "127.0.0.1", RELAY_PORT: String(first.port), TOKENPLACE_RELAY_ONLY: "true" }, 5_000);
+      expect(second.code).toBe(1);
+      const line = JSON.parse(second.stdout.trim().split("\n").pop()!) as Record<string, unknown>;
+      expect(line).toMatchObject({ level: "fatal", msg: "cannot listen", port: first.port, code: "EADDRINUSE" });
+      // The first one still answers, alone on its port.
+      expect((await fetch(`${first.url}/livez`)).status).toBe(200);
+    } finally {
+      first.kill();
+    }
+  });
+
   test("a stray .env or bunfig.toml in the working directory is ignored", async () => {
     const dir = mkdtempSync(join(tmpdir(), "relay-cwd-"));
     writeFileSync(join(dir, ".env"), "RELAY_PORT=not-a-number\n");
