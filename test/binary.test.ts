@@ -31,13 +31,13 @@ describe.skipIf(!have)("compiled binary", () => {
     for (const name of ["RELAY_PORT", "LOG_LEVEL", "RELAY_LONG_POLL_MS"]) expect(r.stderr).toContain(name);
   });
 
-  test("--check-config on a valid environment prints the settings without secrets, and warns about typos", async () => {
+  test("--check-config on a valid environment prints the settings without secrets, and warns about service links", async () => {
     const token = "a-long-registration-token-123";
-    const r = await run([BIN, "--check-config"], { TOKEN_PLACE_RELAY_SERVER_TOKEN: token, RELAY_LONGPOLL_MS: "1" });
+    const r = await run([BIN, "--check-config"], { TOKEN_PLACE_RELAY_SERVER_TOKEN: token, TOKENPLACE_RELAY_SERVICE_HOST: "10.0.0.1" });
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout).ok).toBe(true);
     expect(r.stdout).not.toContain(token);
-    expect(r.stderr).toContain("RELAY_LONGPOLL_MS is set but is not a relay setting");
+    expect(r.stderr).toContain("TOKENPLACE_RELAY_SERVICE_HOST is set but is not a relay setting");
   });
 
   test("starting with a bad configuration exits 2 before listening", async () => {

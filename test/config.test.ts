@@ -113,10 +113,134 @@ describe("validation collects every problem at once", () => {
 });
 
 describe("unknown settings", () => {
-  test("variables with our prefixes that are not settings are reported as probable typos", () => {
-    const { unknown, problems } = loadConfig({ RELAY_LONGPOLL_MS: "100", TOKENPLACE_GPU_HOTS: "x", HOME: "/root" });
-    expect(problems).toEqual([]);
-    expect(unknown).toEqual(["RELAY_LONGPOLL_MS", "TOKENPLACE_GPU_HOTS"]);
+  const only = (env: Record<string, string>) => {
+    const r = loadConfig(env);
+    return { problems: r.problems, unknown: r.unknown };
+  };
+
+  test("a misspelt name is a problem naming the setting it probably meant, never its value", () => {
+    const cases: [string, string][] = [
+      ["RELAY_LONGPOLL_MS", "RELAY_LONG_POLL_MS"],
+      ["TOKENPLACE_GPU_HOTS", "TOKENPLACE_GPU_HOST"],
+      // The worst one: the relay would otherwise start with registration open.
+      ["TOKENPLACE_RELAY_SERVER_TOKEN", "TOKEN_PLACE_RELAY_SERVER_TOKEN"],
+      ["API_RATE_LIMT", "API_RATE_LIMIT"],
+      ["API_DAILY_QUOTAS", "API_DAILY_QUOTA"],
+      ["API_RELAY_CONTROL_PLANE_RESPONSES_RATE_LIMIT", "API_RELAY_CONTROL_PLANE_RESPONSE_RATE_LIMIT"],
+      // Without the TOKEN_PLACE_ prefix, words in another order, a word left off, another case.
+      ["API_V1_RELAY_POLL_WAIT_SECONDS", "TOKEN_PLACE_API_V1_RELAY_POLL_WAIT_SECONDS"],
+      ["RELAY_BYTES_MAX_BODY", "RELAY_MAX_BODY_BYTES"],
+      ["RELAY_MAX_BODY", "RELAY_MAX_BODY_BYTES"],
+      ["relay_port", "RELAY_PORT"],
+    ];
+    for (const [typo, meant] of cases) {
+      const { problems, unknown } = only({ [typo]: "secret-looking-value-0123456789" });
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toStartWith(`${typo}: not a relay setting; did you mean ${meant}?`);
+      expect(problems[0]).not.toContain("secret-looking-value");
+      expect(unknown).toEqual([]);
+    }
+  });
+
+  test("a misspelt token name is a problem even beside the right one", () => {
+    const { problems } = only({ TOKEN_PLACE_RELAY_SERVER_TOKEN: "a-long-registration-token", TOKENPLACE_RELAY_SERVER_TOKEN: "x" });
+    expect(problems).toEqual(["TOKENPLACE_RELAY_SERVER_TOKEN: not a relay setting; did you mean TOKEN_PLACE_RELAY_SERVER_TOKEN?"]);
+  });
+
+  test("a name with nothing close is still a problem; a control-plane one lists the routes", () => {
+    expect(only({ RELAY_TYPO_SETTING: "1" }).problems).toEqual([
+      'RELAY_TYPO_SETTING: not a relay setting (typo?); the settings are listed in README "Configuration"',
+    ]);
+    expect(only({ API_V1_ENABLED: "false" }).problems.join()).toContain("API_V1_ENABLED: not a relay setting");
+    const route = only({ API_RELAY_CONTROL_PLANE_SUBMIT_RATE_LIMIT: "1/hour" }).problems.join();
+    expect(route).toContain("API_RELAY_CONTROL_PLANE_SUBMIT_RATE_LIMIT: not a relay setting");
+    expect(route).toContain("REGISTER, UNREGISTER, POLL, CONTROL, RESPONSE, PROGRESS");
+  });
+
+  test("upstream settings this relay does not have say what to use instead", () => {
+    expect(only({ TOKEN_PLACE_RELAY_SERVER_TTL_SECONDS: "30" }).problems.join()).toContain("use RELAY_NODE_STALE_MS");
+    expect(only({ TOKENPLACE_RATE_LIMIT_STORAGE_URI: "redis://x" }).problems.join()).toContain("TOKENPLACE_RELAY_STATE_BACKEND");
+  });
+
+  test("other programs' names, the project's tooling and the operator-token aliases are not problems", () => {
+    const env = {
+      HOME: "/root",
+      API_KEY: "x",
+      API_URL: "http://x",
+      APIV1: "x",
+      TOKENPLACE_ENV: "staging",
+      TOKENPLACE_KUBE_CONTEXT: "k",
+      TOKENPLACE_BENCH_RELAY_BIN: "/tmp/x",
+      RELAY_URL: "http://127.0.0.1:5010",
+      RELAY_BUILD_REVISION: "abc",
+      TOKEN_PLACE_KEY_ROTATION_TOKEN: "an-operator-token-0123",
+      PUBLIC_KEY_ROTATION_TOKEN: "another-operator-token-0123",
+    };
+    expect(only(env)).toEqual({ problems: [], unknown: [] });
+  });
+
+  test("service-link variables nobody wrote are only warned about", () => {
+    const env = {
+      TOKENPLACE_RELAY_SERVICE_HOST: "10.0.0.1",
+      TOKENPLACE_RELAY_SERVICE_PORT_HTTP: "5010",
+      TOKENPLACE_RELAY_PORT: "tcp://10.0.0.1:5010",
+      TOKENPLACE_RELAY_PORT_5010_TCP_ADDR: "10.0.0.1",
+    };
+    expect(only(env)).toEqual({ problems: [], unknown: Object.keys(env).sort() });
+    // A hand-written _PORT that is not a service link is a typo like any other.
+    expect(only({ TOKENPLACE_RELAY_PORT: "5010" }).problems.join()).toContain("TOKENPLACE_RELAY_PORT: not a relay setting; did you mean RELAY_PORT?");
+  });
+});
+
+describe("lists, relay-only mode and the listen address", () => {
+  test("an empty or repeated upstream is a problem", () => {
+    expect(loadConfig({ TOKEN_PLACE_RELAY_UPSTREAMS: "http://a:1,,http://b:2" }).problems).toEqual([
+      "TOKEN_PLACE_RELAY_UPSTREAMS: has an empty entry (a stray comma or blank line?)",
+    ]);
+    // The same URL spelt twice is one upstream listed twice.
+    expect(loadConfig({ TOKEN_PLACE_RELAY_UPSTREAMS: "http://a:1,http://A:1/" }).problems).toEqual([
+      'TOKEN_PLACE_RELAY_UPSTREAMS: lists "http://A:1/" more than once',
+    ]);
+    const ok = loadConfig({ TOKEN_PLACE_RELAY_UPSTREAMS: "http://a:1, http://b:2" });
+    expect(ok.problems).toEqual([]);
+    expect(ok.config.proxy.upstreams.map((u) => u.href)).toEqual(["http://a:1/", "http://b:2/"]);
+  });
+
+  test("proxy prefixes and trusted proxies refuse empty and repeated entries too", () => {
+    expect(loadConfig({ RELAY_PROXY_PREFIXES: "/api/,/api/" }).problems.join()).toContain('RELAY_PROXY_PREFIXES: lists "/api/" more than once');
+    expect(loadConfig({ RELAY_PROXY_PREFIXES: "/api/,,/v1/" }).problems.join()).toContain("RELAY_PROXY_PREFIXES: has an empty entry");
+    const cidrs = loadConfig({ RELAY_PROXY_TRUST_FORWARDED: "true", RELAY_TRUSTED_PROXY_CIDRS: "10.0.0.0/8,,10.0.0.0/8" }).problems.join();
+    expect(cidrs).toContain("RELAY_TRUSTED_PROXY_CIDRS: has an empty entry");
+    expect(cidrs).toContain('RELAY_TRUSTED_PROXY_CIDRS: lists "10.0.0.0/8" more than once');
+  });
+
+  test("with TOKENPLACE_RELAY_ONLY=true every proxy setting is a problem, the forwarding trust is not", () => {
+    const env = {
+      TOKENPLACE_RELAY_ONLY: "true",
+      RELAY_PROXY_PREFIXES: "/api/",
+      TOKENPLACE_RELAY_UPSTREAM_URL: "http://gpu:3000",
+      TOKEN_PLACE_RELAY_UPSTREAMS: "http://gpu:3000",
+      RELAY_UPSTREAM_EJECT_MS: "1000",
+    };
+    const { problems } = loadConfig(env);
+    expect(problems).toHaveLength(4);
+    for (const name of ["RELAY_PROXY_PREFIXES", "TOKENPLACE_RELAY_UPSTREAM_URL", "TOKEN_PLACE_RELAY_UPSTREAMS", "RELAY_UPSTREAM_EJECT_MS"]) {
+      expect(problems).toContain(`${name} is set but TOKENPLACE_RELAY_ONLY is true, so nothing is proxied; unset one of them`);
+    }
+    // Rate limits read it to name the client behind a trusted proxy.
+    expect(loadConfig({ TOKENPLACE_RELAY_ONLY: "true", RELAY_PROXY_TRUST_FORWARDED: "true" }).problems).toEqual([]);
+    expect(loadConfig({ TOKENPLACE_RELAY_ONLY: "false", RELAY_PROXY_PREFIXES: "/api/" }).problems).toEqual([]);
+  });
+
+  test("RELAY_HOST must be an IP literal or an RFC 1123 host name", () => {
+    for (const host of ["0.0.0.0", "127.0.0.1", "::", "::1", "fe80::1", "localhost", "relay-0.relay.svc.cluster.local", "a.b.", "1host"]) {
+      expect(loadConfig({ RELAY_HOST: host }).problems).toEqual([]);
+    }
+    for (const host of ["not_a_host", "not a host", "[::1]", "999.1.1.1", "1.2.3", "-relay", "relay-", "a..b", "x".repeat(64), "http://relay"]) {
+      expect(loadConfig({ RELAY_HOST: host }).problems).toEqual([
+        `RELAY_HOST: not an IP address or host name to listen on: ${JSON.stringify(host)} (e.g. 0.0.0.0, ::, 127.0.0.1 or localhost)`,
+      ]);
+    }
   });
 });
 

@@ -3,12 +3,14 @@ import { RELAY_ROUTES, RESERVED_PREFIXES } from "../routes.ts";
 import { loadApiV1Config, type ApiV1Config } from "./api-v1.ts";
 import { loadBoundsConfig, type BoundsConfig } from "./bounds.ts";
 import { loadStateConfig, type StateConfig } from "./state.ts";
-import { describeLimits, loadLimitsConfig, type LimitsConfig } from "./limits.ts";
+import { CONTROL_PLANE_ROUTE_VARS, describeLimits, loadLimitsConfig, type LimitsConfig } from "./limits.ts";
 import { loadMemoryBudget, type MemoryBudget } from "./memory.ts";
 import { describeOperatorConfig, loadOperatorConfig, type OperatorConfig } from "./operator.ts";
 import { loadWebConfig, type WebConfig } from "./web.ts";
 import { redactRedisUrl } from "../state/redis.ts";
 import { EnvReader, parseHttpUrl, type Env } from "./env-reader.ts";
+import { checkSettingNames } from "./names.ts";
+import { isIP } from "node:net";
 
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -85,17 +87,55 @@ export interface Config {
 export interface ConfigResult {
   config: Config;
   problems: string[];
-  /** Set variables that look like ours but are not known: probably typos. */
+  /**
+   * Set variables that look like ours but are not settings and are only warned about (service
+   * links, src/config/names.ts); every other such name is in `problems`.
+   */
   unknown: string[];
   known: Set<string>;
 }
 
-const OUR_PREFIXES = ["RELAY_", "TOKENPLACE_", "TOKEN_PLACE_"];
+/**
+ * Settings only the GPU proxy reads. RELAY_PROXY_TRUST_FORWARDED is not one: rate limits also
+ * read it, to name the client behind a trusted proxy.
+ */
+export const PROXY_ONLY_SETTINGS = [
+  "TOKENPLACE_RELAY_UPSTREAM_URL",
+  "TOKENPLACE_GPU_HOST",
+  "TOKENPLACE_GPU_PORT",
+  "TOKEN_PLACE_RELAY_UPSTREAMS",
+  "TOKENPLACE_RELAY_REQUIRE_UPSTREAM_HEALTH",
+  "RELAY_PROXY_PREFIXES",
+  "RELAY_PROXY_MAX_UPLOADS_PER_IP",
+  "RELAY_UPSTREAM_HEALTH_PATH",
+  "RELAY_UPSTREAM_HEALTH_INTERVAL_MS",
+  "RELAY_UPSTREAM_FIRST_BYTE_TIMEOUT_MS",
+  "RELAY_UPSTREAM_IDLE_TIMEOUT_MS",
+  "RELAY_UPSTREAM_EJECT_MS",
+] as const;
+
+/**
+ * What Bun.serve can listen on: an IP literal (IPv4, or IPv6 without brackets) or an RFC 1123 §2.1
+ * host name (letters, digits and inner hyphens, labels of at most 63, at most 253 in all). Anything
+ * else passed --check-config and then failed at listen.
+ */
+export function isListenHost(host: string): boolean {
+  if (isIP(host) !== 0) return true;
+  const name = host.endsWith(".") ? host.slice(0, -1) : host;
+  if (name.length === 0 || name.length > 253) return false;
+  const labels = name.split(".");
+  // All-numeric labels would be a malformed IPv4 address (999.1.1.1), not a name.
+  if (labels.every((l) => /^\d+$/.test(l))) return false;
+  return labels.every((l) => /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(l));
+}
 
 export function loadConfig(env: Env): ConfigResult {
   const r = new EnvReader(env);
 
   const host = r.string("RELAY_HOST", D.DEFAULT_HOST);
+  if (!isListenHost(host)) {
+    r.problem(`RELAY_HOST: not an IP address or host name to listen on: ${JSON.stringify(host)} (e.g. 0.0.0.0, ::, 127.0.0.1 or localhost)`);
+  }
   const port = r.int("RELAY_PORT", D.DEFAULT_PORT, { min: 0, max: 65535 });
   const logLevel = r.oneOf("LOG_LEVEL", LOG_LEVELS, D.DEFAULT_LOG_LEVEL);
   const relayOnly = r.bool("TOKENPLACE_RELAY_ONLY", false);
@@ -190,13 +230,22 @@ export function loadConfig(env: Env): ConfigResult {
     r.problem(`TOKEN_PLACE_RELAY_UPSTREAMS does not contain the primary upstream ${upstreamUrl.href} (TOKENPLACE_RELAY_UPSTREAM_URL/GPU_HOST/GPU_PORT); list it or unset those`);
   }
 
+  if (relayOnly) {
+    // Nothing is proxied: a proxy setting beside TOKENPLACE_RELAY_ONLY=true does nothing, and the
+    // operator who set it expects a proxy (the chart leaves them out in relay-only mode).
+    for (const name of PROXY_ONLY_SETTINGS) {
+      if (r.raw(name) !== undefined) r.problem(`${name} is set but TOKENPLACE_RELAY_ONLY is true, so nothing is proxied; unset one of them`);
+    }
+  }
+
   const operator = loadOperatorConfig(r, { serverTokens, operatorTokens: v1.operatorTokens });
 
   const web = loadWebConfig(r);
+  // Last: every setting has been read, so r.names is the whole set of names the relay knows.
   const known = r.names;
-  const unknown = Object.keys(env)
-    .filter((k) => OUR_PREFIXES.some((p) => k.startsWith(p)) && !known.has(k))
-    .sort();
+  const names = checkSettingNames(env, known, Object.values(CONTROL_PLANE_ROUTE_VARS));
+  for (const p of names.problems) r.problem(p);
+  const unknown = names.warnings;
 
   return {
     config: {
@@ -212,7 +261,7 @@ export function loadConfig(env: Env): ConfigResult {
 }
 
 function loadProxyConfig(r: EnvReader, primary: URL): ProxyConfig {
-  const prefixes = r.list("RELAY_PROXY_PREFIXES", ["/api/", "/v1/"]);
+  const prefixes = r.entries("RELAY_PROXY_PREFIXES", ["/api/", "/v1/"]);
   for (const p of prefixes) {
     const segments = p.split("/").slice(1, -1);
     const wellFormed = /^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*\/$/.test(p) && !segments.some((s) => /^\.+$/.test(s));
@@ -224,7 +273,10 @@ function loadProxyConfig(r: EnvReader, primary: URL): ProxyConfig {
       r.problem(`RELAY_PROXY_PREFIXES: ${JSON.stringify(p)} lies inside the relay's own routes, so nothing would be proxied`);
     }
   }
-  const listed = r.list("TOKEN_PLACE_RELAY_UPSTREAMS");
+  // Two spellings of one URL (http://A:1 and http://a:1/) are one upstream listed twice: round
+  // robin would send it twice the share, and passive ejection would count it twice.
+  const sameUpstream = (u: string) => URL.canParse(u) ? new URL(u).href : u;
+  const listed = r.entries("TOKEN_PLACE_RELAY_UPSTREAMS", [], sameUpstream);
   const upstreams: URL[] = [];
   for (const u of listed) {
     const parsed = parseHttpUrl(u, "TOKEN_PLACE_RELAY_UPSTREAMS", (m) => r.problem(m));

@@ -108,6 +108,31 @@ export class EnvReader {
       .filter((s) => s !== "");
   }
 
+  /**
+   * A list where every entry counts (upstreams, proxy prefixes, CIDRs): an empty entry (a stray
+   * comma, "a,,b") or the same entry twice is a problem, not silently dropped, since it usually
+   * means a value was lost while the list was edited.
+   */
+  entries(name: string, fallback: readonly string[] = [], same: (entry: string) => string = (e) => e): string[] {
+    const value = this.raw(name);
+    if (value === undefined) return [...fallback];
+    const items = value.split(/[,\n]/).map((s) => s.trim());
+    if (items.some((s) => s === "")) this.problem(`${name}: has an empty entry (a stray comma or blank line?)`);
+    const seen = new Set<string>();
+    const kept: string[] = [];
+    for (const item of items) {
+      if (item === "") continue;
+      const key = same(item);
+      if (seen.has(key)) {
+        this.problem(`${name}: lists ${JSON.stringify(item)} more than once`);
+        continue;
+      }
+      seen.add(key);
+      kept.push(item);
+    }
+    return kept;
+  }
+
   url(name: string, fallback: string): URL {
     const value = this.raw(name) ?? fallback;
     return parseHttpUrl(value, name, (m) => this.problem(m)) ?? new URL(fallback);

@@ -133,7 +133,7 @@ function loadTrustedProxies(r: EnvReader, trustForwarded: boolean): Cidr[] {
     r.problem(`${name}: set but empty; unset it for the default (${DEFAULT_TRUSTED_PROXY_CIDRS.join(",")})`);
     return [];
   }
-  const listed = r.list(name);
+  const listed = r.entries(name);
   if (!trustForwarded) {
     if (r.raw(name) !== undefined) r.problem(`${name} is set but RELAY_PROXY_TRUST_FORWARDED is not true, so no forwarded address is ever read`);
     return [];

@@ -13,9 +13,9 @@ test("at LOG_LEVEL=warn requests are not logged but lifecycle events still are",
   expect(msgs).toEqual(["listening", "draining", "stopped"]);
 });
 
-test("unknown settings are warned about at start-up, by name only", async () => {
-  relay = await spawnRelay({ TOKENPLACE_RELAY_ONLY: "true", TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES: "true", LOG_LEVEL: "warn", RELAY_LONGPOL_MS: "secret-looking-value" });
+test("service-link variables are warned about at start-up, by name only", async () => {
+  relay = await spawnRelay({ TOKENPLACE_RELAY_ONLY: "true", TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES: "true", LOG_LEVEL: "warn", TOKENPLACE_RELAY_SERVICE_HOST: "secret-looking-value" });
   const warning = relay.lines.find((l) => l.includes("unknown setting"));
-  expect(warning).toContain("RELAY_LONGPOL_MS");
+  expect(warning).toContain("TOKENPLACE_RELAY_SERVICE_HOST");
   expect(warning).not.toContain("secret-looking-value");
 });
