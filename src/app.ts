@@ -13,6 +13,7 @@ import { RelayError, notFound } from "./errors.ts";
 import { createAdmission } from "./http/admission.ts";
 import { createClientIpResolver, rateLimitKey } from "./http/client-ip.ts";
 import type { RequestContext } from "./http/context.ts";
+import { createDelivery } from "./http/delivery.ts";
 import { errorResponse, json } from "./http/json.ts";
 import { createLogSampler } from "./http/log-sampler.ts";
 import { REQUEST_ID_HEADER, requestIdFor } from "./http/request-id.ts";
@@ -47,7 +48,8 @@ export interface ProxyRoute {
 /** What only the server adapter knows about a request. */
 export interface ServerAdapter {
   clientIp(req: Request): string | undefined;
-  holdOpen(req: Request): void;
+  /** Bun's server.timeout(req, seconds): 0 (the default) lifts the idle timeout. */
+  holdOpen(req: Request, seconds?: number): void;
   /** Requests the server is handling, this one included (Bun's server.pendingRequests). */
   pendingRequests?(): number;
 }
@@ -154,6 +156,7 @@ export function createApp(deps: AppDeps) {
     maxTotal: config.bounds.maxConnections,
     onFull: () => metrics.rejections.labels("paced_per_ip_client").inc(),
   });
+  const deliver = createDelivery(config.idleTimeoutSeconds);
   const mounts: Mount[] = [
     mount(opsRoutes, { livez: health.livez, healthz: health.healthz, metrics: scrape }),
     ...createV1Mounts({
@@ -166,6 +169,7 @@ export function createApp(deps: AppDeps) {
       maxBodyBytes: config.maxBodyBytes,
       limits,
       pacer,
+      deliver,
       release: { version: VERSION, revision: REVISION, environment: "production" },
       relayFacts: {
         relay_only: config.relayOnly,
@@ -287,8 +291,8 @@ export function createApp(deps: AppDeps) {
       return logger.isLevelEnabled("debug");
     }
 
-    holdOpen(): void {
-      this.adapter.holdOpen(this.req);
+    holdOpen(seconds?: number): void {
+      this.adapter.holdOpen(this.req, seconds);
     }
   }
 

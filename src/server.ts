@@ -22,7 +22,7 @@ export function serve(app: App, opts: ServeOptions): Server<undefined> {
   let adapter: ServerAdapter | undefined;
   const adapterFor = (server: Server<undefined>): ServerAdapter => ({
     clientIp: (r) => server.requestIP(r)?.address,
-    holdOpen: (r) => server.timeout(r, 0),
+    holdOpen: (r, seconds = 0) => server.timeout(r, seconds),
     pendingRequests: () => server.pendingRequests,
   });
   return Bun.serve({

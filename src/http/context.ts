@@ -17,8 +17,11 @@ export interface RequestContext {
    * (key fingerprints hash a ~600-character key each). Unset: treat as enabled.
    */
   readonly debugEnabled?: boolean;
-  /** Lift the server's idle timeout for this request (long-polls, streams). */
-  holdOpen(): void;
+  /**
+   * Lift the server's idle timeout for this request (long-polls, streams), or with `seconds` set
+   * it to that many seconds (a large body for a slow reader, src/http/delivery.ts).
+   */
+  holdOpen(seconds?: number): void;
   /** Route template for metrics and logs; handlers that route further may refine it. */
   route: string;
 }

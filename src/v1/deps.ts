@@ -1,3 +1,4 @@
+import type { Deliver } from "../http/delivery.ts";
 import { sha256Hex } from "../common/tokens.ts";
 import type { LongPoll } from "../common/long-poll.ts";
 import type { Notifier } from "../common/notifier.ts";
@@ -25,6 +26,8 @@ export interface V1Deps {
   limits: RateLimits;
   /** Paces retrieves past their address's hold share (src/common/pacing.ts); absent: 429 at once. */
   pacer?: Pacer;
+  /** Hands out an answer taken from the store, or gives it back if the connection ends first (src/http/delivery.ts). */
+  deliver: Deliver;
 }
 
 export const reader = (maxBodyBytes: number) => (req: Request): Promise<JsonObject | undefined> => readJsonObject(req, maxBodyBytes);

@@ -170,7 +170,12 @@ export function createResponseHandlers(deps: V1Deps) {
           return json(499, { error: { message: "Client closed the request", code: 499 } });
         }
         if (ctx.debugEnabled !== false) ctx.log.debug({ event: "v1.response.delivered", client: fingerprint(clientKey) }, "response delivered");
-        return json(200, result.envelope);
+        const envelope = result.envelope;
+        // A large answer the connection does not take whole goes back to the store, as above.
+        return deps.deliver(envelope, req, ctx, () => {
+          ctx.log.info({ event: "v1.response.undelivered", client: fingerprint(clientKey) }, "client left before its answer was written; kept for its next retrieve");
+          store.unretrieve(envelope).catch((err: unknown) => ctx.log.warn({ err }, "could not keep an undelivered answer"));
+        });
       }
       case "terminal":
         throw refuse(v1Errors.retrieveTerminal(result.status, result.reason));
