@@ -21,7 +21,10 @@ import type { RouteSpec } from "../http/routes.ts";
  *   they know the identity (the body is parsed once, by the handler).
  * - auth failures: wrong or missing registration tokens per client address, all node routes
  *   together. Each token check first reserves a point and gives it back when the token is right,
- *   so a burst of guesses in parallel gets no further than the limit.
+ *   so a burst of guesses in parallel gets no further than the limit. Wrong or missing operator
+ *   tokens (POST /api/v1/relay/unregister) are counted the same way, with the same
+ *   RELAY_AUTH_FAILURE_LIMIT, under a key of their own: a node with a bad registration token does
+ *   not lock its address out of the operator route, nor an operator's typo the nodes.
  *
  * A request answered 429 costs nothing: buckets already charged for it are refunded (upstream's
  * control-plane rollback). Counters live where the relay's state lives: this process, or the
@@ -30,7 +33,16 @@ import type { RouteSpec } from "../http/routes.ts";
  * limits keep applying, per replica, rather than failing open or closed.
  */
 
-export type LimitedBucket = "public" | "control_ip" | "control_identity" | "auth_failures";
+export type LimitedBucket = "public" | "control_ip" | "control_identity" | "auth_failures" | "operator_auth_failures";
+
+/** Whose token a check compares: the nodes' registration token or the operator token. */
+export type AuthScope = "server-token" | "operator-token";
+
+/** Failures per scope count apart; the log label of each scope's refusals. */
+const AUTH_SCOPES: Record<AuthScope, { keyPrefix: string; label: LimitedBucket }> = {
+  "server-token": { keyPrefix: "", label: "auth_failures" },
+  "operator-token": { keyPrefix: "operator:", label: "operator_auth_failures" },
+};
 
 /** Upstream charges these identity buckets only once a configured registration token matched. */
 const TOKEN_BOUND_IDENTITY: ReadonlySet<ControlPlaneRoute> = new Set(["register", "unregister", "poll", "responses"]);
@@ -57,7 +69,7 @@ export interface RateLimits {
    * points are spent. Await `failed()` when the token was wrong, before answering 401: the
    * failure is then counted before the client can send its next guess, on every replica.
    */
-  authAttempt(req: Request, ctx: RequestContext): Promise<AuthAttempt>;
+  authAttempt(req: Request, ctx: RequestContext, scope?: AuthScope): Promise<AuthAttempt>;
   /** Handlers: charge the identity bucket (register, poll, responses; unregister: see owner). */
   identity(route: ControlPlaneRoute, identity: string, ctx: RequestContext): Promise<void>;
   /**
@@ -188,13 +200,13 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
     return now;
   };
   /** What authAttempt hands back: `failed()` counts one failure against the address's bucket key. */
-  const failureCounter = (key: () => string, ctx: RequestContext): AuthAttempt => ({
+  const failureCounter = (key: () => string, ctx: RequestContext, label: LimitedBucket): AuthAttempt => ({
     spent() {
       // No failure heard of within a window (the usual case): no address can have spent any.
       if (performance.now() - lastAuthFailure > failureWindowMs && localFailures.size === 0) return undefined;
       const now = localWindow();
       if ((localFailures.get(key()) ?? 0) < authFailures.limit.points) return undefined;
-      return refuse(ctx, authFailures, localWindowStart + failureWindowMs - now, "auth_failures");
+      return refuse(ctx, authFailures, localWindowStart + failureWindowMs - now, label);
     },
     async failed() {
       lastAuthFailure = performance.now();
@@ -301,7 +313,8 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
       await take(ctx, [controlIp], `${route}:${digest(ip)}`, "control_ip");
     },
 
-    async authAttempt(req, ctx) {
+    async authAttempt(req, ctx, scope = "server-token") {
+      const { keyPrefix, label } = AUTH_SCOPES[scope];
       // No address can have failures to spend once a whole window has passed since the last
       // failure of any address (fixed windows: every counter that held one has expired): then
       // nothing is looked up. The common case, a node with the right token, costs no address
@@ -311,9 +324,9 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
       // failure at all was heard of within the window (afterwards every check reads the counter).
       if (noRecentFailure()) {
         let key: string | undefined;
-        return failureCounter(() => (key ??= digest(clientKey(req, ctx))), ctx);
+        return failureCounter(() => (key ??= keyPrefix + digest(clientKey(req, ctx))), ctx, label);
       }
-      const key = digest(clientKey(req, ctx));
+      const key = keyPrefix + digest(clientKey(req, ctx));
       await ready();
       // Only failures are counted, and an address whose failures are spent is refused before the
       // comparison: legitimate nodes are never limited by their own (correct) traffic, however
@@ -325,8 +338,8 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
       } catch (err) {
         storeFailed(err);
       }
-      if (spent && spent.consumedPoints >= authFailures.limit.points && spent.msBeforeNext > 0) return refuse(ctx, authFailures, spent.msBeforeNext, "auth_failures");
-      return failureCounter(() => key, ctx);
+      if (spent && spent.consumedPoints >= authFailures.limit.points && spent.msBeforeNext > 0) return refuse(ctx, authFailures, spent.msBeforeNext, label);
+      return failureCounter(() => key, ctx, label);
     },
 
     async identity(route, identity, ctx) {

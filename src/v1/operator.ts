@@ -1,4 +1,5 @@
 import { createTokenCheck } from "../common/tokens.ts";
+import { bearerCredentials } from "../ops/operator-auth.ts";
 import { SMALL_ROUTE_MAX_BODY_BYTES } from "../config/defaults.ts";
 import type { RequestContext } from "../http/context.ts";
 import { json } from "../http/json.ts";
@@ -57,9 +58,19 @@ export function createOperatorHandlers(deps: V1Deps & { relayFacts: Record<strin
 
   async function operatorUnregister(req: Request, ctx: RequestContext): Promise<Response> {
     if (config.operatorTokens.length === 0) throw v1Errors.operatorNotConfigured();
-    const auth = req.headers.get("authorization");
-    const presented = req.headers.get(OPERATOR_TOKEN_HEADER) ?? (auth?.startsWith("Bearer ") ? auth.slice(7) : null);
-    if (!operatorOk(presented)) throw v1Errors.operatorInvalid();
+    // The auth-scheme name is case-insensitive (RFC 7235 §2.1): `bearer <token>` is a Bearer token.
+    const presented = req.headers.get(OPERATOR_TOKEN_HEADER) ?? bearerCredentials(req.headers.get("authorization"));
+    // Wrong tokens are counted per address like registration tokens (RELAY_AUTH_FAILURE_LIMIT, a
+    // key of their own): past the limit the address gets 429 before any comparison, so the token
+    // that can remove every node cannot be guessed at full speed.
+    const attempt = await deps.limits.authAttempt(req, ctx, "operator-token");
+    // Nothing awaited between this, the comparison and failed()'s local count (AuthAttempt.spent).
+    const spent = attempt.spent();
+    if (spent) await spent;
+    if (!operatorOk(presented)) {
+      await attempt.failed();
+      throw v1Errors.operatorInvalid();
+    }
     const body = await read(req);
     if (!body) throw v1Errors.invalidData();
     const key = body.server_public_key;
