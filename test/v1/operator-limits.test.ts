@@ -4,8 +4,10 @@
  * a count of their own, and the Bearer scheme is case-insensitive (RFC 7235 §2.1). In-process
  * relays with the in-memory counters; every test starts its own, so counters start at zero.
  */
-import { afterEach, describe, expect, setSystemTime, test } from "bun:test";
+import { afterAll, afterEach, beforeAll, describe, expect, setSystemTime, test } from "bun:test";
+import { redisSkipReason, startRedis, type RedisServer } from "../helpers/redis.ts";
 import { startTestRelay, type TestRelay } from "../helpers/relay.ts";
+import { spawnRelay, type Spawned } from "../helpers/spawn.ts";
 import { v1Peers, type Json } from "./helpers.ts";
 
 const OPERATOR = "operator-token-0123456789";
@@ -107,5 +109,43 @@ describe("the Authorization scheme", () => {
     for (const auth of [`Basic ${OPERATOR}`, `Bearer${OPERATOR}`, "bearer wrong-token-0123456789", `Token ${OPERATOR}`]) {
       expect((await unregister(r, { Authorization: auth })).status).toBe(401);
     }
+  });
+});
+
+const skipShared = redisSkipReason("test/v1/operator-limits.test.ts");
+
+describe.skipIf(skipShared !== undefined)("operator token failures shared by relays on one datastore", () => {
+  let redis: RedisServer;
+  const relays: Spawned[] = [];
+  beforeAll(async () => {
+    redis = await startRedis({ persist: false });
+  });
+  afterEach(() => {
+    for (const r of relays.splice(0)) r.kill("SIGKILL");
+  });
+  afterAll(async () => {
+    await redis.stop();
+  });
+
+  test("failures at one replica are refused at the other; its registration-token count is untouched", async () => {
+    const env = {
+      TOKENPLACE_RELAY_ONLY: "true",
+      TOKENPLACE_RELAY_STATE_BACKEND: "redis",
+      TOKENPLACE_RELAY_REDIS_URL: `${redis.url}/0`,
+      TOKENPLACE_RELAY_REDIS_KEY_PREFIX: "operator-limits-test:",
+      TOKEN_PLACE_OPERATOR_TOKEN: OPERATOR,
+      TOKEN_PLACE_RELAY_SERVER_TOKEN: NODE_TOKEN,
+      RELAY_AUTH_FAILURE_LIMIT: "3/minute",
+      LOG_LEVEL: "warn",
+    };
+    const a = await spawnRelay(env);
+    relays.push(a);
+    const b = await spawnRelay(env);
+    relays.push(b);
+    const post = (base: string, path: string, headers: Record<string, string>) =>
+      fetch(`${base}${path}`, { method: "POST", headers: { "Content-Type": "application/json", ...headers }, body: JSON.stringify({ server_public_key: "no-such-node-key" }) });
+    for (let i = 0; i < 3; i++) expect((await post(a.url, PATH, WRONG)).status).toBe(401);
+    expect((await post(b.url, PATH, { "X-Token-Place-Operator": OPERATOR })).status).toBe(429);
+    expect((await post(b.url, "/api/v1/relay/servers/poll", { "X-Relay-Server-Token": "wrong-registration-token" })).status).toBe(401);
   });
 });
