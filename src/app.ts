@@ -179,7 +179,7 @@ export function createApp(deps: AppDeps) {
     }),
     mount(
       brokerRoutes,
-      createBrokerHandlers({ store: deps.store, notifier: deps.notifier, longPoll, clientLongPoll, metrics, limits: config.broker, maxBodyBytes: config.maxBodyBytes, pacer }),
+      createBrokerHandlers({ store: deps.store, notifier: deps.notifier, longPoll, clientLongPoll, metrics, limits: config.broker, maxBodyBytes: config.maxBodyBytes, pacer, deliver }),
     ),
     // The browser chat page (src/web); off with RELAY_WEB_UI=false, and then / is the JSON 404.
     ...(config.web.enabled ? [createWebMount({ v1Store: deps.v1Store })] : []),

@@ -1,6 +1,7 @@
 import { SMALL_ROUTE_MAX_BODY_BYTES } from "../config/defaults.ts";
 import type { BrokerLimits } from "../config/index.ts";
 import type { RequestContext } from "../http/context.ts";
+import type { Deliver } from "../http/delivery.ts";
 import { json, readJsonObject } from "../http/json.ts";
 import type { Metrics } from "../ops/metrics.ts";
 import type { LongPoll } from "../common/long-poll.ts";
@@ -23,6 +24,8 @@ export interface BrokerDeps {
   pacer?: Pacer;
   /** Fresh stream session ids; injectable for tests. */
   newId?: () => string;
+  /** Hands out an answer taken from the store, or gives it back if the connection ends first (src/http/delivery.ts). */
+  deliver: Deliver;
 }
 
 /** After a held poll (or when work was found) the node should come straight back. */
@@ -193,7 +196,19 @@ export function createBrokerHandlers(deps: BrokerDeps) {
     const take = (holdMs = 0) => store.takeAnswer(key, holdMs);
     const { value, headers } = await paced(req, ctx, await holdPoll(clientLongPoll, req, ctx, topics.answer(key), take), take);
     if (!value) return json(200, { error: "No response available for the given public key" }, headers);
-    return json(200, { chat_history: value.chat_history, cipherkey: value.cipherkey, iv: value.iv });
+    const answer: Answer = { chat_history: value.chat_history, cipherkey: value.cipherkey, iv: value.iv };
+    // A large answer the connection does not take whole is queued for the client again (after any
+    // that arrived meanwhile: a legacy client asks for one answer at a time).
+    return deps.deliver(answer, req, ctx, () => {
+      ctx.log.info({ event: "answer_undelivered" }, "client left before its answer was written; queued again for its next /retrieve");
+      store.putAnswer(key, answer).then(
+        (kept) => {
+          if (kept === "stored") wake(topics.answer(key));
+          else ctx.log.warn({ event: "answer_lost", reason: kept }, "an undelivered answer could not be queued again");
+        },
+        (err: unknown) => ctx.log.warn({ err }, "an undelivered answer could not be queued again"),
+      );
+    });
   }
 
   async function streamSource(req: Request): Promise<Response> {
