@@ -291,8 +291,25 @@ export function createApp(deps: AppDeps) {
       return logger.isLevelEnabled("debug");
     }
 
+    /** The idle timeout was changed for this request and not yet restored. */
+    held = false;
+    /** The response streams past the handler's return; its stream restores the idle timeout. */
+    streaming = false;
+
     holdOpen(seconds?: number): void {
+      this.held = true;
       this.adapter.holdOpen(this.req, seconds);
+    }
+
+    holdWhileStreaming(seconds?: number): void {
+      this.streaming = true;
+      this.holdOpen(seconds);
+    }
+
+    idleAgain(): void {
+      if (!this.held) return;
+      this.held = false;
+      this.adapter.holdOpen(this.req, config.idleTimeoutSeconds);
     }
   }
 
@@ -336,6 +353,9 @@ export function createApp(deps: AppDeps) {
       res = new Response(res.body, { status: res.status, statusText: res.statusText, headers: new Headers(res.headers) });
       decorate(res.headers, requestId, spec);
     }
+    // A hold (long-poll, body deadline) changed this connection's idle timeout: Bun keeps it for
+    // the connection's later requests, so a kept-alive connection would never idle out.
+    if (ctx.held && !ctx.streaming) ctx.idleAgain();
     const seconds = (performance.now() - started) / 1000;
     metrics.observeRequest(req.method, ctx.route, res.status, seconds);
     const quiet = spec?.quiet === true;

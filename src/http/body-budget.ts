@@ -1,3 +1,4 @@
+import { BUN_MAX_IDLE_TIMEOUT_SECONDS } from "./context.ts";
 import * as D from "../config/defaults.ts";
 import { RelayError } from "../errors.ts";
 
@@ -87,8 +88,11 @@ export interface BodyPolicy {
   budget: BodyBudget;
   /** A node route whose registration token was configured (and is checked before the body is read). */
   node: boolean;
-  /** Whose body it is: the client address, asked only for a body large enough to reserve. */
-  client: { readonly clientId: string } | undefined;
+  /**
+   * Whose body it is: the client address, asked only for a body large enough to reserve; and its
+   * connection's idle timeout, set for the time the body may take (holdForBody).
+   */
+  client: { readonly clientId: string; holdOpen?(seconds?: number): void } | undefined;
   /** performance.now() by which the whole body must have arrived. */
   deadline: number;
   timeoutMs: number;
@@ -108,6 +112,22 @@ export function attachBodyPolicy(req: Request, policy: BodyPolicy): void {
 /** undefined for a request the app did not admit (unit tests calling handlers directly): no bounds. */
 export function bodyPolicy(req: Request): BodyPolicy | undefined {
   return policies.get(req);
+}
+
+/** Past the body deadline, what the idle timeout leaves for the 408 to be written. */
+export const BODY_HOLD_MARGIN_SECONDS = 2;
+
+/**
+ * Before a body is read: its connection's idle timeout becomes the time left to the body deadline
+ * (plus a margin for the 408), so the deadline is what ends a slow body, with its JSON 408.
+ * uWebSockets resets a connection's idle timer only while data arrives at 16 KB/s or more, so a
+ * body trickled more slowly would otherwise be cut at RELAY_IDLE_TIMEOUT_SECONDS with no answer.
+ */
+export function holdForBody(req: Request): void {
+  const policy = policies.get(req);
+  if (!policy?.client?.holdOpen) return;
+  const seconds = Math.ceil(Math.max(0, policy.deadline - performance.now()) / 1000) + BODY_HOLD_MARGIN_SECONDS;
+  policy.client.holdOpen(Math.min(BUN_MAX_IDLE_TIMEOUT_SECONDS, seconds));
 }
 
 /**

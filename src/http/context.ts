@@ -1,5 +1,8 @@
 import type { Logger } from "pino";
 
+/** The longest idle timeout Bun takes (Bun.serve's idleTimeout and server.timeout() are at most 255 s). */
+export const BUN_MAX_IDLE_TIMEOUT_SECONDS = 255;
+
 /** Per-request facts the server adapter knows and handlers need, without touching Bun.serve. */
 export interface RequestContext {
   readonly requestId: string;
@@ -22,6 +25,15 @@ export interface RequestContext {
    * it to that many seconds (a large body for a slow reader, src/http/delivery.ts).
    */
   holdOpen(seconds?: number): void;
+  /**
+   * holdOpen for a response that streams after the handler returns (a proxied stream, a large
+   * answer): the app leaves the timeout alone when the handler returns, and the stream calls
+   * idleAgain() when it has written its last byte. Without it the app restores the idle timeout
+   * as the handler returns.
+   */
+  holdWhileStreaming(seconds?: number): void;
+  /** Back to the server's idle timeout (RELAY_IDLE_TIMEOUT_SECONDS) for the rest of the connection. */
+  idleAgain(): void;
   /** Route template for metrics and logs; handlers that route further may refine it. */
   route: string;
 }

@@ -1,4 +1,4 @@
-import type { RequestContext } from "./context.ts";
+import { BUN_MAX_IDLE_TIMEOUT_SECONDS, type RequestContext } from "./context.ts";
 
 /**
  * Handing out something that exists once: an answer a retrieve takes out of the store. Written as
@@ -22,8 +22,6 @@ export const DELIVERY_CHUNK_BYTES = 64 * 1024;
  * the idle timer of an upload, so the same floor holds both ways.
  */
 export const DELIVERY_MIN_READ_BYTES_PER_SECOND = 16 * 1024;
-/** The longest idle timeout Bun takes (Bun.serve's idleTimeout is at most 255 s). */
-export const DELIVERY_MAX_IDLE_SECONDS = 255;
 
 const JSON_HEADERS = { "Content-Type": "application/json" } as const;
 const encoder = new TextEncoder();
@@ -43,8 +41,8 @@ export function createDelivery(idleTimeoutSeconds: number): Deliver {
     if (text.length * 3 <= DELIVERY_STREAM_MIN_BYTES) return new Response(text, { headers: JSON_HEADERS });
     const bytes = encoder.encode(text);
     if (bytes.byteLength <= DELIVERY_STREAM_MIN_BYTES) return new Response(bytes, { headers: JSON_HEADERS });
-    ctx.holdOpen(Math.min(DELIVERY_MAX_IDLE_SECONDS, idleTimeoutSeconds + Math.ceil(bytes.byteLength / DELIVERY_MIN_READ_BYTES_PER_SECOND)));
-    return new Response(new ReadableStream(new OnceSource(bytes, req.signal, undelivered)), {
+    ctx.holdWhileStreaming(Math.min(BUN_MAX_IDLE_TIMEOUT_SECONDS, idleTimeoutSeconds + Math.ceil(bytes.byteLength / DELIVERY_MIN_READ_BYTES_PER_SECOND)));
+    return new Response(new ReadableStream(new OnceSource(bytes, req.signal, ctx, undelivered)), {
       headers: { ...JSON_HEADERS, "Content-Length": String(bytes.byteLength) },
     });
   };
@@ -58,6 +56,7 @@ class OnceSource implements Bun.DirectUnderlyingSource<Uint8Array> {
   constructor(
     private readonly bytes: Uint8Array,
     private readonly signal: AbortSignal,
+    private readonly ctx: RequestContext,
     private readonly undelivered: () => void,
   ) {}
 
@@ -79,6 +78,7 @@ class OnceSource implements Bun.DirectUnderlyingSource<Uint8Array> {
       }
     }
     this.settled = true;
+    this.ctx.idleAgain();
     controller.close();
   }
 

@@ -1,6 +1,6 @@
 import { RelayError, tooLarge } from "../errors.ts";
 import { BODY_BUDGET_SMALL_BYTES } from "../config/defaults.ts";
-import { CLOSE, bodyPolicy, bodyTimeout, type BodyPolicy } from "./body-budget.ts";
+import { CLOSE, bodyPolicy, bodyTimeout, holdForBody, type BodyPolicy } from "./body-budget.ts";
 
 const JSON_HEADERS = { "Content-Type": "application/json" } as const;
 
@@ -134,6 +134,7 @@ async function readBodyHeld(req: Request, limit: number, asText = false): Promis
     reserved = 0;
   };
   const deadline = policy ? startDeadline(policy) : undefined;
+  holdForBody(req);
   try {
     // With a declared length the framing bounds the body (RFC 9112 §6.2), so read it in one go:
     // several times cheaper than pumping a reader, which only chunked bodies need. Its whole size

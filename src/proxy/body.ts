@@ -1,5 +1,6 @@
 import { tooLarge } from "../errors.ts";
 import { readBody } from "../http/json.ts";
+import { holdForBody } from "../http/body-budget.ts";
 import type { Metrics } from "../ops/metrics.ts";
 import type { Exchange } from "./exchange.ts";
 import { ProxyAbort } from "./failure.ts";
@@ -73,6 +74,8 @@ export function prepareBody(
   if (length !== undefined && length <= REPLAY_MAX_BYTES) return bufferBody(req, limit, upload, countSent);
 
   const source = req.body;
+  // The upload deadline, not the idle timeout, ends a slow upload (with its 408 or abort).
+  holdForBody(req);
   let used = false;
   return {
     replayable: false,

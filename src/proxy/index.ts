@@ -170,6 +170,8 @@ export function createProxyRoute(deps: ProxyDeps): ProxyRoute & { readiness?: Re
       res.body?.cancel().catch(() => {});
       return new Response(null, init);
     }
+    // The stream outlives the handler: it restores the connection's idle timeout when it completes.
+    ctx.holdWhileStreaming();
     const stream = relayBody(res.body, {
       ex,
       idleMs: p.idleTimeoutMs,

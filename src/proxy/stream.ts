@@ -23,8 +23,11 @@ export interface StreamDeps {
   ex: Exchange;
   idleMs: number;
   metrics: Metrics;
-  /** The request's context: its logger is asked for only when the stream ends with something to say (it is built on first use). */
-  ctx: { readonly log: Logger };
+  /**
+   * The request's context: its logger is asked for only when the stream ends with something to say
+   * (it is built on first use); a complete stream gives the connection its idle timeout back.
+   */
+  ctx: { readonly log: Logger; idleAgain?(): void };
   /** False when debug lines are dropped: the "complete" line is then not built (nor the logger). */
   debug?: boolean;
   upstream: string;
@@ -73,6 +76,8 @@ class RelaySource implements Bun.DirectUnderlyingSource<Uint8Array> {
     const { deps } = this;
     this.ex.dispose();
     deps.metrics.proxyActiveStreams.dec();
+    // A kept-alive connection idles out again after a whole stream (a broken one is dropped).
+    if (outcome === "complete") deps.ctx.idleAgain?.();
     if (outcome !== "complete" && COUNTED_KINDS.has(outcome)) deps.metrics.upstreamErrors.labels(outcome).inc();
     // The line is built only when it will be written: a complete stream logs at debug.
     if (outcome !== "complete" || deps.debug !== false) {

@@ -305,6 +305,37 @@ describe("body deadline (RELAY_BODY_TIMEOUT_MS)", () => {
     });
   }
 
+  test("a body trickled too slowly to reset the idle timer still ends with its 408 at the deadline, past the idle timeout", async () => {
+    // uWebSockets resets the idle timer only for data arriving at 16 KB/s or more: without the body
+    // hold this connection was closed at the 2 s idle timeout with no answer at all.
+    const r = start({ RELAY_IDLE_TIMEOUT_SECONDS: "2", RELAY_LONG_POLL_MS: "1000", RELAY_BODY_TIMEOUT_MS: "5000" });
+    const c = await raw(r);
+    c.send(postHead("/api/v1/relay/requests", 1000));
+    const t0 = performance.now();
+    const trickle = setInterval(() => c.send(" "), 250);
+    try {
+      const res = await c.reply(10_000);
+      expect(res.status).toBe(408);
+      expect(JSON.parse(res.body).error).toMatchObject({ code: 408, type: "body_timeout" });
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(4_900);
+    } finally {
+      clearInterval(trickle);
+    }
+  }, 15_000);
+
+  test("a kept-alive connection idles out again after a request that changed its timeout (a body read, a held poll)", async () => {
+    const r = start({ RELAY_IDLE_TIMEOUT_SECONDS: "2", RELAY_LONG_POLL_MS: "1000", TOKENPLACE_ENABLE_LEGACY_RELAY_ROUTES: "true" });
+    const c = await raw(r);
+    // A held /sink (no job: answered empty when its 1 s hold ends) lifts the idle timeout while held.
+    const body = JSON.stringify({ server_public_key: "bm9kZQ==" });
+    c.send(postHead("/sink", Buffer.byteLength(body)) + body);
+    expect((await c.reply(5_000)).status).toBe(200);
+    const t0 = performance.now();
+    // Bun counts idle time in 4 s ticks; before the fix the connection stayed open for good.
+    const closedIn = await Promise.race([c.closed.then(() => performance.now() - t0), Bun.sleep(10_000).then(() => Infinity)]);
+    expect(closedIn).toBeLessThan(6_500);
+  }, 15_000);
+
   test("a client that closes the connection mid-body is counted as 499, never a 500", async () => {
     const r = start();
     // Both past the small-body size, so they reserve (and the gauge shows them arriving).
