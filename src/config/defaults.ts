@@ -227,8 +227,10 @@ export const DEFAULT_MAX_URL_BYTES = 8_192;
 export const DEFAULT_MAX_HEADER_BYTES = 8_192;
 /**
  * Longest time to receive a whole request body, counted from the request's arrival (relay routes
- * and proxied uploads alike); beyond: 408 body_timeout. A trickle of one byte every few seconds
- * resets every idle timer, so only a total deadline ends it. 60 s is ~70 KB/s for a 4 MiB body.
+ * and proxied uploads alike); beyond: 408 body_timeout. The connection's idle timeout is held for
+ * this long while the body arrives (src/http/body-budget.ts holdForBody): a trickle would otherwise
+ * keep a connection forever (one byte every few seconds) or be cut without an answer (uWebSockets
+ * stops resetting its idle timer below 16 KB/s). 60 s is ~70 KB/s for a 4 MiB body.
  */
 export const DEFAULT_BODY_TIMEOUT_MS = 60_000;
 /**
