@@ -103,7 +103,7 @@ export function createApp(deps: AppDeps) {
       maxPerIp: config.bounds.maxHoldsPerIp,
       drainSignal: deps.lifecycle.drainSignal,
     });
-  const admission = createAdmission(config.bounds, metrics, config.maxBodyBytes);
+  const admission = createAdmission(config.bounds, metrics, config.maxBodyBytes, config.idleTimeoutSeconds);
   const requestLine = createRequestLine(logger);
   const refusalLog = createLogSampler();
   const memoryGuard = deps.memoryGuard;

@@ -24,6 +24,7 @@ export const admissionErrors = {
   tooManyHeaders: (max: number) => refuse(431, "too_many_headers", `Request has more than ${max} header fields`, { limit: max }),
   connectionsFull: () => busy("connections", "The relay is serving as many requests as it may; retry shortly"),
   invalidContentLength: () => refuse(400, "invalid_content_length", "Content-Length must be one decimal number of bytes"),
+  invalidHost: () => refuse(400, "invalid_host", "Host must be one host name or IP address, with an optional port"),
 };
 
 /**
@@ -34,6 +35,16 @@ export const admissionErrors = {
  * budget. RFC 9112 §6.3 makes any other value invalid framing: 400, and the connection closed.
  */
 const CONTENT_LENGTH = /^\d{1,15}$/;
+
+/**
+ * A Host the relay accepts: one host name (letters, digits, `-`, `.`, and `_` as container and
+ * service names have), an IPv4 address or a bracketed IPv6 address, and an optional port. RFC 9112
+ * §3.2 asks for 400 on an invalid Host or more than one (Bun joins repeated lines with ", ");
+ * userinfo (`evil@host`), paths and spaces would otherwise travel on as X-Forwarded-Host, and Bun
+ * leaves req.url relative for some of them, so no URL parsing would ever see them. Stricter than
+ * the RFC's reg-name (no percent-escapes or sub-delims), which no real client sends.
+ */
+const HOST = /^(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
 export interface Admission {
   /**
@@ -48,7 +59,11 @@ export interface Admission {
   readonly budget: BodyBudget;
 }
 
-export function createAdmission(bounds: BoundsConfig, metrics: Metrics, maxBodyBytes = 0): Admission {
+/**
+ * `idleTimeoutSeconds`: the server's (RELAY_IDLE_TIMEOUT_SECONDS); a body's hold never sets a
+ * connection's idle timeout below it (src/http/body-budget.ts holdForBody).
+ */
+export function createAdmission(bounds: BoundsConfig, metrics: Metrics, maxBodyBytes = 0, idleTimeoutSeconds = 0): Admission {
   const budget = new BodyBudget(bounds.maxInflightBodyBytes, maxBodyBytes);
   // Clients filling the cap (paced polls, slow uploads) must not lock nodes out: node routes have
   // room of their own beyond it (D.NODE_CONNECTION_HEADROOM_SHARE).
@@ -72,6 +87,7 @@ export function createAdmission(bounds: BoundsConfig, metrics: Metrics, maxBodyB
     // build a ReadableStream, and reading the body after that takes Bun's slower stream path.
     let framed = false;
     let badLength = false;
+    let badHost = false;
     req.headers.forEach((value, name) => {
       bytes += name.length + value.length + 4;
       fields++;
@@ -79,23 +95,25 @@ export function createAdmission(bounds: BoundsConfig, metrics: Metrics, maxBodyB
         framed = true;
         if (!CONTENT_LENGTH.test(value)) badLength = true;
       } else if (name === "transfer-encoding") framed = true;
+      else if (name === "host" && value !== "" && !HOST.test(value)) badHost = true;
     });
     if (fields > MAX_HEADER_FIELDS) throw admissionErrors.tooManyHeaders(MAX_HEADER_FIELDS);
     if (bytes > bounds.maxHeaderBytes) throw admissionErrors.headersTooLarge(bounds.maxHeaderBytes);
+    if (badHost) throw admissionErrors.invalidHost();
     if (!framed) return;
     // Every reader after this one (route limit, body reader, memory guard, proxy) may take
     // Number(content-length) as the declared size.
     if (badLength) throw admissionErrors.invalidContentLength();
     const maxBytes = route?.maxBodyBytes;
     if (maxBytes === undefined) {
-      attachBodyPolicy(req, { budget, node, client, deadline: performance.now() + bounds.bodyTimeoutMs, timeoutMs: bounds.bodyTimeoutMs });
+      attachBodyPolicy(req, { budget, node, client, deadline: performance.now() + bounds.bodyTimeoutMs, timeoutMs: bounds.bodyTimeoutMs, idleTimeoutSeconds });
       return;
     }
     // Before routing, the token check and a byte of the body: a flood of oversized bodies on a
     // small route costs one header lookup each (RFC 9112 §6.2: the framing declares the length).
     if (Number(req.headers.get("content-length") ?? 0) > maxBytes) throw bodyTooLargeFor(route!);
     const tooLarge = () => bodyTooLargeFor(route!);
-    attachBodyPolicy(req, { budget, node, client, deadline: performance.now() + bounds.bodyTimeoutMs, timeoutMs: bounds.bodyTimeoutMs, maxBytes, tooLarge });
+    attachBodyPolicy(req, { budget, node, client, deadline: performance.now() + bounds.bodyTimeoutMs, timeoutMs: bounds.bodyTimeoutMs, idleTimeoutSeconds, maxBytes, tooLarge });
   }
 
   return { admit, budget };

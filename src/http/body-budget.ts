@@ -96,6 +96,8 @@ export interface BodyPolicy {
   /** performance.now() by which the whole body must have arrived. */
   deadline: number;
   timeoutMs: number;
+  /** The server's idle timeout (RELAY_IDLE_TIMEOUT_SECONDS): holdForBody never goes below it. */
+  idleTimeoutSeconds?: number;
   /** The route's own body limit (RouteSpec.maxBodyBytes), when below the reader's, and its refusal. */
   maxBytes?: number;
   tooLarge?: () => RelayError;
@@ -114,8 +116,11 @@ export function bodyPolicy(req: Request): BodyPolicy | undefined {
   return policies.get(req);
 }
 
-/** Past the body deadline, what the idle timeout leaves for the 408 to be written. */
-export const BODY_HOLD_MARGIN_SECONDS = 2;
+/**
+ * Past the body deadline, what the idle timeout leaves for the 408 to be written: more than one of
+ * the 4 s ticks in which uWebSockets counts idle time, so the tick never lands before the deadline.
+ */
+export const BODY_HOLD_MARGIN_SECONDS = 5;
 
 /**
  * Before a body is read: its connection's idle timeout becomes the time left to the body deadline
@@ -127,7 +132,7 @@ export function holdForBody(req: Request): void {
   const policy = policies.get(req);
   if (!policy?.client?.holdOpen) return;
   const seconds = Math.ceil(Math.max(0, policy.deadline - performance.now()) / 1000) + BODY_HOLD_MARGIN_SECONDS;
-  policy.client.holdOpen(Math.min(BUN_MAX_IDLE_TIMEOUT_SECONDS, seconds));
+  policy.client.holdOpen(Math.min(BUN_MAX_IDLE_TIMEOUT_SECONDS, Math.max(policy.idleTimeoutSeconds ?? 0, seconds)));
 }
 
 /**
