@@ -30,8 +30,23 @@ const HOP_BY_HOP = new Set([
 const SERVER_TOKEN_FIELD = SERVER_TOKEN_HEADER.toLowerCase();
 const RELAY_ONLY = (name: string) => name === SERVER_TOKEN_FIELD || name.startsWith("x-relay-");
 
-/** Forwarding fields the relay writes itself; inbound copies are only kept when trusted. */
-const FORWARDING = new Set(["forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]);
+/**
+ * Forwarding fields the relay writes itself, and the other names proxies use for the same facts
+ * (the client's address, the original URL or prefix) that upstream frameworks may believe:
+ * inbound copies are only kept from a trusted ingress, never from the client itself.
+ */
+const FORWARDING = new Set([
+  "forwarded",
+  "x-forwarded-for",
+  "x-forwarded-proto",
+  "x-forwarded-host",
+  "x-forwarded-port",
+  "x-forwarded-prefix",
+  "x-forwarded-server",
+  "x-real-ip",
+  "x-original-url",
+  "x-rewrite-url",
+]);
 
 const VIA = "1.1 tokenplace-relay";
 

@@ -2,8 +2,9 @@
  * Found by the hostile fuzz (test/fuzz/hostile.test.ts): Bun builds `req.url` from the Host header,
  * so a request with no Host (HTTP/1.0), an empty one or one like `[::1` or `relay:99999` had a
  * req.url that `new URL()` refused, and the relay routed it to `/`: the chat page answered
- * `GET /api/v1/meta`, and every POST route answered `405 Allow: GET, HEAD`. Every request now
- * reaches the route its path names, whatever its Host says.
+ * `GET /api/v1/meta`, and every POST route answered `405 Allow: GET, HEAD`. Every request with no
+ * Host, an empty one or a valid one now reaches the route its path names; an invalid Host is
+ * refused 400 invalid_host (RFC 9112 §3.2) before any route.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { requestUrl } from "../../src/http/request-url.ts";
@@ -23,7 +24,7 @@ describe("requestUrl", () => {
   });
 });
 
-describe("odd Host headers reach the route the path names", () => {
+describe("Host headers: absent, empty or valid ones reach the route the path names, invalid ones are refused", () => {
   const relay = startTestRelay();
   afterAll(() => relay.shutdown());
   const send = async (method: string, target: string, host: string | undefined, body?: string) => {
@@ -34,7 +35,7 @@ describe("odd Host headers reach the route the path names", () => {
     return { status: r.status, type: r.headers["content-type"], allow: r.headers["allow"], body: Buffer.from(r.body).toString() };
   };
 
-  for (const host of [undefined, "", "[::1", "relay.test:99999", ":80", "a/b", "relé.test"]) {
+  for (const host of [undefined, "", "relay.test:99999"]) {
     test(`Host ${JSON.stringify(host ?? "(none, HTTP/1.0)")}`, async () => {
       const meta = await send("GET", "/api/v1/meta", host);
       expect(meta.status).toBe(200);
@@ -49,6 +50,16 @@ describe("odd Host headers reach the route the path names", () => {
       const next = await send("GET", "/api/v1/relay/servers/next?model=m", host);
       expect(next.status).toBe(503);
       expect(JSON.parse(next.body).error.code).toBe("no_registered_compute_nodes");
+    });
+  }
+
+  for (const host of ["[::1", ":80", "a/b", "relé.test"]) {
+    test(`Host ${JSON.stringify(host)}: 400 invalid_host on every route`, async () => {
+      for (const [method, target, body] of [["GET", "/api/v1/meta"], ["POST", "/api/v1/relay/requests", "{}"], ["GET", "/api/v1/relay/servers/next?model=m"]] as const) {
+        const r = await send(method, target, host, body);
+        expect(r.status).toBe(400);
+        expect(JSON.parse(r.body).error).toMatchObject({ code: 400, type: "invalid_host" });
+      }
     });
   }
 

@@ -52,6 +52,31 @@ describe("Content-Length framing", () => {
     expect(upstreamHits).toBe(0);
   });
 
+  // RFC 9112 §3.2: 400 for an invalid Host or more than one; neither reaches a route or the upstream
+  // (where it would travel as X-Forwarded-Host).
+  const badHosts = ["evil@127.0.0.1", "a/b", "a b", "x:99999999", "relay.test\r\nHost: other"];
+  for (const path of ["/api/v1/relay/responses/retrieve", "/api/v1/chat/completions"]) {
+    test(`${path}: an invalid or repeated Host is refused 400 invalid_host, and the connection closed`, async () => {
+      for (const host of badHosts) {
+        const c = await raw();
+        c.send(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+        const r = await c.reply(5_000);
+        expect(r.status, host).toBe(400);
+        expect(r.headers.connection?.toLowerCase()).toBe("close");
+        expect(JSON.parse(r.body).error).toMatchObject({ code: 400, type: "invalid_host" });
+      }
+      expect(upstreamHits).toBe(0);
+    });
+  }
+
+  test("host names, IPv4 and IPv6 addresses and service names with a port are accepted", async () => {
+    for (const host of ["relay.test", "127.0.0.1:5010", "[::1]:8080", "tokenplace_relay:5010", "token.place."]) {
+      const c = await raw();
+      c.send(`GET /livez HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+      expect((await c.reply(5_000)).status, host).toBe(200);
+    }
+  });
+
   test("a single valid Content-Length still reaches the route", async () => {
     const c = await raw();
     const body = JSON.stringify({ client_public_key: "x" });

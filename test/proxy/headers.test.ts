@@ -40,6 +40,16 @@ describe("request headers", () => {
     expect(h.has("forwarded")).toBe(false);
   });
 
+  test("untrusted: the other names proxies give the client's address or the original URL are not passed on", () => {
+    const spoofed = { "X-Real-IP": "1.2.3.4", "X-Forwarded-Port": "443", "X-Forwarded-Prefix": "/admin", "X-Forwarded-Server": "spoof", "X-Original-URL": "/admin", "X-Rewrite-URL": "/admin" };
+    const h = upstreamRequestHeaders(new Headers({ ...spoofed, Accept: "text/event-stream" }), info);
+    for (const name of Object.keys(spoofed)) expect(h.has(name)).toBe(false);
+    expect(h.get("accept")).toBe("text/event-stream");
+    // From a trusted ingress they are its own facts, and pass.
+    const trusted = upstreamRequestHeaders(new Headers(spoofed), { ...info, trustForwarded: true });
+    for (const [name, value] of Object.entries(spoofed)) expect(trusted.get(name)).toBe(value);
+  });
+
   test("trusted (behind an ingress): the chain is extended and the first hop's proto/host kept", () => {
     const h = upstreamRequestHeaders(
       new Headers({ "X-Forwarded-For": "198.51.100.1", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "token.place", Via: "1.1 traefik" }),

@@ -138,8 +138,10 @@ describe("paths not in normal form and operator reads through a proxy", () => {
         });
       }
     }
-    // The same odd Host with a plain path still reaches its route.
-    expect((await rawRequest(relay.port, rawGet("/livez", "a@b"))).status).toBe(200);
+    // The same invalid Host with a plain path reaches no route either (RFC 9112 §3.2).
+    const plain = await rawRequest(relay.port, rawGet("/livez", "a@b"));
+    expect(plain.status).toBe(400);
+    expect(JSON.parse(plain.body).error.type).toBe("invalid_host");
   });
 
   test("without a metrics token, /metrics and /relay/diagnostics refuse requests that came through a proxy, disguised or not", async () => {
