@@ -38,20 +38,45 @@ import { compileBare, startupSection } from "./startup.ts";
 import { NGINX_BIN, startNginx, streamSection } from "./stream.ts";
 import { wakeLatency, type Place } from "./v1-wake.ts";
 import { redisServerPath } from "../test/helpers/redis.ts";
+import { benchArgs } from "./args.ts";
 
 // ------------------------------------------------------------------------------ options
 
 const args = process.argv.slice(2);
-const text = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
-const flag = (name: string) => args.includes(`--${name}`);
-function num(name: string, fallback: number): number {
-  const raw = text(name);
+const A = benchArgs("bench/run.ts", {
+  quick: "flag",
+  build: "flag",
+  "no-upstream": "flag",
+  only: "list",
+  skip: "list",
+  state: "list",
+  pairs: "list",
+  protocols: "list",
+  streams: "list",
+  "duration-ms": "count",
+  "cycle-rounds": "count",
+  samples: "count",
+  rounds: "count",
+  events: "count",
+  "gap-ms": "count",
+  "proxy-rounds": "count",
+  holds: "count",
+  "settle-ms": "count",
+  "startup-runs": "count",
+  out: "text",
+  note: "text",
+});
+/** A list of positive whole numbers (--pairs, --streams), or exit 2 naming the option. */
+function counts(name: "pairs" | "streams", fallback: number[]): number[] {
+  const raw = A[name];
   if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got ${raw}`);
-  return Math.floor(n);
+  const n = raw.map(Number);
+  if (n.length === 0 || n.some((x) => !Number.isSafeInteger(x) || x <= 0)) {
+    console.error(`bench/run.ts: --${name} wants positive whole numbers separated by commas (got ${JSON.stringify(raw.join(","))})`);
+    process.exit(2);
+  }
+  return n;
 }
-const list = (name: string, fallback: string[]) => text(name)?.split(",").map((s) => s.trim()).filter(Boolean) ?? fallback;
 
 export const SECTIONS = ["cycles", "wake", "peers", "proxy", "memory", "startup"] as const;
 type SectionId = (typeof SECTIONS)[number];
@@ -64,32 +89,41 @@ const TITLES: Record<SectionId, string> = {
   startup: "6. Start-up",
 };
 
-const quick = flag("quick");
-const only = list("only", [...SECTIONS]);
-const skip = list("skip", []);
-for (const s of [...only, ...skip]) if (!SECTIONS.includes(s as SectionId)) throw new Error(`unknown section ${JSON.stringify(s)} (${SECTIONS.join(", ")})`);
+const quick = A.quick;
+const only = A.only ?? [...SECTIONS];
+const skip = A.skip ?? [];
+const states = (A.state ?? ["memory", "valkey"]).map((s) => (s === "redis" ? "valkey" : s));
+const protocols = A.protocols ?? PROTOCOLS;
+{
+  const problems = [
+    ...[...only, ...skip].filter((x) => !SECTIONS.includes(x as SectionId)).map((x) => `unknown section ${JSON.stringify(x)} (${SECTIONS.join(", ")})`),
+    ...states.filter((x) => x !== "memory" && x !== "valkey").map((x) => `--state: unknown backend ${JSON.stringify(x)} (memory, valkey)`),
+    ...protocols.filter((x) => !PROTOCOLS.includes(x as Protocol)).map((x) => `--protocols: unknown protocol ${JSON.stringify(x)} (${PROTOCOLS.join(", ")})`),
+  ];
+  for (const p of problems) console.error(`bench/run.ts: ${p}`);
+  if (problems.length > 0) process.exit(2);
+}
 const sections = SECTIONS.filter((s) => only.includes(s) && !skip.includes(s));
-const states = list("state", ["memory", "valkey"]).map((s) => (s === "redis" ? "valkey" : s));
 const opts = {
-  seconds: Math.max(1, Math.round(num("duration-ms", quick ? 1_000 : 3_000) / 1_000)),
-  cycleRounds: num("cycle-rounds", quick ? 1 : 2),
-  pairs: list("pairs", (quick ? [1, 2] : PAIRS).map(String)).map(Number),
-  protocols: list("protocols", PROTOCOLS) as Protocol[],
-  samples: num("samples", quick ? 15 : 200),
-  rounds: num("rounds", 3),
-  streams: list("streams", quick ? ["10", "20"] : ["100", "1000"]).map(Number),
-  events: num("events", quick ? 5 : 40),
-  gapMs: num("gap-ms", 100),
-  proxyRounds: num("proxy-rounds", quick ? 1 : 2),
-  holds: num("holds", quick ? 200 : 10_000),
-  settleMs: num("settle-ms", quick ? 500 : 15_000),
-  startupRuns: num("startup-runs", quick ? 2 : 10),
-  upstream: !flag("no-upstream"),
+  seconds: Math.max(1, Math.round((A["duration-ms"] ?? (quick ? 1_000 : 3_000)) / 1_000)),
+  cycleRounds: A["cycle-rounds"] ?? (quick ? 1 : 2),
+  pairs: counts("pairs", quick ? [1, 2] : [...PAIRS]),
+  protocols: protocols as Protocol[],
+  samples: A.samples ?? (quick ? 15 : 200),
+  rounds: A.rounds ?? 3,
+  streams: counts("streams", quick ? [10, 20] : [100, 1000]),
+  events: A.events ?? (quick ? 5 : 40),
+  gapMs: A["gap-ms"] ?? 100,
+  proxyRounds: A["proxy-rounds"] ?? (quick ? 1 : 2),
+  holds: A.holds ?? (quick ? 200 : 10_000),
+  settleMs: A["settle-ms"] ?? (quick ? 500 : 15_000),
+  startupRuns: A["startup-runs"] ?? (quick ? 2 : 10),
+  upstream: !A["no-upstream"],
   valkey: states.includes("valkey"),
-  build: flag("build"),
-  out: text("out") ?? (quick ? undefined : join(REPO, "bench/results.md")),
+  build: A.build,
+  out: A.out ?? (quick ? undefined : join(REPO, "bench/results.md")),
   /** Free text for the report: what else the machine was doing. */
-  note: text("note"),
+  note: A.note,
 };
 
 const TOKEN = `bench-${crypto.randomUUID()}`;
